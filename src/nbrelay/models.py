@@ -1,0 +1,176 @@
+"""The domain types — Job, JobState and its one transition function, Event — with no I/O.
+
+Every state change of a job goes through `transition`, so the rules live in one place and are tested alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from nbrelay.errors import InvalidTransition
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT})
+UNFINISHED_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
+
+_ALLOWED: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset(
+        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT}
+    ),
+}
+
+# The event type announced when a job enters each state.
+STATE_EVENT: dict[JobState, str] = {
+    JobState.QUEUED: "job.queued",
+    JobState.RUNNING: "job.started",
+    JobState.SUCCEEDED: "job.succeeded",
+    JobState.FAILED: "job.failed",
+    JobState.CANCELLED: "job.cancelled",
+    JobState.TIMED_OUT: "job.timed_out",
+}
+EVENT_STATE: dict[str, JobState] = {kind: state for state, kind in STATE_EVENT.items()}
+TERMINAL_EVENTS = frozenset(STATE_EVENT[s] for s in TERMINAL_STATES)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def isoformat(ts: datetime | None) -> str | None:
+    if ts is None:
+        return None
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    """Why a job did not succeed: the failing cell when there is one, else a reason."""
+
+    reason: str
+    cell_index: int | None = None
+    ename: str | None = None
+    evalue: str | None = None
+    traceback: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> JobError | None:
+        if not data:
+            return None
+        return cls(
+            reason=str(data.get("reason", "")),
+            cell_index=data.get("cell_index"),
+            ename=data.get("ename"),
+            evalue=data.get("evalue"),
+            traceback=list(data.get("traceback") or []),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    owner: str
+    notebook: str
+    kernel_name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    state: JobState = JobState.QUEUED
+    timeout_s: float | None = None
+    cell_timeout_s: float | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress_cell: int = 0
+    progress_total: int = 0
+    error: JobError | None = None
+    report_path: str | None = None
+    output_path: str | None = None
+    cancel_requested: bool = False
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or utcnow()
+        return max(0.0, (end - self.started_at).total_seconds())
+
+
+def transition(job: Job, to: JobState, *, at: datetime | None = None, **changes: Any) -> Job:
+    """Return `job` moved to state `to`, or raise InvalidTransition; the one place states change."""
+    if to not in _ALLOWED.get(job.state, frozenset()):
+        raise InvalidTransition(job.id, job.state.value, to.value)
+    at = at or utcnow()
+    if to is JobState.RUNNING:
+        changes.setdefault("started_at", at)
+    elif to.terminal:
+        changes.setdefault("finished_at", at)
+    return dataclasses.replace(job, state=to, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """The one event type: made by the runner, recorded by the store, positioned by the hub, sent by transports.
+
+    `stream`, `offset` and `epoch` are set by the hub when it publishes the event on a stream.
+    """
+
+    type: str
+    data: dict[str, Any]
+    ts: datetime = field(default_factory=utcnow)
+    stream: str | None = None
+    offset: int | None = None
+    epoch: str | None = None
+
+    @property
+    def id(self) -> str | None:
+        if self.epoch is None or self.offset is None:
+            return None
+        return f"{self.epoch}:{self.offset}"
+
+    @property
+    def job_id(self) -> int | None:
+        job = self.data.get("job")
+        return int(job) if job is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "offset": self.offset,
+            "epoch": self.epoch,
+            "id": self.id,
+            "type": self.type,
+            "ts": isoformat(self.ts),
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    """A parameter declared in a notebook's `parameters` cell, as papermill infers it."""
+
+    name: str
+    type: str  # papermill's inferred type name: "int", "float", "str", "bool", "list", "dict", "None", …
+    default: str  # the default as written in the cell (source text)
+    help: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,1 @@
+"""Running one notebook in a worker process: warm kernels, nbclient hooks into Events, the HTML report."""

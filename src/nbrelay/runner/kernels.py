@@ -1,0 +1,287 @@
+"""Kernels for jobs: started ahead of time in a small pool per kernel name, each used by one job only.
+
+Python kernels are forked from a preloaded zygote process (see zygote.py) when possible; any other kernel is
+launched the usual way by jupyter_client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning import LocalProvisioner
+
+log = logging.getLogger(__name__)
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (our forked kernels) so that we can wait for them and read their exit."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+class ForkedProcess:
+    """The Popen-like handle jupyter_client expects, for a kernel forked by the zygote and adopted by us."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is not None:
+            return self.returncode
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            # Not (or no longer) our child: fall back to asking whether the pid still exists.
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                self.returncode = -1
+            return self.returncode
+        if pid == self.pid:
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class Zygote:
+    """Client of the zygote process (one per worker process); thread-safe."""
+
+    def __init__(self, python: str = sys.executable):
+        self._python = python
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _ensure(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
+            proc = subprocess.Popen(
+                [self._python, "-m", "nbrelay.runner.zygote"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+            )
+            assert proc.stdout is not None
+            ready = proc.stdout.readline()
+            if not ready:
+                raise RuntimeError("the kernel zygote exited at start")
+            self._proc = proc
+        return self._proc
+
+    def spawn(self, args: list[str], cwd: str, env: dict[str, str], log_path: str | None = None) -> int:
+        with self._lock:
+            proc = self._ensure()
+            assert proc.stdin is not None and proc.stdout is not None
+            request = {"args": args, "cwd": cwd, "env": env, "log_path": log_path}
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            proc.stdin.flush()
+            reply = json.loads(proc.stdout.readline() or b'{"error": "zygote exited"}')
+        if "pid" not in reply:
+            raise RuntimeError(f"kernel fork failed: {reply.get('error')}")
+        return int(reply["pid"])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                assert self._proc.stdin is not None
+                self._proc.stdin.close()
+                try:
+                    self._proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+            self._proc = None
+
+
+def forkable(argv: list[str]) -> list[str] | None:
+    """The kernel's own arguments when `argv` starts an ipykernel of this interpreter; else None."""
+    if len(argv) < 3 or argv[1] != "-m" or argv[2] not in ("ipykernel_launcher", "ipykernel"):
+        return None
+    try:
+        same = os.path.realpath(argv[0]) == os.path.realpath(sys.executable) or argv[0] in (
+            "python",
+            "python3",
+        )
+    except OSError:
+        return None
+    return argv[3:] if same else None
+
+
+class ForkProvisioner(LocalProvisioner):  # type: ignore[misc]
+    """Launches the kernel through the zygote when its command allows it, else like LocalProvisioner."""
+
+    zygote: Zygote | None = None
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        args = forkable(cmd)
+        if self.zygote is None or args is None:
+            return await super().launch_kernel(cmd, **kwargs)
+        env = {k: str(v) for k, v in (kwargs.get("env") or os.environ).items()}
+        env["JPY_PARENT_PID"] = str(os.getpid())  # the kernel exits when this worker dies
+        cwd = str(kwargs.get("cwd") or os.getcwd())
+        pid = await asyncio.to_thread(self.zygote.spawn, args, cwd, env)
+        self.process = ForkedProcess(pid)
+        self.pid = self.pgid = pid
+        self.cwd = cwd
+        return self.connection_info
+
+
+@dataclass
+class Kernel:
+    """A started kernel with its connected client, ready for one job."""
+
+    name: str
+    km: AsyncKernelManager
+    kc: Any
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def pid(self) -> int | None:
+        process = getattr(self.km.provisioner, "process", None)
+        return getattr(process, "pid", None)
+
+    def exit_code(self) -> int | None:
+        process = getattr(self.km.provisioner, "process", None)
+        return process.poll() if process is not None else None
+
+    async def alive(self) -> bool:
+        return bool(await self.km.is_alive())
+
+    async def interrupt(self) -> None:
+        try:
+            await self.km.interrupt_kernel()
+        except Exception as exc:  # a dead kernel cannot be interrupted; the kill that follows settles it
+            log.debug("interrupt failed: %s", exc)
+
+    async def shutdown(self) -> None:
+        """Stop the kernel for good: no kernel process may outlive its job."""
+        try:
+            self.kc.stop_channels()
+        except Exception:
+            pass
+        try:
+            await self.km.shutdown_kernel(now=True)
+        except Exception as exc:
+            log.debug("kernel shutdown: %s", exc)
+            process = getattr(self.km.provisioner, "process", None)
+            if process is not None and process.poll() is None:
+                process.kill()
+
+
+class KernelPool:
+    """Keeps `size` started kernels per kernel name; hands each out once and refills in the background."""
+
+    def __init__(self, *, size: int, cwd: Path, startup_timeout_s: float, fork: bool = True):
+        self.size = size
+        self.cwd = cwd
+        self.startup_timeout_s = startup_timeout_s
+        self.zygote = Zygote() if fork and become_subreaper() else None
+        self._ready: dict[str, deque[Kernel]] = {}
+        self._filling: dict[str, set[asyncio.Task[None]]] = {}
+
+    async def start_kernel(self, name: str, cwd: Path | None = None) -> Kernel:
+        km = AsyncKernelManager(kernel_name=name, transport="ipc")
+        km.shutdown_wait_time = 1.0
+        if self.zygote is not None:
+            km.kernel_id = km.kernel_id or os.urandom(8).hex()
+            provisioner = ForkProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
+            provisioner.zygote = self.zygote
+            km.provisioner = provisioner
+        ipc_dir = Path(os.environ.get("NBRELAY_RUNTIME_DIR", "/tmp")) / "nbrelay-ipc"
+        ipc_dir.mkdir(parents=True, exist_ok=True)
+        km.ip = str(ipc_dir / f"k-{os.getpid()}-{os.urandom(6).hex()}")
+        await km.start_kernel(cwd=str(cwd or self.cwd), extra_arguments=["--HistoryManager.enabled=False"])
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=self.startup_timeout_s)
+        except Exception:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+            raise
+        return Kernel(name=name, km=km, kc=kc)
+
+    async def acquire(self, name: str) -> Kernel:
+        """A ready kernel for `name` (from the pool when one is warm), used by the caller only."""
+        ready = self._ready.setdefault(name, deque())
+        kernel: Kernel | None = None
+        while ready:
+            candidate = ready.popleft()
+            if await candidate.alive():
+                kernel = candidate
+                break
+            await candidate.shutdown()
+        self.refill(name)
+        if kernel is None:
+            kernel = await self.start_kernel(name)
+        return kernel
+
+    def refill(self, name: str) -> None:
+        tasks = self._filling.setdefault(name, set())
+        missing = self.size - len(self._ready.get(name, ())) - len(tasks)
+        for _ in range(max(0, missing)):
+            task = asyncio.create_task(self._fill_one(name))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def _fill_one(self, name: str) -> None:
+        try:
+            kernel = await self.start_kernel(name)
+        except Exception as exc:
+            log.warning("could not pre-start a %s kernel: %s", name, exc)
+            return
+        self._ready.setdefault(name, deque()).append(kernel)
+
+    async def close(self) -> None:
+        for tasks in self._filling.values():
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for ready in self._ready.values():
+            while ready:
+                await ready.popleft().shutdown()
+        if self.zygote is not None:
+            await asyncio.to_thread(self.zygote.close)

@@ -1,0 +1,127 @@
+"""Notebook parameters: read what a notebook declares (papermill's translators) and check a request against it."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+from typing import Any
+
+import nbformat
+from papermill.parameterize import parameterize_notebook
+from papermill.translators import papermill_translators
+from papermill.utils import find_first_tagged_cell_index
+
+from nbrelay.errors import Unprocessable
+from nbrelay.models import Parameter
+
+__all__ = ["check_parameters", "declared_parameters", "default_value", "inject_parameters", "language_of"]
+
+
+def language_of(nb: nbformat.NotebookNode) -> str:
+    kernelspec = nb.metadata.get("kernelspec", {})
+    return str(kernelspec.get("language") or nb.metadata.get("language_info", {}).get("name") or "python")
+
+
+def _ensure_tags(nb: nbformat.NotebookNode) -> None:
+    # papermill reads `cell.metadata.tags` unguarded (its own loader adds the key): give every cell one.
+    for cell in nb.cells:
+        cell.metadata.setdefault("tags", [])
+
+
+def declared_parameters(nb: nbformat.NotebookNode) -> list[Parameter] | None:
+    """The parameters the notebook declares; [] without a `parameters` cell; None when its language can't tell."""
+    _ensure_tags(nb)
+    index = find_first_tagged_cell_index(nb, "parameters")
+    if index < 0:
+        return []
+    kernel_name = nb.metadata.get("kernelspec", {}).get("name")
+    try:
+        translator = papermill_translators.find_translator(kernel_name, language_of(nb))
+        found = translator.inspect(nb.cells[index])
+    except (NotImplementedError, Exception):  # papermill raises a plain error for unknown languages
+        return None
+    return [Parameter(p.name, str(p.inferred_type_name), str(p.default), str(p.help or "")) for p in found]
+
+
+def default_value(parameter: Parameter) -> Any:
+    """The default as a JSON-able value when it is a literal, else None (the form shows the source text)."""
+    try:
+        value = ast.literal_eval(parameter.default)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, (int, float, str, bool, list, dict, type(None))) else None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "int": ("an integer", _is_int),
+    "float": ("a number", _is_number),
+    "complex": ("a number", _is_number),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "list": ("a list", lambda v: isinstance(v, list)),
+    "tuple": ("a list", lambda v: isinstance(v, list)),
+    "set": ("a list", lambda v: isinstance(v, list)),
+    "dict": ("an object", lambda v: isinstance(v, dict)),
+}
+
+
+def _expectation(type_name: str) -> tuple[str, Callable[[Any], bool]] | None:
+    """What a declared type accepts, or None when any JSON value goes (untyped, None, or an unusual type)."""
+    name = type_name.strip().removeprefix("typing.")
+    optional = False
+    if name.lower().startswith("optional[") and name.endswith("]"):
+        name, optional = name[len("optional[") : -1], True
+    base = name.split("[", 1)[0].strip().lower()
+    found = _CHECKS.get(base)
+    if found is None:
+        return None
+    if optional:
+        what, check = found
+        return f"{what} or null", lambda v: v is None or check(v)
+    return found
+
+
+def check_parameters(declared: list[Parameter] | None, given: dict[str, Any]) -> None:
+    """Raise Unprocessable naming every unknown or mistyped parameter, and the ones the notebook knows."""
+    if declared is None:
+        return
+    known = {p.name: p for p in declared}
+    problems: list[dict[str, str]] = []
+    for name, value in given.items():
+        parameter = known.get(name)
+        if parameter is None:
+            problems.append({"parameter": name, "problem": "unknown parameter"})
+            continue
+        expected = _expectation(parameter.type)
+        if expected is not None and not expected[1](value):
+            problems.append(
+                {
+                    "parameter": name,
+                    "problem": f"expected {expected[0]} ({parameter.type}), got {value!r}"[:300],
+                }
+            )
+    if problems:
+        names = ", ".join(sorted(known)) or "none (the notebook has no cell tagged 'parameters')"
+        first = problems[0]
+        raise Unprocessable(
+            f"parameter '{first['parameter']}': {first['problem']}; the notebook's parameters are: {names}",
+            code="invalid_parameters",
+            problems=problems,
+            known=[p.to_dict() for p in declared],
+        )
+
+
+def inject_parameters(nb: nbformat.NotebookNode, parameters: dict[str, Any]) -> nbformat.NotebookNode:
+    """A copy of `nb` with papermill's `injected-parameters` cell after the `parameters` cell."""
+    _ensure_tags(nb)
+    nb.metadata.setdefault("papermill", {})
+    kernel_name = nb.metadata.get("kernelspec", {}).get("name")
+    return parameterize_notebook(nb, parameters, kernel_name=kernel_name, language=language_of(nb))

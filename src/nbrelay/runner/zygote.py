@@ -1,0 +1,86 @@
+"""A preloaded process that forks fresh Python kernels on request: ~0.1 CPU-s per kernel instead of ~0.8.
+
+Protocol on stdin/stdout, one JSON object per line: {"args": [...], "cwd": str, "env": {...}} → {"pid": N}.
+Each kernel is forked twice so that it is re-parented to the worker (a child subreaper), which can then wait
+for it and read its exit signal like any child. Nothing here runs threads before forking.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+
+def _preload() -> None:
+    # The debugger is imported by every kernel at start and costs ~0.3 s: import it once, here.
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    import ipykernel.debugger
+    import ipykernel.ipkernel
+    import ipykernel.kernelapp  # noqa: F401
+
+
+def _become_kernel(request: dict[str, Any]) -> None:
+    """In the grandchild: detach, take the job's environment and run the kernel until it exits."""
+    os.setsid()  # its own process group, so interrupt/kill reach the kernel and what it spawns, not us
+    devnull = os.open(os.devnull, os.O_RDWR)
+    log = request.get("log_path")
+    err = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if log else devnull
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.dup2(err, 2)
+    os.chdir(request.get("cwd") or "/")
+    os.environ.clear()
+    os.environ.update(request.get("env") or {})
+    args = [str(a) for a in request["args"]]
+    sys.argv = ["ipykernel_launcher", *args]
+    from ipykernel.kernelapp import IPKernelApp
+
+    IPKernelApp.launch_instance(argv=args)
+
+
+def _fork_kernel(request: dict[str, Any]) -> int:
+    read_fd, write_fd = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        code = 0
+        try:
+            os.close(read_fd)
+            kernel = os.fork()
+            if kernel == 0:
+                os.close(write_fd)
+                try:
+                    _become_kernel(request)
+                finally:
+                    os._exit(0)
+            os.write(write_fd, str(kernel).encode())
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(middle, 0)
+    if not answer:
+        raise RuntimeError("fork of the kernel process failed")
+    return int(answer)
+
+
+def main() -> None:
+    _preload()
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout.write(b'{"ready": true}\n')
+    stdout.flush()
+    for line in stdin:
+        try:
+            reply: dict[str, Any] = {"pid": _fork_kernel(json.loads(line))}
+        except Exception as exc:  # answer every request: the caller is waiting for this line
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        stdout.write(json.dumps(reply).encode() + b"\n")
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
