@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -28,10 +29,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
@@ -63,13 +62,9 @@ class Workspace:
         if any(ord(c) < 32 or c == "\x7f" for c in user_path):
             raise PathRefused("control characters are not allowed in paths")
         if "\\" in user_path:
-            raise PathRefused(
-                f"backslashes are not allowed in paths: {user_path!r}", hint="use '/' between folders"
-            )
+            raise PathRefused(f"backslashes are not allowed in paths: {user_path!r}", hint="use '/' between folders")
         if user_path.startswith("/") or _DRIVE.match(user_path):
-            raise PathRefused(
-                f"absolute paths are not accepted: {user_path!r}", hint="give a path in the workspace"
-            )
+            raise PathRefused(f"absolute paths are not accepted: {user_path!r}", hint="give a path in the workspace")
         parts = [p for p in user_path.split("/") if p not in ("", ".")]
         if any(p == ".." for p in parts):
             raise PathRefused(f"'..' is not allowed in paths: {user_path!r}")

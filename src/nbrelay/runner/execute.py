@@ -195,9 +195,7 @@ class Supervisor:
                     return await self._halt(task, JobState.CANCELLED, "cancelled by request")
                 if deadline is not None and time.monotonic() >= deadline:
                     if why == "cell":
-                        reason = (
-                            f"cell {client.cell_index} exceeded the cell timeout of {spec.cell_timeout_s:g} s"
-                        )
+                        reason = f"cell {client.cell_index} exceeded the cell timeout of {spec.cell_timeout_s:g} s"
                     else:
                         reason = f"job exceeded its timeout of {spec.timeout_s:g} s"
                     return await self._halt(task, JobState.TIMED_OUT, reason)
@@ -258,9 +256,7 @@ def load_notebook(path: Path) -> nbformat.NotebookNode:
     return nb
 
 
-async def run_job(
-    spec: RunSpec, pool: KernelPool, reports: ReportWriter, emit: Emit, stop: asyncio.Event
-) -> Outcome:
+async def run_job(spec: RunSpec, pool: KernelPool, reports: ReportWriter, emit: Emit, stop: asyncio.Event) -> Outcome:
     """Run the job to a terminal outcome; never raises for anything the notebook or kernel does."""
     try:
         nb = load_notebook(spec.notebook_path)
@@ -271,9 +267,7 @@ async def run_job(
     try:
         kernel = await pool.acquire(spec.kernel_name)
     except Exception as exc:
-        return Outcome(
-            JobState.FAILED, JobError(reason=f"could not start kernel {spec.kernel_name!r}: {exc}")
-        )
+        return Outcome(JobState.FAILED, JobError(reason=f"could not start kernel {spec.kernel_name!r}: {exc}"))
     try:
         await _enter_folder(kernel, nb, spec.notebook_path.parent)
         client = _JobClient(nb, spec, emit, km=kernel.km, kernel_name=spec.kernel_name)

@@ -7,6 +7,7 @@ launched the usual way by jupyter_client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import logging
@@ -76,10 +77,8 @@ class ForkedProcess:
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -198,10 +197,8 @@ class Kernel:
 
     async def shutdown(self) -> None:
         """Stop the kernel for good: no kernel process may outlive its job."""
-        try:
+        with contextlib.suppress(Exception):
             self.kc.stop_channels()
-        except Exception:
-            pass
         try:
             await self.km.shutdown_kernel(now=True)
         except Exception as exc:
