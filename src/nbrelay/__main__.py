@@ -1,0 +1,3 @@
+from nbrelay.cli import app
+
+app(prog_name="nbrelay")

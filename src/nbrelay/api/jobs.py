@@ -1,0 +1,116 @@
+"""Jobs: submit, list, read, cancel, and the job's report and executed notebook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from nbrelay.api.auth import current_user
+from nbrelay.api.schemas import SubmitJob, job_json
+from nbrelay.errors import BadRequest, NotFound
+from nbrelay.jobs import JobService, SubmitRequest, User
+from nbrelay.models import UNFINISHED_STATES, JobState
+
+router = APIRouter(prefix="/api", tags=["jobs"])
+
+# Reports are untrusted HTML (notebook outputs carry scripts): a sandbox without same-origin keeps them away from
+# the app's cookies and API.
+REPORT_HEADERS = {
+    "Content-Security-Policy": "sandbox allow-scripts",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "private, max-age=0",
+}
+
+
+def service(request: Request) -> JobService:
+    return request.app.state.jobs  # type: ignore[no-any-return]
+
+
+Service = Annotated[JobService, Depends(service)]
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def _states(value: str | None) -> list[JobState] | None:
+    if not value:
+        return None
+    states: set[JobState] = set()
+    for part in value.split(","):
+        part = part.strip()
+        if part == "unfinished":
+            states |= UNFINISHED_STATES
+            continue
+        try:
+            states.add(JobState(part))
+        except ValueError:
+            known = ", ".join([s.value for s in JobState] + ["unfinished"])
+            raise BadRequest(f"unknown state {part!r}; use one of: {known}", code="invalid_state") from None
+    return sorted(states)
+
+
+@router.post("/jobs", status_code=202, summary="Run a notebook: answers at once with the queued job")
+async def submit_job(body: SubmitJob, jobs: Service, user: CurrentUser) -> JSONResponse:
+    request = SubmitRequest(
+        notebook=body.notebook,
+        parameters=body.parameters,
+        timeout_s=body.timeout_s,
+        cell_timeout_s=body.cell_timeout_s,
+        kernel_name=body.kernel_name,
+    )
+    job = await jobs.submit(user, request)
+    position = await jobs.store.queue_position(job.id)
+    return JSONResponse(job_json(job, position), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
+
+
+@router.get("/jobs", summary="List jobs, newest first")
+async def list_jobs(
+    jobs: Service,
+    user: CurrentUser,
+    state: Annotated[str | None, Query(description="comma-separated states, or 'unfinished'")] = None,
+    notebook: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    found, total = await jobs.list(user, states=_states(state), notebook=notebook, limit=limit, offset=offset)
+    positions = await jobs.queue_positions(found)
+    return {
+        "jobs": [job_json(job, positions.get(job.id)) for job in found],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/jobs/{job_id}", summary="One job: state, progress, queue position, error, report")
+async def get_job(job_id: int, jobs: Service, user: CurrentUser) -> dict[str, Any]:
+    job = await jobs.get(user, job_id)
+    return job_json(job, await jobs.store.queue_position(job.id))
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202, summary="Cancel a queued or running job")
+async def cancel_job(job_id: int, jobs: Service, user: CurrentUser) -> dict[str, Any]:
+    job = await jobs.cancel(user, job_id)
+    return job_json(job, await jobs.store.queue_position(job.id))
+
+
+def _artifact(path: str | None, job_id: int, what: str) -> Path:
+    if not path or not Path(path).is_file():
+        raise NotFound(f"job {job_id} has no {what} yet", code=f"{what.replace(' ', '_')}_not_ready")
+    return Path(path)
+
+
+@router.get("/jobs/{job_id}/report", summary="The job's HTML report (sandboxed)", response_class=FileResponse)
+async def get_report(job_id: int, jobs: Service, user: CurrentUser) -> FileResponse:
+    job = await jobs.get(user, job_id)
+    path = _artifact(job.report_path, job_id, "report")
+    return FileResponse(path, media_type="text/html; charset=utf-8", headers=REPORT_HEADERS)
+
+
+@router.get("/jobs/{job_id}/notebook", summary="The executed notebook (.ipynb)", response_class=FileResponse)
+async def get_executed_notebook(job_id: int, jobs: Service, user: CurrentUser) -> FileResponse:
+    job = await jobs.get(user, job_id)
+    path = _artifact(job.output_path, job_id, "executed notebook")
+    return FileResponse(path, media_type="application/x-ipynb+json", filename=f"{job_id}-{path.name}")

@@ -1,0 +1,26 @@
+"""Notebooks: what a notebook declares, so a form or the CLI can ask for the right values."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+
+from nbrelay.api.jobs import CurrentUser, Service
+from nbrelay.runner.params import default_value
+
+router = APIRouter(prefix="/api", tags=["notebooks"])
+
+
+@router.get("/notebooks/{path:path}/parameters", summary="The notebook's declared parameters")
+async def notebook_parameters(path: str, jobs: Service, user: CurrentUser) -> dict[str, Any]:
+    info = await asyncio.to_thread(jobs.inspect, path)
+    parameters = info.parameters
+    return {
+        "notebook": info.path,
+        "kernel_name": info.kernel_name,
+        "language": info.language,
+        "inspectable": parameters is not None,
+        "parameters": [{**p.to_dict(), "default_value": default_value(p)} for p in parameters or []],
+    }

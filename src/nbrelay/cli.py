@@ -1,0 +1,244 @@
+"""The `nbrelay` command: serve, run a notebook (on a server or locally), list jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nbrelay.client import Client, NbrelayError
+
+app = typer.Typer(help="Run Jupyter notebooks as background jobs, with live push to the browser.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+ServerOption = Annotated[str, typer.Option("--server", envvar="NBRELAY_SERVER", help="URL of the nbrelay server")]
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on [env NBRELAY_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [env NBRELAY_PORT, default 8765]")] = None,
+    workspace: Annotated[Path | None, typer.Option(help="folder of notebooks [env NBRELAY_WORKSPACE]")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="database and reports [env NBRELAY_DATA_DIR]")] = None,
+    workers: Annotated[int | None, typer.Option(help="notebooks run at once [env NBRELAY_WORKERS]")] = None,
+    examples: Annotated[bool, typer.Option(help="put the example notebooks in an empty workspace")] = True,
+) -> None:
+    """Start the server (SQLite and local worker processes unless configured otherwise)."""
+    import uvicorn
+
+    from nbrelay.app import create_app, seed_workspace
+    from nbrelay.config import Settings
+
+    overrides = {"host": host, "port": port, "workspace": workspace, "data_dir": data_dir, "workers": workers}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    if examples and seed_workspace(settings.workspace):
+        err.print(f"[dim]example notebooks copied to {settings.workspace}[/dim]")
+    err.print(
+        f"nbrelay on [bold]http://{settings.host}:{settings.port}[/bold]  workspace {settings.workspace}  "
+        f"data {settings.data_dir}  workers {settings.workers}"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _coerce(value: str, type_name: str | None) -> Any:
+    """A -p value as the notebook's declared type; untyped values are read as JSON when they parse."""
+    base = (type_name or "").lower().removeprefix("optional[").split("[", 1)[0]
+    if base == "str":
+        return value
+    if base == "bool":
+        lowered = value.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise typer.BadParameter(f"{value!r} is not true/false")
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def _parse_parameters(pairs: list[str], declared: dict[str, str | None]) -> dict[str, Any]:
+    parameters: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="-p")
+        parameters[name] = _coerce(value, declared.get(name))
+    return parameters
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _print_outcome(job: dict[str, Any]) -> int:
+    state = job["state"]
+    if state == "succeeded":
+        console.print(f"[green]job {job['id']} succeeded[/green] in {job.get('duration_s') or 0:.1f} s")
+        if job.get("report_url"):
+            console.print(f"report: {job['report_url']}")
+        return 0
+    error = job.get("error") or {}
+    console.print(f"[red]job {job['id']} {state}[/red]: {error.get('reason', '')}")
+    if error.get("ename"):
+        console.print(f"  {error['ename']}: {error.get('evalue', '')}")
+    return 1
+
+
+def _follow(progress_of: Any, job_id: int, total_hint: int = 0) -> dict[str, Any]:
+    """Show a per-cell progress bar while polling; returns the final job."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(f"job {job_id} queued", total=total_hint or None)
+        while True:
+            job = progress_of(job_id)
+            progress = job.get("progress") or {}
+            total = progress.get("total") or None
+            label = f"job {job_id} {job['state']}"
+            if job["state"] == "queued" and job.get("queue_position"):
+                label += f" (#{job['queue_position']})"
+            bar.update(task, description=label, total=total, completed=progress.get("cell", 0))
+            if job["state"] not in ("queued", "running"):
+                return job  # type: ignore[no-any-return]
+            import time
+
+            time.sleep(0.2)
+
+
+@app.command()
+def run(
+    notebook: Annotated[str, typer.Argument(help="notebook path in the workspace (with --local: any path)")],
+    param: Annotated[list[str] | None, typer.Option("-p", "--param", help="a parameter as key=value")] = None,
+    server: ServerOption = "http://127.0.0.1:8765",
+    local: Annotated[bool, typer.Option("--local", help="run here, without a server")] = False,
+    timeout_s: Annotated[float | None, typer.Option("--timeout", help="whole-job timeout, seconds")] = None,
+    cell_timeout_s: Annotated[float | None, typer.Option("--cell-timeout", help="per-cell timeout, seconds")] = None,
+) -> None:
+    """Run a notebook with parameters, show per-cell progress, exit non-zero when the job does not succeed."""
+    pairs = param or []
+    if local:
+        raise typer.Exit(asyncio.run(_run_local(Path(notebook), pairs, timeout_s, cell_timeout_s)))
+    with Client(server) as client:
+        try:
+            declared = {p["name"]: p["type"] for p in client.parameters(notebook)["parameters"]}
+            job = client.submit(
+                notebook, _parse_parameters(pairs, declared), timeout_s=timeout_s, cell_timeout_s=cell_timeout_s
+            )
+            final = _follow(client.job, job["id"])
+        except NbrelayError as exc:
+            raise _fail(exc.message) from None
+    raise typer.Exit(_print_outcome(final))
+
+
+async def _run_local(path: Path, pairs: list[str], timeout_s: float | None, cell_timeout_s: float | None) -> int:
+    """Run one notebook with an in-process service on a temporary data dir, workspace = the notebook's folder."""
+    from nbrelay.api.schemas import job_json
+    from nbrelay.config import Settings
+    from nbrelay.errors import NbrelayError as ServiceError
+    from nbrelay.executor.local import LocalExecutor
+    from nbrelay.jobs import JobService, SubmitRequest, User
+    from nbrelay.store import open_store
+
+    path = path.resolve()
+    if not path.is_file():
+        raise _fail(f"no notebook at {path}")
+    with tempfile.TemporaryDirectory(prefix="nbrelay-") as data:
+        settings = Settings(workspace=path.parent, data_dir=Path(data), workers=1, kernel_pool_size=0)
+        store = open_store(settings.database_url)
+        await store.start()
+        service = JobService(settings, store, LocalExecutor(settings))
+        await service.start()
+        try:
+            info = service.inspect(path.name)
+            declared = {p.name: p.type for p in info.parameters or []}
+            request = SubmitRequest(path.name, _parse_parameters(pairs, declared), timeout_s, cell_timeout_s)
+            user = User(settings.local_user, admin=True)
+            job = await service.submit(user, request)
+            loop = asyncio.get_running_loop()
+
+            def progress_of(job_id: int) -> dict[str, Any]:
+                found = asyncio.run_coroutine_threadsafe(service.get(user, job_id), loop).result()
+                return job_json(found)
+
+            final = await asyncio.to_thread(_follow, progress_of, job.id)
+            if final.get("report_url"):
+                report = path.with_suffix(".html")
+                done = await service.get(user, job.id)
+                if done.report_path:
+                    Path(report).write_bytes(Path(done.report_path).read_bytes())
+                    final["report_url"] = str(report)
+            return _print_outcome(final)
+        except ServiceError as exc:
+            raise _fail(exc.message) from None
+        finally:
+            await service.stop()
+            await store.close()
+
+
+@app.command()
+def jobs(
+    server: ServerOption = "http://127.0.0.1:8765",
+    state: Annotated[str | None, typer.Option(help="e.g. running, failed, unfinished")] = None,
+    notebook: Annotated[str | None, typer.Option(help="only this notebook's jobs")] = None,
+    limit: Annotated[int, typer.Option(help="how many")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List jobs, newest first."""
+    with Client(server) as client:
+        try:
+            found = client.jobs(state=state, notebook=notebook, limit=limit)
+        except NbrelayError as exc:
+            raise _fail(exc.message) from None
+    if as_json:
+        console.print_json(json.dumps(found))
+        return
+    table = Table("id", "state", "notebook", "progress", "created", "duration")
+    colors = {"succeeded": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow", "running": "cyan"}
+    for job in found["jobs"]:
+        progress = job["progress"]
+        color = colors.get(job["state"], "white")
+        table.add_row(
+            str(job["id"]),
+            f"[{color}]{job['state']}[/{color}]",
+            job["notebook"],
+            f"{progress['cell']}/{progress['total']}" if progress["total"] else "",
+            (job["created_at"] or "")[:19].replace("T", " "),
+            f"{job['duration_s']:.1f} s" if job.get("duration_s") is not None else "",
+        )
+    console.print(table)
+    console.print(f"[dim]{len(found['jobs'])} of {found['total']}[/dim]")
+
+
+def main() -> None:  # pragma: no cover - the console script
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,118 @@
+"""The worker process of the local executor: one job at a time, warm kernels, a reused HTML exporter.
+
+Commands arrive on `inbox` ("run", spec) / ("cancel", job_id) / ("stop",); everything that happens goes out on
+`outbox` as ("event", job_id, type, data) and ("done", job_id, state, error, report_written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from nbrelay.runner.execute import RunSpec, run_job
+from nbrelay.runner.html import ReportWriter
+from nbrelay.runner.kernels import KernelPool
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    cwd: Path
+    kernel_pool_size: int
+    kernel_startup_timeout_s: float
+    fork_kernels: bool
+    warm_kernels: tuple[str, ...] = ("python3",)
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive the server that dispatched its jobs (its kernels follow it, see kernels.py)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+
+def _warm_exporter(reports: ReportWriter) -> None:
+    # The first export loads templates and filters (~0.5 s); do it before the first job needs it.
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1", outputs=[])])
+    reports.to_html(nb)
+
+
+def main(index: int, config: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the server's terminal is the server's to handle
+    logging.basicConfig(level=logging.WARNING, format=f"worker {index}: %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve(index, config, inbox, outbox))
+
+
+async def _serve(index: int, config: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
+    loop = asyncio.get_running_loop()
+    commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+
+    def read_inbox() -> None:
+        while True:
+            command = inbox.get()
+            loop.call_soon_threadsafe(commands.put_nowait, command)
+            if command[0] == "stop":
+                return
+
+    threading.Thread(target=read_inbox, name="inbox", daemon=True).start()
+    pool = KernelPool(
+        size=config.kernel_pool_size,
+        cwd=config.cwd,
+        startup_timeout_s=config.kernel_startup_timeout_s,
+        fork=config.fork_kernels,
+    )
+    reports = ReportWriter()
+    for name in config.warm_kernels:
+        pool.refill(name)
+    await asyncio.to_thread(_warm_exporter, reports)
+    outbox.put(("ready", index))
+
+    stops: dict[int, asyncio.Event] = {}
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(spec: RunSpec, stop: asyncio.Event) -> None:
+        def emit(kind: str, data: dict[str, Any]) -> None:
+            outbox.put(("event", spec.job_id, kind, data))
+
+        try:
+            outcome = await run_job(spec, pool, reports, emit, stop)
+            error = outcome.error.to_dict() if outcome.error else None
+            outbox.put(("done", spec.job_id, outcome.state.value, error, outcome.report_written))
+        except BaseException as exc:  # the parent must always hear how a job ended
+            outbox.put(("done", spec.job_id, "failed", {"reason": f"worker error: {exc!r}"}, False))
+            raise
+        finally:
+            stops.pop(spec.job_id, None)
+
+    while True:
+        command = await commands.get()
+        if command[0] == "run":
+            spec: RunSpec = command[1]
+            stops[spec.job_id] = stop = asyncio.Event()
+            task = asyncio.create_task(run(spec, stop))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        elif command[0] == "cancel":
+            if command[1] in stops:
+                stops[command[1]].set()
+        elif command[0] == "stop":
+            for stop in stops.values():
+                stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await pool.close()
+            return

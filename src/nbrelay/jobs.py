@@ -1,0 +1,280 @@
+"""The job service: submit (validate, persist, enqueue), cancel, list, recover on start, and turn executor events
+into state transitions before anyone hears of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from nbrelay.config import Settings
+from nbrelay.errors import Forbidden, NotFound, Unprocessable
+from nbrelay.executor.base import Executor
+from nbrelay.files import Workspace
+from nbrelay.models import (
+    EVENT_STATE,
+    STATE_EVENT,
+    TERMINAL_EVENTS,
+    Event,
+    Job,
+    JobError,
+    JobState,
+    transition,
+)
+from nbrelay.notebooks import KernelNames, NotebookInfo, read_notebook
+from nbrelay.runner.execute import RunSpec
+from nbrelay.runner.params import check_parameters
+from nbrelay.store.base import JobStore, NewJob
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Event], Awaitable[None]]
+RESTART_REASON = "interrupted: server restarted"
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    admin: bool = False
+
+    def may_see(self, job: Job) -> bool:
+        return self.admin or job.owner == self.name
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    notebook: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None
+    cell_timeout_s: float | None = None
+    kernel_name: str | None = None
+
+
+def job_event(job: Job, kind: str | None = None, **extra: Any) -> Event:
+    """The event announcing `job`'s current state (or `kind`), with what a client needs to show it."""
+    data: dict[str, Any] = {
+        "job": job.id,
+        "owner": job.owner,
+        "notebook": job.notebook,
+        "state": job.state.value,
+        **extra,
+    }
+    if job.state.terminal:
+        data["error"] = job.error.to_dict() if job.error else None
+        data["duration_s"] = job.duration_s
+        data["report_url"] = f"/api/jobs/{job.id}/report" if job.report_path else None
+    return Event(kind or STATE_EVENT[job.state], data)
+
+
+class JobService:
+    def __init__(self, settings: Settings, store: JobStore, executor: Executor):
+        self.settings = settings
+        self.store = store
+        self.executor = executor
+        self.workspace = Workspace(settings.workspace)
+        self.kernels = KernelNames()
+        self.listeners: list[Listener] = []
+        self._dispatch_lock = asyncio.Lock()
+        self._terminal_seen: dict[int, asyncio.Event] = {}
+
+    # life cycle --------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.recover()
+        await self.executor.start(self._on_executor_event)
+        await self.dispatch()
+
+    async def stop(self) -> None:
+        await self.executor.stop()
+
+    async def recover(self) -> None:
+        """Jobs a dead server left running cannot be resumed: they fail, and say why. Queued jobs stay queued."""
+        for job in await self.store.jobs_in_state(JobState.RUNNING):
+            failed = transition(job, JobState.FAILED, error=JobError(reason=RESTART_REASON))
+            if await self.store.save(failed, expect_state=JobState.RUNNING):
+                await self._publish(job_event(failed))
+
+    # listeners ---------------------------------------------------------------------------------------------
+    async def _publish(self, event: Event) -> None:
+        for listener in list(self.listeners):
+            try:
+                await listener(event)
+            except Exception:
+                log.exception("event listener failed on %s", event.type)
+        if event.type in TERMINAL_EVENTS and event.job_id is not None:
+            waiter = self._terminal_seen.pop(event.job_id, None)
+            if waiter is not None:
+                waiter.set()
+
+    async def wait(self, job_id: int, timeout_s: float | None = None) -> Job:
+        """Wait until the job is finished and return it (for the CLI's --local mode and tests)."""
+        waiter = self._terminal_seen.setdefault(job_id, asyncio.Event())
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}", code="job_not_found")
+        if not job.state.terminal:
+            await asyncio.wait_for(waiter.wait(), timeout_s)
+            job = await self.store.get_job(job_id)
+            assert job is not None
+        return job
+
+    # submit ------------------------------------------------------------------------------------------------
+    def inspect(self, user_path: str) -> NotebookInfo:
+        info, _nb = read_notebook(self.workspace, user_path, self.kernels)
+        return info
+
+    def _timeout(self, given: float | None, default: float | None, what: str) -> float | None:
+        value = given if given is not None else default
+        if value is not None and not (0 < value <= self.settings.max_timeout_s):
+            raise Unprocessable(
+                f"{what} must be between 0 and {self.settings.max_timeout_s:g} seconds, got {value:g}",
+                code="invalid_timeout",
+            )
+        return value
+
+    async def submit(self, user: User, request: SubmitRequest) -> Job:
+        info = await asyncio.to_thread(self.inspect, request.notebook)
+        kernel_name = request.kernel_name or info.kernel_name
+        await asyncio.to_thread(self.kernels.check, kernel_name)
+        check_parameters(info.parameters, request.parameters)
+        new = NewJob(
+            owner=user.name,
+            notebook=info.path,
+            kernel_name=kernel_name,
+            parameters=dict(request.parameters),
+            timeout_s=self._timeout(request.timeout_s, self.settings.default_timeout_s, "timeout_s"),
+            cell_timeout_s=self._timeout(
+                request.cell_timeout_s, self.settings.default_cell_timeout_s, "cell_timeout_s"
+            ),
+        )
+        job = await self.store.add_job(new)
+        await self._publish(job_event(job))
+        asyncio.create_task(self.dispatch())
+        return job
+
+    # read --------------------------------------------------------------------------------------------------
+    async def get(self, user: User, job_id: int) -> Job:
+        job = await self.store.get_job(job_id)
+        if job is None or not user.may_see(job):
+            # Someone else's job answers like a missing one: its existence is not ours to tell.
+            raise NotFound(f"no job {job_id}", code="job_not_found")
+        return job
+
+    async def list(
+        self,
+        user: User,
+        *,
+        states: Sequence[JobState] | None = None,
+        notebook: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[Sequence[Job], int]:
+        owner = None if user.admin else user.name
+        jobs = await self.store.list_jobs(owner=owner, states=states, notebook=notebook, limit=limit, offset=offset)
+        total = await self.store.count_jobs(owner=owner, states=states, notebook=notebook)
+        return jobs, total
+
+    async def queue_positions(self, jobs: Sequence[Job]) -> dict[int, int]:
+        if not any(job.state is JobState.QUEUED for job in jobs):
+            return {}
+        queued = await self.store.oldest_queued(limit=100_000)
+        return {job.id: i + 1 for i, job in enumerate(queued)}
+
+    # cancel ------------------------------------------------------------------------------------------------
+    async def cancel(self, user: User, job_id: int) -> Job:
+        job = await self.get(user, job_id)
+        if job.state is JobState.QUEUED:
+            cancelled = transition(
+                job, JobState.CANCELLED, cancel_requested=True, error=JobError("cancelled by request")
+            )
+            if await self.store.save(cancelled, expect_state=JobState.QUEUED):
+                await self._publish(job_event(cancelled))
+                return cancelled
+            job = await self.get(user, job_id)  # dispatched meanwhile: cancel it as a running job
+        if job.state is JobState.RUNNING:
+            await self.store.set_cancel_requested(job_id)
+            await self.executor.cancel(job_id)
+            return replace(job, cancel_requested=True)
+        if job.state.terminal:
+            return job
+        raise Forbidden(f"job {job_id} cannot be cancelled in state {job.state.value}")
+
+    # dispatch ----------------------------------------------------------------------------------------------
+    def report_paths(self, job: Job) -> tuple[Path, Path]:
+        """Where the job's HTML report and executed notebook go: reports/<job id>/<notebook name>.{html,ipynb}."""
+        folder = self.settings.reports_dir / str(job.id)
+        stem = job.notebook.rsplit("/", 1)[-1].removesuffix(".ipynb") or "notebook"
+        return folder / f"{stem}.html", folder / f"{stem}.ipynb"
+
+    def spec_for(self, job: Job) -> RunSpec:
+        report_path, output_path = self.report_paths(job)
+        return RunSpec(
+            job_id=job.id,
+            notebook_path=self.workspace.resolve(job.notebook),
+            kernel_name=job.kernel_name,
+            parameters=job.parameters,
+            report_path=report_path,
+            output_path=output_path,
+            timeout_s=job.timeout_s,
+            cell_timeout_s=job.cell_timeout_s,
+            interrupt_grace_s=self.settings.interrupt_grace_s,
+            output_throttle_s=self.settings.output_throttle_s,
+            output_max_chars=self.settings.output_max_chars,
+        )
+
+    async def dispatch(self) -> None:
+        """Hand queued jobs, oldest first, to free executor slots; the store decides who runs (compare-and-set)."""
+        async with self._dispatch_lock:
+            while (free := self.executor.free_slots()) > 0:
+                queued = await self.store.oldest_queued(limit=free)
+                if not queued:
+                    return
+                for job in queued:
+                    running = transition(job, JobState.RUNNING)
+                    if await self.store.save(running, expect_state=JobState.QUEUED):
+                        try:
+                            spec = self.spec_for(running)
+                        except Exception as exc:  # the notebook's path is no longer acceptable
+                            await self._finish(running, JobState.FAILED, {"reason": str(exc)}, False)
+                            continue
+                        await self.executor.run(spec)
+
+    # executor events ---------------------------------------------------------------------------------------
+    async def _on_executor_event(self, event: Event) -> None:
+        job_id = event.job_id
+        assert job_id is not None
+        if event.type in TERMINAL_EVENTS:
+            job = await self.store.get_job(job_id)
+            if job is not None and job.state is JobState.RUNNING:
+                await self._finish(
+                    job, EVENT_STATE[event.type], event.data.get("error"), bool(event.data.get("report"))
+                )
+            asyncio.create_task(self.dispatch())
+            return
+        job = await self.store.get_job(job_id)
+        if job is None:
+            return
+        if event.type == "job.started":
+            await self.store.update_progress(job_id, 0, int(event.data.get("total", 0)))
+            job = replace(job, progress_total=int(event.data.get("total", 0)))
+            await self._publish(job_event(job, "job.started", total=job.progress_total))
+        elif event.type == "job.progress":
+            await self.store.update_progress(job_id, int(event.data["cell"]), int(event.data["total"]))
+            await self._publish(replace(event, data={**event.data, "owner": job.owner}))
+        else:
+            await self._publish(replace(event, data={**event.data, "owner": job.owner}))
+
+    async def _finish(self, job: Job, state: JobState, error: dict[str, Any] | None, report: bool) -> None:
+        report_path, output_path = self.report_paths(job)
+        done = transition(
+            job,
+            state,
+            error=JobError.from_dict(error),
+            report_path=str(report_path) if report else None,
+            output_path=str(output_path) if report else None,
+        )
+        if await self.store.save(done, expect_state=JobState.RUNNING):
+            await self._publish(job_event(done))
