@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,7 +40,8 @@ def serve(
     from nbrelay.app import create_app, seed_workspace
     from nbrelay.config import Settings
 
-    overrides = {"host": host, "port": port, "workspace": workspace, "data_dir": data_dir, "workers": workers}
+    overrides: dict[str, Any] = {"host": host, "port": port, "workspace": workspace, "data_dir": data_dir}
+    overrides["workers"] = workers
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     if examples and seed_workspace(settings.workspace):
         err.print(f"[dim]example notebooks copied to {settings.workspace}[/dim]")
@@ -77,7 +80,7 @@ def _coerce(value: str, type_name: str | None) -> Any:
         return value
 
 
-def _parse_parameters(pairs: list[str], declared: dict[str, str | None]) -> dict[str, Any]:
+def _parse_parameters(pairs: list[str], declared: Mapping[str, str | None]) -> dict[str, Any]:
     parameters: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -126,7 +129,7 @@ def _follow(progress_of: Any, job_id: int, total_hint: int = 0) -> dict[str, Any
                 label += f" (#{job['queue_position']})"
             bar.update(task, description=label, total=total, completed=progress.get("cell", 0))
             if job["state"] not in ("queued", "running"):
-                return job  # type: ignore[no-any-return]
+                return job
             import time
 
             time.sleep(0.2)
@@ -166,8 +169,8 @@ async def _run_local(path: Path, pairs: list[str], timeout_s: float | None, cell
     from nbrelay.jobs import JobService, SubmitRequest, User
     from nbrelay.store import open_store
 
-    path = path.resolve()
-    if not path.is_file():
+    path = await asyncio.to_thread(path.resolve)
+    if not await asyncio.to_thread(path.is_file):
         raise _fail(f"no notebook at {path}")
     with tempfile.TemporaryDirectory(prefix="nbrelay-") as data:
         settings = Settings(workspace=path.parent, data_dir=Path(data), workers=1, kernel_pool_size=0)
@@ -192,7 +195,7 @@ async def _run_local(path: Path, pairs: list[str], timeout_s: float | None, cell
                 report = path.with_suffix(".html")
                 done = await service.get(user, job.id)
                 if done.report_path:
-                    Path(report).write_bytes(Path(done.report_path).read_bytes())
+                    await asyncio.to_thread(shutil.copyfile, done.report_path, report)
                     final["report_url"] = str(report)
             return _print_outcome(final)
         except ServiceError as exc:

@@ -53,7 +53,7 @@ class Client:
         return response.json()
 
     def parameters(self, notebook: str) -> dict[str, Any]:
-        return self._call("GET", f"/api/notebooks/{notebook}/parameters")  # type: ignore[no-any-return]
+        return self._call("GET", f"/api/notebooks/{notebook}/parameters")
 
     def submit(
         self,
@@ -68,10 +68,10 @@ class Client:
             body["timeout_s"] = timeout_s
         if cell_timeout_s is not None:
             body["cell_timeout_s"] = cell_timeout_s
-        return self._call("POST", "/api/jobs", json=body)  # type: ignore[no-any-return]
+        return self._call("POST", "/api/jobs", json=body)
 
     def job(self, job_id: int) -> dict[str, Any]:
-        return self._call("GET", f"/api/jobs/{job_id}")  # type: ignore[no-any-return]
+        return self._call("GET", f"/api/jobs/{job_id}")
 
     def jobs(self, *, state: str | None = None, notebook: str | None = None, limit: int = 50) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
@@ -79,10 +79,10 @@ class Client:
             params["state"] = state
         if notebook:
             params["notebook"] = notebook
-        return self._call("GET", "/api/jobs", params=params)  # type: ignore[no-any-return]
+        return self._call("GET", "/api/jobs", params=params)
 
     def cancel(self, job_id: int) -> dict[str, Any]:
-        return self._call("POST", f"/api/jobs/{job_id}/cancel")  # type: ignore[no-any-return]
+        return self._call("POST", f"/api/jobs/{job_id}/cancel")
 
     def report(self, job_id: int) -> str:
         response = self.http.get(f"/api/jobs/{job_id}/report")

@@ -79,15 +79,22 @@ class JobService:
         self.kernels = KernelNames()
         self.listeners: list[Listener] = []
         self._dispatch_lock = asyncio.Lock()
+        self._dispatch_wanted = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
         self._terminal_seen: dict[int, asyncio.Event] = {}
 
     # life cycle --------------------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.recover()
+        await asyncio.to_thread(self.kernels.known)  # the first submit should not pay for the kernel scan
         await self.executor.start(self._on_executor_event)
         await self.dispatch()
+        self._dispatcher = asyncio.create_task(self._dispatch_forever())
 
     async def stop(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
         await self.executor.stop()
 
     async def recover(self) -> None:
@@ -152,7 +159,7 @@ class JobService:
         )
         job = await self.store.add_job(new)
         await self._publish(job_event(job))
-        asyncio.create_task(self.dispatch())
+        self.kick()
         return job
 
     # read --------------------------------------------------------------------------------------------------
@@ -225,6 +232,19 @@ class JobService:
             output_max_chars=self.settings.output_max_chars,
         )
 
+    def kick(self) -> None:
+        """Ask for a dispatch pass; kicks while one is pending coalesce into one more pass."""
+        self._dispatch_wanted.set()
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            await self._dispatch_wanted.wait()
+            self._dispatch_wanted.clear()
+            try:
+                await self.dispatch()
+            except Exception:
+                log.exception("dispatch failed; retrying on the next event")
+
     async def dispatch(self) -> None:
         """Hand queued jobs, oldest first, to free executor slots; the store decides who runs (compare-and-set)."""
         async with self._dispatch_lock:
@@ -252,7 +272,7 @@ class JobService:
                 await self._finish(
                     job, EVENT_STATE[event.type], event.data.get("error"), bool(event.data.get("report"))
                 )
-            asyncio.create_task(self.dispatch())
+            self.kick()
             return
         job = await self.store.get_job(job_id)
         if job is None:

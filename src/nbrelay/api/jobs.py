@@ -27,7 +27,7 @@ REPORT_HEADERS = {
 
 
 def service(request: Request) -> JobService:
-    return request.app.state.jobs  # type: ignore[no-any-return]
+    return request.app.state.jobs
 
 
 Service = Annotated[JobService, Depends(service)]

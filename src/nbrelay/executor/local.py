@@ -134,25 +134,31 @@ class LocalExecutor:
         assert self._messages is not None
         while True:
             message = await self._messages.get()
-            kind = message[0]
-            if kind == "ready":
-                self._workers[message[1]].ready = True
-            elif kind == "event":
-                _, job_id, event_type, data = message
-                worker = self._worker_of(job_id)
-                if event_type == "job.started" and worker is not None:
-                    worker.kernel_pid = data.get("pid")
-                await self._emit(event_type, job_id, data)
-            elif kind == "done":
-                _, job_id, state, error, report_written = message
-                worker = self._worker_of(job_id)
-                if worker is not None:
-                    worker.job_id = worker.kernel_pid = worker.hard_deadline = None
-                if self._stopping and state == JobState.CANCELLED and not (worker and worker.cancel_requested):
-                    state, error = JobState.FAILED.value, {**(error or {}), "reason": "interrupted: server stopped"}
-                await self._emit(
-                    STATE_EVENT[JobState(state)], job_id, {"state": state, "error": error, "report": report_written}
-                )
+            try:
+                await self._handle(message)
+            finally:
+                self._messages.task_done()
+
+    async def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "ready":
+            self._workers[message[1]].ready = True
+        elif kind == "event":
+            _, job_id, event_type, data = message
+            worker = self._worker_of(job_id)
+            if event_type == "job.started" and worker is not None:
+                worker.kernel_pid = data.get("pid")
+            await self._emit(event_type, job_id, data)
+        elif kind == "done":
+            _, job_id, state, error, report_written = message
+            worker = self._worker_of(job_id)
+            if worker is not None:
+                worker.job_id = worker.kernel_pid = worker.hard_deadline = None
+            if self._stopping and state == JobState.CANCELLED and not (worker and worker.cancel_requested):
+                state, error = JobState.FAILED.value, {**(error or {}), "reason": "interrupted: server stopped"}
+            await self._emit(
+                STATE_EVENT[JobState(state)], job_id, {"state": state, "error": error, "report": report_written}
+            )
 
     async def _watch(self) -> None:
         while True:
@@ -198,10 +204,9 @@ class LocalExecutor:
                 worker.process.kill()
                 await asyncio.to_thread(worker.process.join, 5)
         # Let the pump relay what the workers said before they stopped.
-        await asyncio.sleep(0.05)
         assert self._messages is not None
-        while not self._messages.empty():
-            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the outbox reader thread hands messages over through the loop
+        await self._messages.join()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -7,6 +7,7 @@ Commands arrive on `inbox` ("run", spec) / ("cancel", job_id) / ("stop",); every
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import signal
@@ -39,10 +40,8 @@ class WorkerConfig:
 def _die_with_parent() -> None:
     """A worker must not outlive the server that dispatched its jobs (its kernels follow it, see kernels.py)."""
     if sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
 
 
 def _warm_exporter(reports: ReportWriter) -> None:

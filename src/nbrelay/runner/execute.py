@@ -67,7 +67,7 @@ def strip_ansi(lines: list[str]) -> list[str]:
     return [_ANSI.sub("", line) for line in lines]
 
 
-class _JobClient(NotebookClient):  # type: ignore[misc]
+class _JobClient(NotebookClient):
     """nbclient with its hooks turned into progress and throttled output events."""
 
     def __init__(self, nb: nbformat.NotebookNode, spec: RunSpec, emit: Emit, **kw: Any):

@@ -149,7 +149,7 @@ def forkable(argv: list[str]) -> list[str] | None:
     return argv[3:] if same else None
 
 
-class ForkProvisioner(LocalProvisioner):  # type: ignore[misc]
+class ForkProvisioner(LocalProvisioner):
     """Launches the kernel through the zygote when its command allows it, else like LocalProvisioner."""
 
     zygote: Zygote | None = None
@@ -162,7 +162,7 @@ class ForkProvisioner(LocalProvisioner):  # type: ignore[misc]
         env["JPY_PARENT_PID"] = str(os.getpid())  # the kernel exits when this worker dies
         cwd = str(kwargs.get("cwd") or os.getcwd())
         pid = await asyncio.to_thread(self.zygote.spawn, args, cwd, env)
-        self.process = ForkedProcess(pid)
+        self.process = ForkedProcess(pid)  # type: ignore[assignment]  # Popen-like by design
         self.pid = self.pgid = pid
         self.cwd = cwd
         return self.connection_info

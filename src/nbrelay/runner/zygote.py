@@ -7,6 +7,8 @@ for it and read its exit signal like any child. Nothing here runs threads before
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import sys
@@ -21,8 +23,19 @@ def _preload() -> None:
     import ipykernel.kernelapp  # noqa: F401
 
 
+KERNEL_PROCESS_NAME = b"nbrelay-kernel"
+_PR_SET_NAME = 15
+
+
+def _name_process(name: bytes) -> None:
+    """Show forked kernels as what they are in ps/top (their command line is still the zygote's)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+
+
 def _become_kernel(request: dict[str, Any]) -> None:
     """In the grandchild: detach, take the job's environment and run the kernel until it exits."""
+    _name_process(KERNEL_PROCESS_NAME)
     os.setsid()  # its own process group, so interrupt/kill reach the kernel and what it spawns, not us
     devnull = os.open(os.devnull, os.O_RDWR)
     log = request.get("log_path")

@@ -1,0 +1,334 @@
+"""The JobStore on SQLAlchemy's async engine: SQLite (aiosqlite) by default, PostgreSQL (psycopg 3) by URL.
+
+The schema is owned by the Alembic migrations next to this module; `start()` upgrades to head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Dialect, Row, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from nbrelay.models import Job, JobError, JobState
+from nbrelay.store.base import NewJob
+
+__all__ = ["MIGRATIONS_DIR", "SqlJobStore", "engine_url", "jobs", "metadata"]
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
+_WAL_ATTEMPTS = 5
+_PG_MIGRATION_LOCK = 0x6E6272656C6179  # "nbrelay": the advisory lock key that serialises migrations
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    SQLite has no time zone type: SQLAlchemy drops tzinfo on the way in and returns naive values,
+    so normalise to UTC before binding and reattach UTC on the way out.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return _aware(value).astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _aware(ts: datetime) -> datetime:
+    # astimezone() would read a naive value as local time and silently shift it.
+    if ts.tzinfo is None:
+        raise ValueError(f"naive datetime {ts!r}: the job store only accepts timezone-aware datetimes")
+    return ts
+
+
+metadata = sa.MetaData()
+
+# Mirrors migrations/versions; a test checks that the two do not drift apart.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("owner", sa.String, nullable=False),
+    sa.Column("notebook", sa.String, nullable=False),
+    sa.Column("kernel_name", sa.String, nullable=False),
+    sa.Column("parameters", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("timeout_s", sa.Float, nullable=True),
+    sa.Column("cell_timeout_s", sa.Float, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=True),
+    sa.Column("finished_at", UtcDateTime, nullable=True),
+    sa.Column("progress_cell", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("progress_total", sa.Integer, nullable=False, server_default="0"),
+    # none_as_null: store "no error" as SQL NULL rather than the JSON text 'null'.
+    sa.Column("error", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("report_path", sa.String, nullable=True),
+    sa.Column("output_path", sa.String, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_jobs_state_id", "state", "id"),
+    sa.Index("ix_jobs_owner_id", "owner", "id"),
+    sa.Index("ix_jobs_notebook", "notebook"),
+    sqlite_autoincrement=True,
+)
+
+
+def engine_url(url: str) -> URL:
+    """The async SQLAlchemy URL for a store URL, or ValueError for a scheme the store does not speak."""
+    accepted = "sqlite:///path, sqlite+aiosqlite:///path, postgresql://… or postgresql+psycopg://…"
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(f"unusable database URL {url!r}; expected {accepted}") from exc
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}; expected {accepted}")
+    parsed = parsed.set(drivername=driver)
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        # An in-memory database lives in one connection; the store needs a pool of them.
+        raise ValueError(f"the SQLite job store needs a file: sqlite:///path/to/jobs.db, not {url!r}")
+    return parsed
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout = 5000")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        _enable_wal(cursor)
+    finally:
+        cursor.close()
+
+
+def _enable_wal(cursor: Any) -> None:
+    # WAL is a property of the file, so only the first connection to a new database switches it.
+    # Two connections switching at the same moment deadlock and SQLite fails one at once without
+    # calling the busy handler; by the retry the other has finished and the file is already WAL.
+    for attempt in range(_WAL_ATTEMPTS):
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == _WAL_ATTEMPTS - 1:
+                raise
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    # Config values go through configparser interpolation, so a literal % must be doubled.
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _row_values(job: Job) -> dict[str, Any]:
+    return {
+        "owner": job.owner,
+        "notebook": job.notebook,
+        "kernel_name": job.kernel_name,
+        "parameters": job.parameters,
+        "state": job.state.value,
+        "timeout_s": job.timeout_s,
+        "cell_timeout_s": job.cell_timeout_s,
+        # Checked here too, so callers get a ValueError rather than SQLAlchemy's StatementError around it.
+        "created_at": _aware(job.created_at),
+        "started_at": _aware(job.started_at) if job.started_at else None,
+        "finished_at": _aware(job.finished_at) if job.finished_at else None,
+        "progress_cell": job.progress_cell,
+        "progress_total": job.progress_total,
+        "error": job.error.to_dict() if job.error is not None else None,
+        "report_path": job.report_path,
+        "output_path": job.output_path,
+        "cancel_requested": job.cancel_requested,
+    }
+
+
+def _to_job(row: Row[Any]) -> Job:
+    m = row._mapping
+    return Job(
+        id=m["id"],
+        owner=m["owner"],
+        notebook=m["notebook"],
+        kernel_name=m["kernel_name"],
+        parameters=dict(m["parameters"] or {}),
+        state=JobState(m["state"]),
+        timeout_s=m["timeout_s"],
+        cell_timeout_s=m["cell_timeout_s"],
+        created_at=m["created_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        progress_cell=m["progress_cell"],
+        progress_total=m["progress_total"],
+        error=JobError.from_dict(m["error"]),
+        report_path=m["report_path"],
+        output_path=m["output_path"],
+        cancel_requested=bool(m["cancel_requested"]),
+    )
+
+
+def _filters(
+    owner: str | None, states: Iterable[JobState] | None, notebook: str | None
+) -> list[sa.ColumnElement[bool]]:
+    clauses: list[sa.ColumnElement[bool]] = []
+    if owner is not None:
+        clauses.append(jobs.c.owner == owner)
+    if states is not None:
+        clauses.append(jobs.c.state.in_([JobState(s).value for s in states]))
+    if notebook is not None:
+        clauses.append(jobs.c.notebook == notebook)
+    return clauses
+
+
+class SqlJobStore:
+    """A JobStore for one database; each call checks a connection out of the engine's pool."""
+
+    def __init__(self, url: str) -> None:
+        self.url = engine_url(url)
+        self._sqlite = self.url.get_backend_name() == "sqlite"
+        self._started = False
+        if self._sqlite:
+            self._engine: AsyncEngine = create_async_engine(self.url)
+            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            self._engine = create_async_engine(self.url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        if self._sqlite and self.url.database:
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+        async with self._engine.connect() as conn:
+            if self._sqlite:
+                # sqlite3 does not BEGIN before DDL, so two processes migrating one file would race on
+                # CREATE TABLE; take the write lock up front and let busy_timeout queue the other one.
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                # Serialises concurrent migrators; released when this transaction ends.
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+            await conn.run_sync(_upgrade_to_head)
+            await conn.commit()
+        self._started = True
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+        self._started = False
+
+    async def add_job(self, new: NewJob) -> Job:
+        job = Job(
+            id=0,
+            owner=new.owner,
+            notebook=new.notebook,
+            kernel_name=new.kernel_name,
+            parameters=dict(new.parameters),
+            timeout_s=new.timeout_s,
+            cell_timeout_s=new.cell_timeout_s,
+        )
+        async with self._engine.begin() as conn:
+            result = await conn.execute(jobs.insert().values(_row_values(job)))
+        key = result.inserted_primary_key
+        assert key is not None, "an INSERT always reports its primary key"
+        return dataclasses.replace(job, id=int(key[0]))
+
+    async def get_job(self, job_id: int) -> Job | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(jobs.select().where(jobs.c.id == job_id))).first()
+        return _to_job(row) if row is not None else None
+
+    async def list_jobs(
+        self,
+        *,
+        owner: str | None = None,
+        states: Iterable[JobState] | None = None,
+        notebook: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Sequence[Job]:
+        query = (
+            jobs.select()
+            .where(*_filters(owner, states, notebook))
+            .order_by(jobs.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return await self._fetch(query)
+
+    async def count_jobs(
+        self,
+        *,
+        owner: str | None = None,
+        states: Iterable[JobState] | None = None,
+        notebook: str | None = None,
+    ) -> int:
+        query = sa.select(sa.func.count()).select_from(jobs).where(*_filters(owner, states, notebook))
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def save(self, job: Job, *, expect_state: JobState) -> bool:
+        values = _row_values(job)
+        if not job.cancel_requested:
+            # Cancel requests come from another actor than the saver: a stale copy must not clear one.
+            del values["cancel_requested"]
+        query = jobs.update().where(jobs.c.id == job.id, jobs.c.state == expect_state.value).values(values)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(query)
+        return result.rowcount == 1
+
+    async def update_progress(self, job_id: int, cell: int, total: int) -> None:
+        query = jobs.update().where(jobs.c.id == job_id).values(progress_cell=cell, progress_total=total)
+        async with self._engine.begin() as conn:
+            await conn.execute(query)
+
+    async def set_cancel_requested(self, job_id: int) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested=True))
+
+    async def oldest_queued(self, limit: int) -> Sequence[Job]:
+        query = jobs.select().where(jobs.c.state == JobState.QUEUED.value).order_by(jobs.c.id).limit(limit)
+        return await self._fetch(query)
+
+    async def queue_position(self, job_id: int) -> int | None:
+        queued = jobs.c.state == JobState.QUEUED.value
+        ahead = sa.select(sa.func.count()).select_from(jobs).where(queued, jobs.c.id < job_id).scalar_subquery()
+        is_queued = sa.exists().where(jobs.c.id == job_id, queued)
+        # One statement, so the answer comes from a single snapshot: no row unless the job is queued.
+        query = sa.select(ahead + 1).where(is_queued)
+        async with self._engine.connect() as conn:
+            position = (await conn.execute(query)).scalar_one_or_none()
+        return int(position) if position is not None else None
+
+    async def jobs_in_state(self, state: JobState) -> Sequence[Job]:
+        return await self._fetch(jobs.select().where(jobs.c.state == state.value).order_by(jobs.c.id))
+
+    async def _fetch(self, query: sa.Select[Any]) -> list[Job]:
+        async with self._engine.connect() as conn:
+            return [_to_job(row) for row in await conn.execute(query)]

@@ -1,0 +1,150 @@
+"""Shared fixtures: a workspace of test notebooks, and a real nbrelay server process on a free port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+NOTEBOOKS = Path(__file__).parent / "notebooks"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A fresh workspace holding a copy of tests/notebooks."""
+    folder = tmp_path / "workspace"
+    shutil.copytree(NOTEBOOKS, folder)
+    return folder
+
+
+@dataclass
+class ServerProcess:
+    """`nbrelay serve` in a subprocess; restartable on the same port, data dir and workspace."""
+
+    workspace: Path
+    data_dir: Path
+    workers: int = 2
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 60) -> ServerProcess:
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        env = {**os.environ, **self.env}
+        command = [sys.executable, "-m", "nbrelay", "serve", "--port", str(self.port), "--no-examples"]
+        command += ["--workspace", str(self.workspace), "--data-dir", str(self.data_dir)]
+        command += ["--workers", str(self.workers)]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited at start:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not answer within {timeout_s} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """Die like a crashed server: SIGKILL, no clean-up."""
+        self.stop(signal.SIGKILL)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def wait_for(self, job_id: int, *, states: Any = None, timeout_s: float = 60) -> dict[str, Any]:
+        """Poll the job until it is in one of `states` (default: any finished state)."""
+        wanted = set(states or ("succeeded", "failed", "cancelled", "timed_out"))
+        deadline = time.monotonic() + timeout_s
+        job: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            job = httpx.get(f"{self.url}/api/jobs/{job_id}", timeout=10).json()
+            if job.get("state") in wanted:
+                return job
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} not in {wanted} after {timeout_s} s: {job}")
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, workspace: Path) -> Iterator[Any]:
+    started: list[ServerProcess] = []
+
+    def make(**kw: Any) -> ServerProcess:
+        server = ServerProcess(workspace=workspace, data_dir=tmp_path / "data", **kw)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(server_factory: Any) -> ServerProcess:
+    return server_factory()  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for a whole test module (for tests that only read or add jobs)."""
+    root = tmp_path_factory.mktemp("shared")
+    folder = root / "workspace"
+    shutil.copytree(NOTEBOOKS, folder)
+    server = ServerProcess(workspace=folder, data_dir=root / "data").start()
+    yield server
+    server.stop()
+
+
+def kernel_pids() -> set[int]:
+    """Pids of running kernel processes: launched ones show ipykernel in their command line, forked ones are
+    named nbrelay-kernel."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if (b"ipykernel" in cmdline or "(nbrelay-kernel)" in stat) and ") Z " not in stat:
+            found.add(int(entry.name))
+    return found

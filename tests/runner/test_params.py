@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nbrelay.errors import Unprocessable
+from nbrelay.runner.params import check_parameters, declared_parameters, default_value, inject_parameters
+
+NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
+
+
+def load(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(NOTEBOOKS / name, as_version=4)
+
+
+def test_declared_parameters_with_types_defaults_and_help() -> None:
+    declared = {p.name: p for p in declared_parameters(load("params.ipynb")) or []}
+    assert {name: p.type for name, p in declared.items()} == {
+        "n": "int",
+        "x": "float",
+        "label": "str",
+        "flag": "bool",
+        "items": "list",
+        "opts": "dict",
+    }
+    assert declared["items"].help == "a list"
+    assert [default_value(declared[n]) for n in ("n", "x", "label", "flag", "items", "opts")] == [
+        1,
+        0.5,
+        "a",
+        False,
+        [],
+        {},
+    ]
+
+
+def test_no_parameters_cell_declares_nothing() -> None:
+    assert declared_parameters(load("no_params.ipynb")) == []
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"n": 2, "x": 1.5, "label": "b", "flag": True, "items": [1], "opts": {"a": 1}},
+        {"x": 3},  # an int is a fine float
+        {},
+    ],
+)
+def test_good_parameters_pass(given: dict) -> None:
+    check_parameters(declared_parameters(load("params.ipynb")), given)
+
+
+@pytest.mark.parametrize(
+    ("given", "fragment"),
+    [
+        ({"nn": 1}, "'nn': unknown parameter"),
+        ({"n": "3"}, "expected an integer"),
+        ({"n": True}, "expected an integer"),
+        ({"n": 1.5}, "expected an integer"),
+        ({"x": "a"}, "expected a number"),
+        ({"flag": 1}, "expected true or false"),
+        ({"items": {}}, "expected a list"),
+        ({"opts": []}, "expected an object"),
+        ({"label": 5}, "expected a string"),
+    ],
+)
+def test_bad_parameters_are_refused_naming_the_known_ones(given: dict, fragment: str) -> None:
+    with pytest.raises(Unprocessable) as caught:
+        check_parameters(declared_parameters(load("params.ipynb")), given)
+    assert caught.value.status == 422
+    assert fragment in caught.value.message
+    assert "flag, items, label, n, opts, x" in caught.value.message
+
+
+def test_any_parameter_is_unknown_without_a_parameters_cell() -> None:
+    with pytest.raises(Unprocessable, match="no cell tagged 'parameters'"):
+        check_parameters(declared_parameters(load("no_params.ipynb")), {"a": 1})
+
+
+def test_inject_adds_the_papermill_cell_after_parameters() -> None:
+    nb = inject_parameters(load("params.ipynb"), {"n": 5, "label": "x"})
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    index = next(i for i, t in enumerate(tags) if "injected-parameters" in t)
+    assert "parameters" in tags[index - 1]
+    assert "n = 5" in nb.cells[index].source and 'label = "x"' in nb.cells[index].source

@@ -1,0 +1,341 @@
+"""SqlJobStore against SQLite and PostgreSQL: every test that takes `store` or `db_url` runs on both."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
+from nbrelay.models import Job, JobError, JobState, transition
+from nbrelay.store import NewJob, open_store
+from nbrelay.store.sql import SqlJobStore, engine_url, metadata
+
+
+def new(owner: str = "alice", notebook: str = "nb/a.ipynb", **kw: Any) -> NewJob:
+    return NewJob(owner=owner, notebook=notebook, kernel_name="python3", **kw)
+
+
+async def start(store: SqlJobStore, job: Job) -> Job:
+    running = transition(job, JobState.RUNNING)
+    assert await store.save(running, expect_state=JobState.QUEUED)
+    return running
+
+
+async def test_add_and_get_round_trip(store: SqlJobStore) -> None:
+    params = {"alpha": 0.5, "name": "x", "items": [1, 2, {"deep": None}], "flag": True}
+    job = await store.add_job(new(parameters=params, timeout_s=60.0, cell_timeout_s=2.5))
+
+    assert job.id > 0
+    assert job.state is JobState.QUEUED
+    assert job.created_at.tzinfo is not None
+    got = await store.get_job(job.id)
+    assert got == job
+    assert got.parameters == params
+    assert got.created_at.utcoffset() == timedelta(0)
+
+    second = await store.add_job(new())
+    assert second.id > job.id
+    assert (await store.get_job(second.id)) == second
+    assert second.parameters == {}
+    assert second.timeout_s is None
+
+
+async def test_get_missing_job(store: SqlJobStore) -> None:
+    assert await store.get_job(999_999) is None
+
+
+async def test_datetimes_come_back_aware_utc(store: SqlJobStore) -> None:
+    job = await store.add_job(new())
+    plus_two = timezone(timedelta(hours=2))
+    started = datetime(2024, 5, 1, 14, 30, 15, 123456, tzinfo=plus_two)
+    assert await store.save(transition(job, JobState.RUNNING, at=started), expect_state=JobState.QUEUED)
+
+    got = await store.get_job(job.id)
+    assert got is not None and got.started_at is not None
+    assert got.started_at == started
+    assert got.started_at.tzinfo == UTC
+    assert got.started_at.hour == 12
+
+
+async def test_list_jobs_filters_paging_and_order(store: SqlJobStore) -> None:
+    a1 = await store.add_job(new("alice", "nb/a.ipynb"))
+    b1 = await store.add_job(new("bob", "nb/a.ipynb"))
+    a2 = await store.add_job(new("alice", "nb/b.ipynb"))
+    a3 = await store.add_job(new("alice", "nb/a.ipynb"))
+    await start(store, a1)
+    a2_cancelled = transition(a2, JobState.CANCELLED)
+    assert await store.save(a2_cancelled, expect_state=JobState.QUEUED)
+
+    ids = lambda jobs: [j.id for j in jobs]  # noqa: E731
+    assert ids(await store.list_jobs()) == [a3.id, a2.id, b1.id, a1.id]
+    assert ids(await store.list_jobs(owner="alice")) == [a3.id, a2.id, a1.id]
+    assert ids(await store.list_jobs(owner="nobody")) == []
+    assert ids(await store.list_jobs(notebook="nb/a.ipynb")) == [a3.id, b1.id, a1.id]
+    assert ids(await store.list_jobs(states=[JobState.QUEUED])) == [a3.id, b1.id]
+    assert ids(await store.list_jobs(states={JobState.RUNNING, JobState.CANCELLED})) == [a2.id, a1.id]
+    assert ids(await store.list_jobs(states=[])) == []
+    assert ids(await store.list_jobs(owner="alice", states=[JobState.QUEUED], notebook="nb/a.ipynb")) == [a3.id]
+    # Paging walks newest to oldest without gaps or repeats.
+    assert ids(await store.list_jobs(limit=2)) == [a3.id, a2.id]
+    assert ids(await store.list_jobs(limit=2, offset=2)) == [b1.id, a1.id]
+    assert ids(await store.list_jobs(limit=2, offset=4)) == []
+    listed = await store.list_jobs(owner="alice", states=[JobState.CANCELLED])
+    assert listed == [a2_cancelled]
+
+
+async def test_count_jobs(store: SqlJobStore) -> None:
+    assert await store.count_jobs() == 0
+    a = await store.add_job(new("alice", "x.ipynb"))
+    await store.add_job(new("alice", "y.ipynb"))
+    await store.add_job(new("bob", "x.ipynb"))
+    await start(store, a)
+
+    assert await store.count_jobs() == 3
+    assert await store.count_jobs(owner="alice") == 2
+    assert await store.count_jobs(notebook="x.ipynb") == 2
+    assert await store.count_jobs(states=[JobState.QUEUED]) == 2
+    assert await store.count_jobs(states=[JobState.RUNNING, JobState.FAILED]) == 1
+    assert await store.count_jobs(owner="alice", states=[JobState.QUEUED], notebook="y.ipynb") == 1
+    assert await store.count_jobs(states=[]) == 0
+
+
+async def test_save_with_matching_state_writes_every_field(store: SqlJobStore) -> None:
+    job = await store.add_job(new())
+    running = await start(store, job)
+    done = transition(
+        running,
+        JobState.SUCCEEDED,
+        progress_cell=7,
+        progress_total=7,
+        report_path="reports/1.html",
+        output_path="outputs/1.ipynb",
+    )
+    assert await store.save(done, expect_state=JobState.RUNNING)
+    assert await store.get_job(job.id) == done
+
+
+async def test_save_with_stale_state_writes_nothing(store: SqlJobStore) -> None:
+    job = await store.add_job(new())
+    running = await start(store, job)
+
+    # A second actor still holding the queued copy tries to cancel it.
+    stale = transition(job, JobState.CANCELLED, report_path="should-not-land")
+    assert not await store.save(stale, expect_state=JobState.QUEUED)
+    assert await store.get_job(job.id) == running
+
+
+async def test_save_missing_job_returns_false(store: SqlJobStore) -> None:
+    ghost = Job(id=123_456, owner="x", notebook="x.ipynb", kernel_name="python3")
+    assert not await store.save(ghost, expect_state=JobState.QUEUED)
+    assert await store.get_job(ghost.id) is None
+
+
+async def test_update_progress(store: SqlJobStore) -> None:
+    job = await store.add_job(new())
+    await start(store, job)
+    await store.update_progress(job.id, 3, 10)
+
+    got = await store.get_job(job.id)
+    assert got is not None
+    assert (got.progress_cell, got.progress_total) == (3, 10)
+    assert got.state is JobState.RUNNING
+    await store.update_progress(999_999, 1, 1)  # unknown job: silently nothing
+
+
+async def test_cancel_requested(store: SqlJobStore) -> None:
+    job = await store.add_job(new())
+    other = await store.add_job(new())
+    running = await start(store, job)
+    await store.set_cancel_requested(job.id)
+
+    got = await store.get_job(job.id)
+    assert got is not None and got.cancel_requested
+    assert got.state is JobState.RUNNING
+    assert await store.get_job(other.id) == other
+
+    # The runner saves its own (older) copy: the request must survive.
+    assert await store.save(dataclasses.replace(running, progress_cell=1), expect_state=JobState.RUNNING)
+    got = await store.get_job(job.id)
+    assert got is not None and got.cancel_requested and got.progress_cell == 1
+
+
+async def test_oldest_queued_is_fifo(store: SqlJobStore) -> None:
+    jobs = [await store.add_job(new(notebook=f"{i}.ipynb")) for i in range(5)]
+    await start(store, jobs[1])
+
+    oldest = await store.oldest_queued(3)
+    assert [j.id for j in oldest] == [jobs[0].id, jobs[2].id, jobs[3].id]
+    assert oldest[0] == jobs[0]
+    assert [j.id for j in await store.oldest_queued(10)] == [jobs[0].id, jobs[2].id, jobs[3].id, jobs[4].id]
+    assert await store.oldest_queued(0) == []
+
+
+async def test_queue_position(store: SqlJobStore) -> None:
+    a, b, c = [await store.add_job(new()) for _ in range(3)]
+    assert [await store.queue_position(j.id) for j in (a, b, c)] == [1, 2, 3]
+
+    await start(store, a)
+    assert await store.queue_position(a.id) is None
+    assert [await store.queue_position(j.id) for j in (b, c)] == [1, 2]
+
+    assert await store.save(transition(b, JobState.CANCELLED), expect_state=JobState.QUEUED)
+    assert await store.queue_position(b.id) is None
+    assert await store.queue_position(c.id) == 1
+    assert await store.queue_position(999_999) is None
+
+
+async def test_jobs_in_state(store: SqlJobStore) -> None:
+    a, b, c = [await store.add_job(new()) for _ in range(3)]
+    ra = await start(store, a)
+    rc = await start(store, c)
+
+    assert await store.jobs_in_state(JobState.RUNNING) == [ra, rc]
+    assert await store.jobs_in_state(JobState.QUEUED) == [b]
+    assert await store.jobs_in_state(JobState.FAILED) == []
+
+
+async def test_error_json_round_trip(store: SqlJobStore) -> None:
+    job = await store.add_job(new())
+    running = await start(store, job)
+    error = JobError(
+        reason="cell raised",
+        cell_index=4,
+        ename="ZeroDivisionError",
+        evalue="division by zero",
+        traceback=["Traceback (most recent call last):", '  File "<cell>", line 1', "ZeroDivisionError: ∅ 🙃"],
+    )
+    failed = transition(running, JobState.FAILED, error=error)
+    assert await store.save(failed, expect_state=JobState.RUNNING)
+
+    got = await store.get_job(job.id)
+    assert got is not None
+    assert got.error == error
+    assert got == failed
+
+    timed_out = await start(store, await store.add_job(new()))
+    plain = transition(timed_out, JobState.TIMED_OUT, error=JobError(reason="timeout"))
+    assert await store.save(plain, expect_state=JobState.RUNNING)
+    assert (await store.get_job(plain.id)) == plain
+
+
+async def test_naive_datetime_is_refused(store: SqlJobStore) -> None:
+    job = await store.add_job(new())
+    naive = dataclasses.replace(job, state=JobState.RUNNING, started_at=datetime(2024, 1, 1))
+    with pytest.raises(ValueError, match="naive datetime"):
+        await store.save(naive, expect_state=JobState.QUEUED)
+    assert await store.get_job(job.id) == job
+
+
+async def test_concurrent_cas_saves_have_one_winner(store: SqlJobStore) -> None:
+    for _ in range(10):
+        job = await store.add_job(new())
+        running = transition(job, JobState.RUNNING)
+        cancelled = transition(job, JobState.CANCELLED)
+        results = await asyncio.gather(
+            store.save(running, expect_state=JobState.QUEUED),
+            store.save(cancelled, expect_state=JobState.QUEUED),
+        )
+        assert sorted(results) == [False, True]
+        winner = running if results[0] else cancelled
+        assert await store.get_job(job.id) == winner
+
+
+async def test_concurrent_mixed_calls(store: SqlJobStore) -> None:
+    added = await asyncio.gather(*(store.add_job(new(notebook=f"{i}.ipynb")) for i in range(20)))
+    assert len({j.id for j in added}) == 20
+    counts = await asyncio.gather(*(store.count_jobs() for _ in range(10)))
+    assert counts == [20] * 10
+    await asyncio.gather(*(store.update_progress(j.id, 1, 2) for j in added))
+    assert all(j.progress_cell == 1 for j in await store.list_jobs(limit=100))
+
+
+async def test_start_twice_and_second_store(db_url: str) -> None:
+    first = SqlJobStore(db_url)
+    await first.start()
+    await first.start()
+    try:
+        job = await first.add_job(new())
+        second = open_store(db_url)
+        await second.start()
+        try:
+            assert await second.get_job(job.id) == job
+        finally:
+            await second.close()
+    finally:
+        await first.close()
+
+    # A restart on an existing, migrated database keeps the data.
+    again = SqlJobStore(db_url)
+    await again.start()
+    try:
+        assert await again.count_jobs() == 1
+    finally:
+        await again.close()
+
+
+async def test_stores_starting_together_on_one_database(db_url: str) -> None:
+    # On SQLite: several first connections race to switch a new file to WAL and to migrate it.
+    stores = [SqlJobStore(db_url) for _ in range(4)]
+    await asyncio.gather(*(s.start() for s in stores))
+    try:
+        job = await stores[0].add_job(new())
+        for s in stores:
+            assert await s.get_job(job.id) == job
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+def _schema_diff(connection: Connection) -> list[object]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, metadata))
+
+
+async def test_migrations_match_table_definition(store: SqlJobStore) -> None:
+    async with store.engine.connect() as conn:
+        assert await conn.run_sync(_schema_diff) == []
+
+
+async def test_sqlite_pragmas(tmp_path: Path) -> None:
+    store = SqlJobStore(f"sqlite:///{tmp_path / 'p.db'}")
+    await store.start()
+    try:
+        async with store.engine.connect() as conn:
+            pragma = lambda name: conn.exec_driver_sql(f"PRAGMA {name}")  # noqa: E731
+            assert (await pragma("journal_mode")).scalar() == "wal"
+            assert (await pragma("busy_timeout")).scalar() == 5000
+            assert (await pragma("foreign_keys")).scalar() == 1
+            assert (await pragma("synchronous")).scalar() == 1  # NORMAL
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "driver", "database"),
+    [
+        ("sqlite:////var/lib/nbrelay/jobs.db", "sqlite+aiosqlite", "/var/lib/nbrelay/jobs.db"),
+        ("sqlite+aiosqlite:///rel/jobs.db", "sqlite+aiosqlite", "rel/jobs.db"),
+        ("postgresql://u:p@db:5432/nbrelay", "postgresql+psycopg", "nbrelay"),
+        ("postgresql+psycopg://u@db/nbrelay?sslmode=require", "postgresql+psycopg", "nbrelay"),
+    ],
+)
+def test_engine_url_accepts(url: str, driver: str, database: str) -> None:
+    mapped = engine_url(url)
+    assert mapped.drivername == driver
+    assert mapped.database == database
+    assert mapped.render_as_string(hide_password=False).split("://", 1)[1] == url.split("://", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://u@db/x", "postgresql+asyncpg://u@db/x", "sqlite://", "sqlite:///:memory:", "not a url", ""],
+)
+def test_engine_url_refuses(url: str) -> None:
+    with pytest.raises(ValueError, match=r"sqlite|postgresql"):
+        engine_url(url)

@@ -1,0 +1,89 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from nbrelay.errors import NotFound, PathRefused
+from nbrelay.files import Workspace, atomic_write
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    root = tmp_path / "ws"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.ipynb").write_text("{}")
+    (tmp_path / "outside.ipynb").write_text("{}")
+    return Workspace(root)
+
+
+ESCAPES = [
+    "../outside.ipynb",
+    "sub/../../outside.ipynb",
+    "/etc/passwd",
+    "//etc/passwd",
+    "C:/Windows/win.ini",
+    "%2e%2e/outside.ipynb",
+    "%2E%2E%2Foutside.ipynb",
+    "%252e%252e%252foutside.ipynb",
+    "..%2foutside.ipynb",
+    "..\\outside.ipynb",
+    "sub\\..\\..\\outside.ipynb",
+    "a\x00.ipynb",
+    "a\n.ipynb",
+    "x" * 300 + ".ipynb",
+    "..",
+    "./../outside.ipynb",
+    "",
+    "   ",
+]
+
+
+@pytest.mark.parametrize("path", ESCAPES)
+def test_paths_leaving_the_workspace_are_refused(ws: Workspace, path: str) -> None:
+    with pytest.raises(PathRefused) as caught:
+        ws.resolve(path)
+    assert caught.value.status == 400
+
+
+def test_symlink_pointing_outside_is_refused(ws: Workspace, tmp_path: Path) -> None:
+    os.symlink(tmp_path / "outside.ipynb", ws.root / "link.ipynb")
+    os.symlink(tmp_path, ws.root / "linkdir")
+    for path in ("link.ipynb", "linkdir/outside.ipynb"):
+        with pytest.raises(PathRefused) as caught:
+            ws.resolve(path)
+        assert caught.value.code == "path_outside_workspace"
+
+
+def test_symlink_inside_is_followed(ws: Workspace) -> None:
+    os.symlink(ws.root / "sub" / "a.ipynb", ws.root / "b.ipynb")
+    assert ws.resolve("b.ipynb") == ws.root / "b.ipynb"
+
+
+def test_plain_paths_resolve_inside(ws: Workspace) -> None:
+    assert ws.resolve("sub/a.ipynb") == ws.root / "sub" / "a.ipynb"
+    assert ws.resolve("./sub//a.ipynb") == ws.root / "sub" / "a.ipynb"
+    assert ws.resolve("new folder/n.ipynb") == ws.root / "new folder" / "n.ipynb"
+    assert ws.relative(ws.resolve("sub/a.ipynb")) == "sub/a.ipynb"
+
+
+def test_must_exist(ws: Workspace) -> None:
+    with pytest.raises(NotFound):
+        ws.resolve("nope.ipynb", must_exist=True)
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "report.html"
+    atomic_write(target, b"first")
+    atomic_write(target, b"second")
+    assert target.read_bytes() == b"second"
+    assert [p.name for p in target.parent.iterdir()] == ["report.html"]
+
+
+def test_atomic_write_failure_keeps_old_content(tmp_path: Path) -> None:
+    target = tmp_path / "r.html"
+    atomic_write(target, b"old")
+
+    with pytest.raises(TypeError):
+        atomic_write(target, "not bytes")  # type: ignore[arg-type]
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
