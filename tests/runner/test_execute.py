@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import os
 import signal
 import time
@@ -44,6 +46,7 @@ class Run:
         self.tmp_path = tmp_path
         self.events: list[tuple[float, str, dict[str, Any]]] = []
         self.stop = asyncio.Event()
+        self.seen: dict[str, asyncio.Event] = collections.defaultdict(asyncio.Event)
 
     def spec(self, notebook: str, **kw: Any) -> RunSpec:
         return RunSpec(
@@ -59,6 +62,7 @@ class Run:
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         self.events.append((time.monotonic(), kind, data))
+        self.seen[kind].set()
 
     async def __call__(self, notebook: str, **kw: Any) -> Outcome:
         return await run_job(self.spec(notebook, **kw), self.pool, self.reports, self.emit, self.stop)
@@ -137,8 +141,7 @@ async def test_job_timeout_interrupts_busy_python(run: Run) -> None:
 
 async def test_cancel_of_a_running_job_leaves_no_kernel(run: Run) -> None:
     async def cancel_when_started() -> None:
-        while "job.output" not in run.kinds():
-            await asyncio.sleep(0.05)
+        await run.seen["job.output"].wait()
         run.stop.set()
 
     canceller = asyncio.create_task(cancel_when_started())
@@ -153,8 +156,7 @@ async def test_kernel_killed_from_outside_fails_the_job_within_5_s(run: Run) -> 
     killed_at: list[float] = []
 
     async def kill_when_running() -> None:
-        while "job.output" not in run.kinds():
-            await asyncio.sleep(0.02)
+        await run.seen["job.output"].wait()
         os.kill(run.first("job.started")["pid"], signal.SIGKILL)
         killed_at.append(time.monotonic())
 
@@ -182,7 +184,7 @@ async def test_stream_output_is_throttled_and_complete(run: Run) -> None:
     assert 2 <= len(outputs) <= 8  # ~0.6 s of printing, one event per 0.25 s, not one per line
     # Throttled flushes are at least 0.25 s apart; only the flush at the end of the cell may come sooner.
     times = [t for t, k, _ in run.events if k == "job.output"][:-1]
-    assert all(b - a >= 0.2 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 0.2 for a, b in itertools.pairwise(times))
 
 
 async def test_missing_notebook_fails_cleanly(run: Run) -> None:

@@ -159,7 +159,10 @@ class ForkProvisioner(LocalProvisioner):
         if self.zygote is None or args is None:
             return await super().launch_kernel(cmd, **kwargs)
         env = {k: str(v) for k, v in (kwargs.get("env") or os.environ).items()}
-        env["JPY_PARENT_PID"] = str(os.getpid())  # the kernel exits when this worker dies
+        env["JPY_PARENT_PID"] = str(os.getpid())
+        # The kernel exits when this worker dies. ipykernel reads JPY_PARENT_PID into a default when it is
+        # imported, which in the zygote is before any job: so say it on the command line too.
+        args = [*args, f"--IPKernelApp.parent_handle={os.getpid()}"]
         cwd = str(kwargs.get("cwd") or os.getcwd())
         pid = await asyncio.to_thread(self.zygote.spawn, args, cwd, env)
         self.process = ForkedProcess(pid)  # type: ignore[assignment]  # Popen-like by design
