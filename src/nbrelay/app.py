@@ -10,19 +10,28 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nbrelay import __version__
+from nbrelay.api import auth as auth_api
 from nbrelay.api import jobs as jobs_api
 from nbrelay.api import notebooks as notebooks_api
+from nbrelay.auth import Authenticator, origin_allowed
 from nbrelay.config import Settings
 from nbrelay.errors import NbrelayError
 from nbrelay.executor.local import LocalExecutor
+from nbrelay.hub import open_hub
 from nbrelay.jobs import JobService
+from nbrelay.metrics import Metrics
+from nbrelay.push import Push
 from nbrelay.store import open_store
+from nbrelay.transports.sse import serve_sse
+from nbrelay.transports.ws import serve_websocket
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,26 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, "internal_error", "something went wrong on the server; the log has the details")
 
 
+class OriginGuard:
+    """Refuse writes (POST, PUT, PATCH, DELETE) sent by a browser page of a foreign origin: cookies ride along
+    with such requests, so without this any site could act as the logged-in user."""
+
+    SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+    def __init__(self, app: ASGIApp, settings: Settings):
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in self.SAFE:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            if not origin_allowed(headers.get("origin"), headers.get("host"), self.settings):
+                response = _error(403, "origin_refused", f"requests from {headers.get('origin')} are not allowed")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -82,11 +111,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = open_store(settings.database_url)
         await store.start()
         service = JobService(settings, store, LocalExecutor(settings))
-        app.state.jobs = service
+        auth = Authenticator(settings, store)
+        hub = open_hub(
+            settings.broker_url,
+            history_size=settings.history_size,
+            history_ttl_s=settings.history_ttl_s,
+            subscriber_queue_size=settings.subscriber_queue_size,
+        )
+        push = Push(settings, hub, service, auth, metrics)
+        app.state.jobs, app.state.auth, app.state.push = service, auth, push
+        await push.start()  # before the service starts: recovery events must reach the hub too
         await service.start()
         try:
             yield
         finally:
+            await push.stop()
             await service.stop()
             await store.close()
 
@@ -96,13 +135,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Run Jupyter notebooks as background jobs, with live push of every change.",
         lifespan=lifespan,
     )
+    metrics = Metrics()
     app.state.settings = settings
+    app.state.metrics = metrics
+    app.add_middleware(OriginGuard, settings=settings)
     app.add_exception_handler(NbrelayError, _nbrelay_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    app.include_router(auth_api.router)
     app.include_router(jobs_api.router)
     app.include_router(notebooks_api.router)
+
+    @app.websocket("/ws")
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        await serve_websocket(websocket, app.state.push)
+
+    @app.get("/sse", tags=["push"], summary="Server-sent events of the user's streams (?streams=a,b)")
+    async def sse_endpoint(request: Request) -> Response:
+        return await serve_sse(request, app.state.push)
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/health", tags=["service"], summary="Liveness and version")
     async def health() -> dict[str, Any]:

@@ -55,6 +55,8 @@ def serve(
         port=settings.port,
         ws="websockets-sansio",
         ws_per_message_deflate=False,
+        ws_ping_interval=settings.heartbeat_s,
+        ws_ping_timeout=settings.heartbeat_s,
         loop="uvloop",
         http="httptools",
         log_level="warning",

@@ -39,8 +39,36 @@ class Settings(BaseSettings):
     max_timeout_s: float = Field(7 * 24 * 3600.0, gt=0)
     output_throttle_s: float = Field(0.25, ge=0)
     output_max_chars: int = Field(4000, ge=0)
-    auth_mode: Literal["none"] = "none"
+    # Auth: none (local single user, admin), token (API tokens, signed session cookie), header (SSO proxy).
+    auth_mode: Literal["none", "token", "header"] = "none"
     local_user: str = "local"
+    secret_key: str = ""  # signs session cookies; empty: generated once and kept in <data_dir>/secret_key
+    session_max_age_s: float = Field(14 * 24 * 3600.0, gt=0)
+    user_header: str = "X-Forwarded-User"
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
+    admin_users: list[str] = []
+    # Origins allowed for WebSocket/SSE and cookie-carrying writes; empty: the request's own host only.
+    allowed_origins: list[str] = []
+
+    # Push
+    broker_url: str = "memory://"
+    history_size: int = Field(1000, ge=1)
+    history_ttl_s: float = Field(3600.0, gt=0)
+    subscriber_queue_size: int = Field(1000, ge=8)
+    heartbeat_s: float = Field(25.0, gt=0)  # WebSocket ping frames and the client's app-level ping period
+    # A client silent (no ping, no message) for this long is closed with 4012; 0 turns it off.
+    client_idle_timeout_s: float = Field(60.0, ge=0)
+    sse_heartbeat_s: float = Field(15.0, gt=0)
+    max_connections: int = Field(20000, ge=1)
+    max_connections_per_user: int = Field(200, ge=1)
+
+    @field_validator("trusted_proxies", "admin_users", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        # NBRELAY_ADMIN_USERS=alice,bob reads as a list, as does a JSON list.
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("workspace", "data_dir")
     @classmethod

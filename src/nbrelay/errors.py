@@ -46,6 +46,11 @@ class PathRefused(BadRequest):
     code = "path_refused"
 
 
+class Unauthorized(NbrelayError):
+    status = 401
+    code = "unauthorized"
+
+
 class Forbidden(NbrelayError):
     status = 403
     code = "forbidden"

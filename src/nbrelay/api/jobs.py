@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-from nbrelay.api.auth import current_user
+from nbrelay.api.auth import CurrentUser
 from nbrelay.api.schemas import SubmitJob, job_json
 from nbrelay.errors import BadRequest, NotFound
-from nbrelay.jobs import JobService, SubmitRequest, User
+from nbrelay.jobs import JobService, SubmitRequest
 from nbrelay.models import UNFINISHED_STATES, JobState
 
 router = APIRouter(prefix="/api", tags=["jobs"])
@@ -31,7 +31,6 @@ def service(request: Request) -> JobService:
 
 
 Service = Annotated[JobService, Depends(service)]
-CurrentUser = Annotated[User, Depends(current_user)]
 
 
 def _states(value: str | None) -> list[JobState] | None:

@@ -7,7 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from nbrelay.api.jobs import CurrentUser, Service
+from nbrelay.api.auth import CurrentUser
+from nbrelay.api.jobs import Service
 from nbrelay.runner.params import default_value
 
 router = APIRouter(prefix="/api", tags=["notebooks"])

@@ -1,0 +1,161 @@
+"""Who a request comes from, in the three auth modes, and whether its Origin may talk to us.
+
+none: everyone is the local user (admin). token: an API token (Bearer header or ?token= on WebSocket/SSE) or
+the signed session cookie a token was traded for. header: a user name in a header set by a trusted SSO proxy.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from nbrelay.config import Settings
+from nbrelay.files import atomic_write
+from nbrelay.jobs import User
+from nbrelay.store.base import JobStore
+
+SESSION_COOKIE = "nbrelay_session"
+TOKEN_PREFIX = "nbr_"
+_TOKEN_CACHE_S = 30.0
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256 random bits: a plain SHA-256 is enough, no password hashing needed.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def load_secret(settings: Settings) -> bytes:
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    path = settings.data_dir / "secret_key"
+    if not path.exists():
+        atomic_write(path, secrets.token_hex(32).encode(), mode=0o600)
+    return Path(path).read_bytes().strip()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SessionSigner:
+    """Session cookies: {"u": name, "a": admin, "exp": unix time}, HMAC-SHA256 signed."""
+
+    def __init__(self, secret: bytes, max_age_s: float):
+        self.secret = secret
+        self.max_age_s = max_age_s
+
+    def sign(self, user: User, now: float | None = None) -> str:
+        payload = {"u": user.name, "a": user.admin, "exp": int((now or time.time()) + self.max_age_s)}
+        body = _b64(json.dumps(payload, separators=(",", ":")).encode())
+        return f"{body}.{_b64(hmac.new(self.secret, body.encode(), hashlib.sha256).digest())}"
+
+    def verify(self, value: str, now: float | None = None) -> User | None:
+        body, _, signature = value.partition(".")
+        expected = _b64(hmac.new(self.secret, body.encode(), hashlib.sha256).digest())
+        if not signature or not hmac.compare_digest(signature, expected):
+            return None
+        try:
+            payload = json.loads(_unb64(body))
+        except ValueError:
+            return None
+        if not isinstance(payload, dict) or payload.get("exp", 0) < (now or time.time()):
+            return None
+        return User(str(payload["u"]), bool(payload.get("a")))
+
+
+def _address_in(host: str | None, networks: list[str]) -> bool:
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    for network in networks:
+        try:
+            if address in ipaddress.ip_network(network, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, store: JobStore):
+        self.settings = settings
+        self.store = store
+        self.signer = SessionSigner(load_secret(settings), settings.session_max_age_s)
+        self._cache: dict[str, tuple[float, User | None]] = {}
+
+    @property
+    def mode(self) -> str:
+        return self.settings.auth_mode
+
+    async def user_for_token(self, token: str) -> User | None:
+        digest = hash_token(token)
+        cached = self._cache.get(digest)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < _TOKEN_CACHE_S:
+            return cached[1]
+        record = await self.store.find_token(digest)
+        user = User(record.name, record.admin) if record is not None else None
+        if record is not None:
+            await self.store.touch_token(record.id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now, user)
+        return user
+
+    def forget_tokens(self) -> None:
+        self._cache.clear()
+
+    async def resolve(
+        self,
+        headers: Mapping[str, str],
+        cookies: Mapping[str, str],
+        *,
+        client_host: str | None,
+        query_token: str | None = None,
+    ) -> User | None:
+        """The user behind a request, or None when it carries no valid identity for the auth mode."""
+        settings = self.settings
+        if settings.auth_mode == "none":
+            return User(settings.local_user, admin=True)
+        if settings.auth_mode == "header":
+            name = headers.get(settings.user_header.lower())
+            if not name or not _address_in(client_host, settings.trusted_proxies):
+                return None
+            return User(name, admin=name in settings.admin_users)
+        authorization = headers.get("authorization", "")
+        if authorization.lower().startswith("bearer "):
+            return await self.user_for_token(authorization[7:].strip())
+        if query_token:
+            return await self.user_for_token(query_token)
+        cookie = cookies.get(SESSION_COOKIE)
+        return self.signer.verify(cookie) if cookie else None
+
+
+def origin_allowed(origin: str | None, host: str | None, settings: Settings) -> bool:
+    """Browsers always send Origin on WebSocket and cross-site requests; tools that send none are not browsers."""
+    if origin is None:
+        return True
+    if "*" in settings.allowed_origins or origin in settings.allowed_origins:
+        return True
+    if settings.allowed_origins:
+        return False
+    return bool(host) and urlsplit(origin).netloc.lower() == (host or "").lower()

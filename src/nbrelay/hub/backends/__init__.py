@@ -1,0 +1,1 @@
+"""Hub backends, picked by URL scheme: memory:// (one process) — each backend one small file."""

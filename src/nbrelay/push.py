@@ -1,0 +1,125 @@
+"""The push side of the service: job events into the hub, the open connections, and their liveness sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Protocol
+
+from nbrelay.api.schemas import job_json
+from nbrelay.auth import Authenticator
+from nbrelay.config import Settings
+from nbrelay.errors import NotFound
+from nbrelay.hub import Hub
+from nbrelay.jobs import JobService, User
+from nbrelay.metrics import Metrics
+from nbrelay.models import TERMINAL_EVENTS, UNFINISHED_STATES, Event
+from nbrelay.transports.session import Close, CloseCode, Session, may_read
+
+log = logging.getLogger(__name__)
+_SWEEP_INTERVAL_S = 2.0
+
+
+class Connection(Protocol):
+    session: Session
+    transport: str
+
+    def close_soon(self, close: Close) -> None: ...
+
+
+class Push:
+    def __init__(self, settings: Settings, hub: Hub, jobs: JobService, auth: Authenticator, metrics: Metrics):
+        self.settings = settings
+        self.hub = hub
+        self.jobs = jobs
+        self.auth = auth
+        self.metrics = metrics
+        self.connections: set[Connection] = set()
+        self._per_user: dict[str, int] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.hub.start()
+        self.jobs.listeners.append(self.on_job_event)
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        for connection in list(self.connections):
+            connection.close_soon(Close(CloseCode.SERVER_RESTART, "server restarting: reconnect and resume"))
+        await asyncio.sleep(0)
+        await self.hub.close()
+
+    # events --------------------------------------------------------------------------------------------------
+    async def on_job_event(self, event: Event) -> None:
+        """A job's events go to its owner's stream and to the job's own stream (after the store has them)."""
+        owner, job = event.data.get("owner"), event.data.get("job")
+        self.metrics.events_published.labels(event.type).inc()
+        if event.type in TERMINAL_EVENTS:
+            self.metrics.jobs.labels(event.data.get("state", event.type.removeprefix("job."))).inc()
+            if event.data.get("duration_s") is not None:
+                self.metrics.job_duration.observe(event.data["duration_s"])
+        if owner:
+            await self.hub.publish(f"user:{owner}", event.type, event.data)
+        if job is not None:
+            await self.hub.publish(f"job:{job}", event.type, event.data)
+
+    async def notice(self, text: str, **data: Any) -> Event:
+        self.metrics.events_published.labels("notice").inc()
+        return await self.hub.publish("broadcast", "notice", {"text": text, **data})
+
+    # connections ---------------------------------------------------------------------------------------------
+    def admit(self, user: User) -> Close | None:
+        if len(self.connections) >= self.settings.max_connections:
+            return Close(CloseCode.CONNECTION_LIMIT, "the server is at its connection limit")
+        if self._per_user.get(user.name, 0) >= self.settings.max_connections_per_user:
+            return Close(CloseCode.CONNECTION_LIMIT, "too many connections for this user")
+        return None
+
+    def add(self, connection: Connection) -> None:
+        self.connections.add(connection)
+        name = connection.session.user.name
+        self._per_user[name] = self._per_user.get(name, 0) + 1
+        self.metrics.connections.labels(connection.transport).inc()
+
+    def remove(self, connection: Connection, code: int | None) -> None:
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        name = connection.session.user.name
+        self._per_user[name] -= 1
+        if not self._per_user[name]:
+            del self._per_user[name]
+        self.metrics.connections.labels(connection.transport).dec()
+        self.metrics.disconnects.labels(connection.transport, str(code or 1000)).inc()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL_S)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                close = connection.session.check_idle(now)
+                if close is not None:
+                    connection.close_soon(close)
+
+    # what a session may see -------------------------------------------------------------------------------
+    async def may_follow(self, user: User, stream: str) -> bool:
+        if stream.startswith("job:"):
+            with contextlib.suppress(NotFound):
+                await self.jobs.get(user, int(stream[4:]))
+                return True
+            return False
+        return may_read(user, stream)
+
+    async def default_positions(self, user: User) -> dict[str, str]:
+        streams = [f"user:{user.name}", "broadcast"]
+        return {stream: await self.hub.position(stream) for stream in streams}
+
+    async def snapshot(self, user: User) -> list[dict[str, Any]]:
+        found, _ = await self.jobs.list(user, states=sorted(UNFINISHED_STATES), limit=500)
+        positions = await self.jobs.queue_positions(found)
+        return [job_json(job, positions.get(job.id)) for job in found]

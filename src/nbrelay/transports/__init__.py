@@ -1,0 +1,1 @@
+"""Push transports: thin adapters (WebSocket, SSE) over one pure session protocol."""

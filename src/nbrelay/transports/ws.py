@@ -1,0 +1,158 @@
+"""Protocol v1 over WebSocket: a reader that feeds the session, and one writer that alone sends, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from nbrelay.auth import origin_allowed
+from nbrelay.push import Push
+from nbrelay.transports.session import Action, Close, CloseCode, Send, Session, Subscribe, Unsubscribe
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class WebSocketConnection:
+    transport = "ws"
+
+    def __init__(self, websocket: WebSocket, session: Session, push: Push):
+        self.websocket = websocket
+        self.session = session
+        self.push = push
+        self.subscription = push.hub.subscription()
+        self.control: deque[Action] = deque()
+        self.close_request: Close | None = None
+        self.peer_gone = False
+
+    def close_soon(self, close: Close) -> None:
+        if self.close_request is None:
+            self.close_request = close
+        self.subscription.wakeup.set()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.websocket.send_text(_dumps(message))
+
+    async def read(self) -> None:
+        """Feed client messages to the session; subscribe at once so nothing published meanwhile is missed."""
+        hub, session, push = self.push.hub, self.session, self.push
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None:
+                    self.close_soon(Close(CloseCode.BAD_REQUEST, "binary frames are not part of the protocol"))
+                    return
+                for action in session.receive(text):
+                    if isinstance(action, Subscribe):
+                        if await push.may_follow(session.user, action.stream):
+                            hub.subscribe(self.subscription, action.stream)
+                            self.control.append(action)
+                        else:
+                            self.control.append(session.refuse(action.stream))
+                    elif isinstance(action, Unsubscribe):
+                        hub.unsubscribe(self.subscription, [action.stream])
+                    elif isinstance(action, Close):
+                        self.close_soon(action)
+                    else:
+                        self.control.append(action)
+                self.subscription.wakeup.set()
+        except WebSocketDisconnect:
+            pass
+        self.peer_gone = True
+        self.close_soon(Close(1000, "peer closed"))
+
+    async def _resume(self, action: Subscribe) -> None:
+        if action.since is None:
+            return
+        resume = await self.push.hub.resume(action.stream, action.since)
+        self.push.metrics.resumes.labels(str(resume.recovered).lower()).inc()
+        await self.send(self.session.resumed(action.stream, resume.recovered, resume.epoch, resume.last_offset).message)
+        await self._deliver(resume.events)
+
+    async def _deliver(self, events: list[Any]) -> None:
+        sent = 0
+        for event in events:
+            message = self.session.deliver(event)
+            if message is not None:
+                await self.send(message)
+                sent += 1
+        if sent:
+            self.push.metrics.events_sent.labels(self.transport).inc(sent)
+
+    async def write(self) -> int:
+        """The only sender: control answers first (resumes send history before live events), then events."""
+        subscription = self.subscription
+        while True:
+            while (
+                not self.control
+                and not subscription.queue
+                and not subscription.overflowed
+                and self.close_request is None
+            ):
+                subscription.wakeup.clear()
+                await subscription.wakeup.wait()
+            if self.close_request is not None:
+                return await self._close(self.close_request)
+            while self.control:
+                action = self.control.popleft()
+                if isinstance(action, Send):
+                    await self.send(action.message)
+                elif isinstance(action, Subscribe):
+                    await self._resume(action)
+            if subscription.overflowed:
+                self.push.metrics.queue_drops.labels("overflow").inc()
+                return await self._close(self.session.overflowed())
+            batch = list(subscription.queue)
+            subscription.queue.clear()
+            await self._deliver(batch)
+
+    async def _close(self, close: Close) -> int:
+        if not self.peer_gone:
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+                await self.websocket.close(close.code, close.reason)
+        return close.code
+
+
+async def serve_websocket(websocket: WebSocket, push: Push) -> None:
+    settings = push.settings
+    if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), settings):
+        await websocket.close(code=1008)  # before accept: the handshake is answered with HTTP 403
+        return
+    user = await push.auth.resolve(
+        websocket.headers,
+        websocket.cookies,
+        client_host=websocket.client.host if websocket.client else None,
+        query_token=websocket.query_params.get("token"),
+    )
+    await websocket.accept()
+    if user is None:
+        await websocket.close(CloseCode.UNAUTHORIZED, "unauthorized: log in, or pass ?token=")
+        return
+    refusal = push.admit(user)
+    if refusal is not None:
+        await websocket.close(refusal.code, refusal.reason)
+        return
+    session = Session(user, heartbeat_s=settings.heartbeat_s, idle_timeout_s=settings.client_idle_timeout_s)
+    connection = WebSocketConnection(websocket, session, push)
+    push.add(connection)
+    code: int | None = None
+    reader: asyncio.Task[None] | None = None
+    try:
+        await connection.send(session.welcome(await push.default_positions(user)).message)
+        await connection.send({"op": "snapshot", "jobs": await push.snapshot(user)})
+        reader = asyncio.create_task(connection.read())
+        code = await connection.write()
+    except (WebSocketDisconnect, OSError, RuntimeError):
+        code = 1006
+    finally:
+        if reader is not None:
+            reader.cancel()
+        push.hub.unsubscribe(connection.subscription)
+        push.remove(connection, code)
