@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from nbrelay.models import Job, JobState
@@ -17,6 +19,33 @@ class NewJob:
     parameters: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
     cell_timeout_s: float | None = None
+
+
+USER_NAME_MAX = 128
+TOKEN_HASH_MAX = 128
+_USER_NAME = re.compile(r"[A-Za-z0-9_.@+-]+")
+
+
+def check_user_name(name: str) -> str:
+    """`name` if it is a valid user name (1-128 of A-Z a-z 0-9 _ . @ + -), else ValueError."""
+    if not isinstance(name, str) or not 1 <= len(name) <= USER_NAME_MAX or not _USER_NAME.fullmatch(name):
+        shown = repr(name[:40] + "…" if isinstance(name, str) and len(name) > 40 else name)
+        raise ValueError(
+            f"invalid user name {shown}: use 1 to {USER_NAME_MAX} characters from A-Z, a-z, 0-9 and _ . @ + -"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A stored API token: only the caller's hash of it, never the token itself."""
+
+    id: int
+    name: str
+    token_hash: str
+    admin: bool
+    created_at: datetime
+    last_used_at: datetime | None
 
 
 class JobStore(Protocol):
@@ -64,3 +93,24 @@ class JobStore(Protocol):
         """1-based position among queued jobs, None when the job is not queued."""
 
     async def jobs_in_state(self, state: JobState) -> Sequence[Job]: ...
+
+    # API tokens (auth mode `token`). The caller hashes; the store never sees a raw token.
+
+    async def add_token(self, name: str, token_hash: str, *, admin: bool = False) -> TokenRecord:
+        """Store a token hash for user `name`.
+
+        ValueError for an invalid user name (see `check_user_name`), an empty or over-long hash,
+        or a hash that is already stored (hashes are unique).
+        """
+
+    async def find_token(self, token_hash: str) -> TokenRecord | None:
+        """The token with this hash, or None."""
+
+    async def touch_token(self, token_id: int) -> None:
+        """Set last_used_at to now (UTC); nothing for an unknown id."""
+
+    async def list_tokens(self, name: str | None = None) -> Sequence[TokenRecord]:
+        """Tokens oldest first, of one user or of everyone."""
+
+    async def delete_tokens(self, name: str) -> int:
+        """Delete every token of user `name`; how many there were."""

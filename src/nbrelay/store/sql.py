@@ -15,13 +15,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Dialect, Row, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from nbrelay.models import Job, JobError, JobState
-from nbrelay.store.base import NewJob
+from nbrelay.models import Job, JobError, JobState, utcnow
+from nbrelay.store.base import TOKEN_HASH_MAX, NewJob, TokenRecord, check_user_name
 
-__all__ = ["MIGRATIONS_DIR", "SqlJobStore", "engine_url", "jobs", "metadata"]
+__all__ = ["MIGRATIONS_DIR", "SqlJobStore", "engine_url", "jobs", "metadata", "tokens"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -90,6 +90,20 @@ jobs = sa.Table(
     sa.Index("ix_jobs_state_id", "state", "id"),
     sa.Index("ix_jobs_owner_id", "owner", "id"),
     sa.Index("ix_jobs_notebook", "notebook"),
+    sqlite_autoincrement=True,
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String, nullable=False),
+    sa.Column("token_hash", sa.String(TOKEN_HASH_MAX), nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("last_used_at", UtcDateTime, nullable=True),
+    sa.UniqueConstraint("token_hash", name="uq_tokens_token_hash"),
+    sa.Index("ix_tokens_name", "name"),
     sqlite_autoincrement=True,
 )
 
@@ -189,6 +203,18 @@ def _to_job(row: Row[Any]) -> Job:
         report_path=m["report_path"],
         output_path=m["output_path"],
         cancel_requested=bool(m["cancel_requested"]),
+    )
+
+
+def _to_token(row: Row[Any]) -> TokenRecord:
+    m = row._mapping
+    return TokenRecord(
+        id=m["id"],
+        name=m["name"],
+        token_hash=m["token_hash"],
+        admin=bool(m["admin"]),
+        created_at=m["created_at"],
+        last_used_at=m["last_used_at"],
     )
 
 
@@ -328,6 +354,47 @@ class SqlJobStore:
 
     async def jobs_in_state(self, state: JobState) -> Sequence[Job]:
         return await self._fetch(jobs.select().where(jobs.c.state == state.value).order_by(jobs.c.id))
+
+    async def add_token(self, name: str, token_hash: str, *, admin: bool = False) -> TokenRecord:
+        check_user_name(name)
+        if not isinstance(token_hash, str) or not 1 <= len(token_hash) <= TOKEN_HASH_MAX:
+            # PostgreSQL would refuse an over-long hash and SQLite would keep it: refuse it on both.
+            raise ValueError(f"a token hash must be a string of 1 to {TOKEN_HASH_MAX} characters")
+        record = TokenRecord(
+            id=0, name=name, token_hash=token_hash, admin=bool(admin), created_at=utcnow(), last_used_at=None
+        )
+        values = dataclasses.asdict(record)
+        del values["id"]
+        try:
+            async with self._engine.begin() as conn:
+                result = await conn.execute(tokens.insert().values(values))
+        except IntegrityError as exc:
+            # The name and hash were checked above, so the only constraint left to break is the unique hash.
+            raise ValueError("a token with this hash is already stored") from exc
+        key = result.inserted_primary_key
+        assert key is not None, "an INSERT always reports its primary key"
+        return dataclasses.replace(record, id=int(key[0]))
+
+    async def find_token(self, token_hash: str) -> TokenRecord | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(tokens.select().where(tokens.c.token_hash == token_hash))).first()
+        return _to_token(row) if row is not None else None
+
+    async def touch_token(self, token_id: int) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(tokens.update().where(tokens.c.id == token_id).values(last_used_at=utcnow()))
+
+    async def list_tokens(self, name: str | None = None) -> Sequence[TokenRecord]:
+        query = tokens.select().order_by(tokens.c.id)
+        if name is not None:
+            query = query.where(tokens.c.name == name)
+        async with self._engine.connect() as conn:
+            return [_to_token(row) for row in await conn.execute(query)]
+
+    async def delete_tokens(self, name: str) -> int:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(tokens.delete().where(tokens.c.name == name))
+        return int(result.rowcount)
 
     async def _fetch(self, query: sa.Select[Any]) -> list[Job]:
         async with self._engine.connect() as conn:
