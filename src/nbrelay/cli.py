@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nbrelay.client import Client, NbrelayError
+from nbrelay.client import TERMINAL_EVENTS, Client, NbrelayError
 
 app = typer.Typer(help="Run Jupyter notebooks as background jobs, with live push to the browser.", no_args_is_help=True)
 console = Console()
@@ -113,14 +113,7 @@ def _print_outcome(job: dict[str, Any]) -> int:
 
 def _follow(progress_of: Any, job_id: int, total_hint: int = 0) -> dict[str, Any]:
     """Show a per-cell progress bar while polling; returns the final job."""
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    ) as bar:
+    with Progress(*_columns(), console=err) as bar:
         task = bar.add_task(f"job {job_id} queued", total=total_hint or None)
         while True:
             job = progress_of(job_id)
@@ -137,6 +130,36 @@ def _follow(progress_of: Any, job_id: int, total_hint: int = 0) -> dict[str, Any
             time.sleep(0.2)
 
 
+def _follow_push(client: Client, job_id: int) -> dict[str, Any]:
+    """A per-cell progress bar fed by push events, with the job's output shown as it streams."""
+    with Progress(*_columns(), console=err) as bar:
+        task = bar.add_task(f"job {job_id}", total=None)
+        for message in client.follow(job_id):
+            if message.get("op") == "state":
+                job = message["job"]
+                progress = job["progress"]
+                bar.update(task, total=progress["total"] or None, completed=progress["cell"])
+                bar.update(task, description=f"job {job_id} {job['state']}")
+                continue
+            data, kind = message.get("data", {}), message.get("type", "")
+            if kind == "job.started":
+                bar.update(task, total=data.get("total") or None, description=f"job {job_id} running")
+            elif kind == "job.progress":
+                bar.update(task, total=data["total"], completed=data["cell"])
+            elif kind == "job.output":
+                bar.console.print(data.get("text", ""), end="", markup=False, highlight=False)
+            elif kind in TERMINAL_EVENTS:
+                bar.update(task, description=f"job {job_id} {data.get('state', kind[4:])}")
+            elif message.get("op") == "recovered":
+                job = client.job(job_id)
+                bar.update(task, completed=job["progress"]["cell"])
+    return client.job(job_id)
+
+
+def _columns() -> list[Any]:
+    return [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+
+
 @app.command()
 def run(
     notebook: Annotated[str, typer.Argument(help="notebook path in the workspace (with --local: any path)")],
@@ -145,18 +168,20 @@ def run(
     local: Annotated[bool, typer.Option("--local", help="run here, without a server")] = False,
     timeout_s: Annotated[float | None, typer.Option("--timeout", help="whole-job timeout, seconds")] = None,
     cell_timeout_s: Annotated[float | None, typer.Option("--cell-timeout", help="per-cell timeout, seconds")] = None,
+    follow: Annotated[bool, typer.Option("--follow/--poll", help="live progress by push, or by polling")] = True,
+    token: Annotated[str | None, typer.Option(envvar="NBRELAY_TOKEN", help="API token (auth mode token)")] = None,
 ) -> None:
     """Run a notebook with parameters, show per-cell progress, exit non-zero when the job does not succeed."""
     pairs = param or []
     if local:
         raise typer.Exit(asyncio.run(_run_local(Path(notebook), pairs, timeout_s, cell_timeout_s)))
-    with Client(server) as client:
+    with Client(server, token=token) as client:
         try:
             declared = {p["name"]: p["type"] for p in client.parameters(notebook)["parameters"]}
             job = client.submit(
                 notebook, _parse_parameters(pairs, declared), timeout_s=timeout_s, cell_timeout_s=cell_timeout_s
             )
-            final = _follow(client.job, job["id"])
+            final = _follow_push(client, job["id"]) if follow else _follow(client.job, job["id"])
         except NbrelayError as exc:
             raise _fail(exc.message) from None
     raise typer.Exit(_print_outcome(final))
@@ -239,6 +264,68 @@ def jobs(
         )
     console.print(table)
     console.print(f"[dim]{len(found['jobs'])} of {found['total']}[/dim]")
+
+
+token_app = typer.Typer(help="API tokens for auth mode 'token' (stored hashed; shown once).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+def _store_settings(data_dir: Path | None) -> Any:
+    from nbrelay.config import Settings
+
+    return Settings(data_dir=data_dir) if data_dir else Settings()
+
+
+async def _with_store(data_dir: Path | None, action: Any) -> Any:
+    from nbrelay.store import open_store
+
+    store = open_store(_store_settings(data_dir).database_url)
+    await store.start()
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+DataDirOption = Annotated[Path | None, typer.Option(help="the server's data dir [env NBRELAY_DATA_DIR]")]
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="the user the token logs in as")],
+    admin: Annotated[bool, typer.Option(help="the user sees everyone's jobs")] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create a token for NAME and print it (only now: it is stored hashed)."""
+    from nbrelay.auth import hash_token, new_token
+
+    token = new_token()
+    try:
+        asyncio.run(_with_store(data_dir, lambda store: store.add_token(name, hash_token(token), admin=admin)))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    err.print(f"token for [bold]{name}[/bold]{' (admin)' if admin else ''} — keep it, it is not shown again:")
+    print(token)
+
+
+@token_app.command("list")
+def token_list(data_dir: DataDirOption = None) -> None:
+    """List tokens (names and dates, never the tokens)."""
+    records = asyncio.run(_with_store(data_dir, lambda store: store.list_tokens()))
+    table = Table("id", "user", "admin", "created", "last used")
+    for r in records:
+        used = r.last_used_at.isoformat(timespec="seconds") if r.last_used_at else ""
+        table.add_row(str(r.id), r.name, "yes" if r.admin else "", r.created_at.isoformat(timespec="seconds"), used)
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="user whose tokens to revoke")], data_dir: DataDirOption = None
+) -> None:
+    """Revoke every token of NAME (running servers forget cached tokens within 30 s)."""
+    count = asyncio.run(_with_store(data_dir, lambda store: store.delete_tokens(name)))
+    console.print(f"revoked {count} token(s) of {name}")
 
 
 def main() -> None:  # pragma: no cover - the console script

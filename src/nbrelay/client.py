@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import random
 import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+TERMINAL_EVENTS = frozenset({"job.succeeded", "job.failed", "job.cancelled", "job.timed_out"})
 
 
 class NbrelayError(Exception):
@@ -22,7 +30,10 @@ class NbrelayError(Exception):
 class Client:
     def __init__(self, base_url: str = "http://127.0.0.1:8765", *, token: str | None = None, timeout_s: float = 30):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self.last_ids: dict[str, str] = {}  # stream → last event id seen, for resume across reconnects
 
     def close(self) -> None:
         self.http.close()
@@ -99,3 +110,103 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s} s")
             time.sleep(poll_s)
+
+    # push ------------------------------------------------------------------------------------------------------
+    def _ws_url(self) -> str:
+        parts = urlsplit(self.base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        query = f"token={quote(self.token)}" if self.token else ""
+        return urlunsplit((scheme, parts.netloc, f"{parts.path}/ws", query, ""))
+
+    def events(
+        self,
+        streams: Iterable[str] | None = None,
+        *,
+        max_backoff_s: float = 20.0,
+        on_subscribed: Callable[[], dict[str, Any] | None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every event of `streams` (default: your own stream), in order, across reconnects, without loss.
+
+        Reconnects with exponential backoff and full jitter; resumes each stream from its last event id. When
+        the server answers recovered=False (history gone), a {"op": "recovered", ...} message is yielded so
+        the caller can re-read state over REST. `on_subscribed` runs once the server has the subscriptions
+        (after each (re)connect); what it returns is yielded. Stops on close codes 4500-4999 (NbrelayError).
+        """
+        wanted = list(streams or [])
+        attempt = 0
+        while True:
+            try:
+                with connect(self._ws_url(), open_timeout=10, close_timeout=2, max_size=2**22) as ws:
+                    attempt = 0
+                    yield from self._session(ws, wanted, on_subscribed)
+                    return
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                raise NbrelayError(status, "handshake_refused", f"WebSocket refused with HTTP {status}") from exc
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd else 1006
+                if 4500 <= code <= 4999:
+                    reason = exc.rcvd.reason if exc.rcvd else ""
+                    raise NbrelayError(code, "closed", f"server closed the connection: {reason}") from exc
+            except OSError:
+                pass
+            attempt += 1
+            time.sleep(random.random() * min(max_backoff_s, 0.5 * 2**attempt))
+
+    def _session(
+        self, ws: ClientConnection, wanted: list[str], on_subscribed: Callable[[], dict[str, Any] | None] | None
+    ) -> Iterator[dict[str, Any]]:
+        welcome = json.loads(ws.recv(timeout=30))
+        heartbeat_s = float(welcome.get("heartbeat_s", 25))
+        for stream in wanted or [f"user:{welcome['user']}"]:
+            request: dict[str, Any] = {"op": "subscribe", "stream": stream}
+            if stream in self.last_ids:
+                request["since"] = self.last_ids[stream]
+            ws.send(json.dumps(request))
+        # The server handles messages in order: the pong to this ping means the subscriptions are in place.
+        ws.send('{"op":"ping"}')
+        subscribed = False
+        last_ping = time.monotonic()
+        while True:
+            if time.monotonic() - last_ping >= heartbeat_s:
+                ws.send('{"op":"ping"}')
+                last_ping = time.monotonic()
+            try:
+                message = json.loads(ws.recv(timeout=max(0.1, heartbeat_s - (time.monotonic() - last_ping))))
+            except TimeoutError:
+                continue
+            op = message.get("op")
+            if op == "event":
+                if not self._seen(message["stream"], message):
+                    self.last_ids[message["stream"]] = message["id"]
+                    yield message
+            elif op == "pong" and not subscribed:
+                subscribed = True
+                extra = on_subscribed() if on_subscribed is not None else None
+                if extra is not None:
+                    yield extra
+            elif op == "recovered" and not message.get("recovered"):
+                self.last_ids[message["stream"]] = message["position"]
+                yield message
+            elif op == "error" and message.get("code") == "forbidden":
+                raise NbrelayError(403, "forbidden", message.get("reason", "forbidden"))
+
+    def _seen(self, stream: str, message: dict[str, Any]) -> bool:
+        last = self.last_ids.get(stream)
+        if last is None:
+            return False
+        epoch, _, offset = last.rpartition(":")
+        return bool(epoch == message["epoch"] and int(message["offset"]) <= int(offset))
+
+    def follow(self, job_id: int) -> Iterator[dict[str, Any]]:
+        """The job's current state as {"op": "state", "job": …} once subscribed, then its events until it ends."""
+
+        def current_state() -> dict[str, Any]:
+            return {"op": "state", "job": self.job(job_id)}
+
+        for message in self.events([f"job:{job_id}"], on_subscribed=current_state):
+            yield message
+            if message.get("type") in TERMINAL_EVENTS:
+                return
+            if message.get("op") == "state" and message["job"]["state"] not in ("queued", "running"):
+                return
