@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,9 @@ class Subscription:
         self.overflowed = False
         self.streams: set[str] = set()
         self.coalesced = 0
+        # Called once when the queue overflows: the transport may be stuck in a send to a peer that stopped
+        # reading, and must be interrupted to close the connection.
+        self.on_overflow: Callable[[], None] | None = None
 
     def offer(self, event: Event) -> None:
         if self.overflowed:
@@ -50,6 +53,8 @@ class Subscription:
         if len(self.queue) >= self.max_queue:
             self.overflowed = True
             self.queue.clear()  # nothing more will be sent on this connection: free the memory now
+            if self.on_overflow is not None:
+                self.on_overflow()
         else:
             self.queue.append(event)
         self.wakeup.set()

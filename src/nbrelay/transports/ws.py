@@ -14,6 +14,8 @@ from nbrelay.auth import origin_allowed
 from nbrelay.push import Push
 from nbrelay.transports.session import Action, Close, CloseCode, Send, Session, Subscribe, Unsubscribe
 
+# A slow consumer gets its 4008 close frame after its socket buffer drains; past this, the socket is dropped.
+SLOW_CLOSE_WAIT_S = 30.0
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -28,6 +30,16 @@ class WebSocketConnection:
         self.control: deque[Action] = deque()
         self.close_request: Close | None = None
         self.peer_gone = False
+        self.writer_task: asyncio.Task[Any] | None = None
+        self.aborting = False
+        self.subscription.on_overflow = self._abort_send
+
+    def _abort_send(self) -> None:
+        """The queue overflowed: the writer may be blocked sending to a peer that stopped reading. Interrupt it
+        (a send waiting for the socket to drain has written nothing yet, so no frame is cut)."""
+        if self.writer_task is not None and not self.aborting:
+            self.aborting = True
+            self.writer_task.cancel()
 
     def close_soon(self, close: Close) -> None:
         if self.close_request is None:
@@ -107,17 +119,22 @@ class WebSocketConnection:
                 elif isinstance(action, Subscribe):
                     await self._resume(action)
             if subscription.overflowed:
-                self.push.metrics.queue_drops.labels("overflow").inc()
-                return await self._close(self.session.overflowed())
+                return await self.close_slow()
             batch = list(subscription.queue)
             subscription.queue.clear()
             await self._deliver(batch)
 
-    async def _close(self, close: Close) -> int:
+    async def _close(self, close: Close, wait_s: float | None = None) -> int:
         if not self.peer_gone:
-            with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
-                await self.websocket.close(close.code, close.reason)
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError, TimeoutError):
+                await asyncio.wait_for(self.websocket.close(close.code, close.reason), wait_s)
         return close.code
+
+    async def close_slow(self) -> int:
+        """Close a slow consumer with 4008; its buffer must drain first, so wait a bounded time for that."""
+        self.push.hub.unsubscribe(self.subscription)
+        self.push.metrics.queue_drops.labels("overflow").inc()
+        return await self._close(self.session.overflowed(), wait_s=SLOW_CLOSE_WAIT_S)
 
 
 async def serve_websocket(websocket: WebSocket, push: Push) -> None:
@@ -148,7 +165,14 @@ async def serve_websocket(websocket: WebSocket, push: Push) -> None:
         await connection.send(session.welcome(await push.default_positions(user)).message)
         await connection.send({"op": "snapshot", "jobs": await push.snapshot(user)})
         reader = asyncio.create_task(connection.read())
-        code = await connection.write()
+        connection.writer_task = asyncio.current_task()
+        try:
+            code = await connection.write()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not connection.aborting or task is None or task.uncancel() > 0:
+                raise  # not our own interruption (the server is shutting down): let it through
+            code = await connection.close_slow()
     except (WebSocketDisconnect, OSError, RuntimeError):
         code = 1006
     finally:

@@ -1,0 +1,88 @@
+"""A real uvicorn serving nbrelay in a thread of the test process, on a free port.
+
+In-process so a test can reach the app (publish into the hub, read the store) while clients talk to it over
+real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvicorn
+
+from nbrelay.app import create_app
+from nbrelay.config import Settings
+from tests.conftest import free_port
+
+T = TypeVar("T")
+
+
+class LiveServer:
+    def __init__(self, workspace: Path, data_dir: Path, **settings: Any):
+        self.port = free_port()
+        self.settings = Settings(
+            workspace=workspace, data_dir=data_dir, port=self.port, workers=1, kernel_pool_size=0, **settings
+        )
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self) -> LiveServer:
+        self.app = create_app(self.settings)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            ws="websockets-sansio",
+            ws_per_message_deflate=False,
+            ws_ping_interval=self.settings.heartbeat_s,
+            ws_ping_timeout=self.settings.heartbeat_s,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+        )
+        self.server = uvicorn.Server(config)
+        ready = threading.Event()
+
+        def run() -> None:
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            ready.set()
+            self.loop.run_until_complete(self.server.serve())  # type: ignore[union-attr]
+            self.loop.close()
+
+        self.thread = threading.Thread(target=run, name=f"uvicorn-{self.port}", daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        return self
+
+    def call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float = 30) -> T:
+        """Run a coroutine on the server's loop and return its result."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
+
+    def publish(self, stream: str, kind: str = "notice", **data: Any) -> Any:
+        return self.call(self.app.state.push.hub.publish(stream, kind, data))
+
+    def stop(self) -> None:
+        if self.server is not None and self.thread is not None and self.thread.is_alive():
+            self.server.should_exit = True
+            self.thread.join(30)
