@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nbrelay import __version__
@@ -158,6 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.mount("/static", StaticFiles(packages=[("nbrelay", "web")]), name="static")
 
     @app.get("/api/health", tags=["service"], summary="Liveness and version")
     async def health() -> dict[str, Any]:

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -114,7 +115,7 @@ def test_epoch_change_after_restart_is_detected(live: Any) -> None:
 
 
 def rss_kib() -> int:
-    for line in open(f"/proc/{os.getpid()}/status"):
+    for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
