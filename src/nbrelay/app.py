@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             history_size=settings.history_size,
             history_ttl_s=settings.history_ttl_s,
             subscriber_queue_size=settings.subscriber_queue_size,
+            engine=getattr(store, "engine", None),
         )
         push = Push(settings, hub, service, auth, metrics)
         app.state.jobs, app.state.auth, app.state.push = service, auth, push

@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     allowed_origins: list[str] = []
 
     # Push
-    broker_url: str = "memory://"
+    # sql://: history in the job database, resumes survive restarts; memory://: this process only.
+    broker_url: str = "sql://"
     history_size: int = Field(1000, ge=1)
     history_ttl_s: float = Field(3600.0, gt=0)
     subscriber_queue_size: int = Field(1000, ge=8)

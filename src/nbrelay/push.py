@@ -63,10 +63,9 @@ class Push:
             self.metrics.jobs.labels(event.data.get("state", event.type.removeprefix("job."))).inc()
             if event.data.get("duration_s") is not None:
                 self.metrics.job_duration.observe(event.data["duration_s"])
-        if owner:
-            await self.hub.publish(f"user:{owner}", event.type, event.data)
-        if job is not None:
-            await self.hub.publish(f"job:{job}", event.type, event.data)
+        streams = ([f"user:{owner}"] if owner else []) + ([f"job:{job}"] if job is not None else [])
+        if streams:
+            await self.hub.publish_many(streams, event.type, event.data)
 
     async def notice(self, text: str, **data: Any) -> Event:
         self.metrics.events_published.labels("notice").inc()

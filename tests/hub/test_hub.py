@@ -1,22 +1,48 @@
-"""The hub on its memory backend: offsets, epochs, bounded history, resume, bounded subscriber queues."""
+"""The hub on each backend (memory, and sql on SQLite): offsets, epochs, bounded history, resume, and bounded
+subscriber queues. The same test bodies run on every backend."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
-from nbrelay.hub import Hub
-from nbrelay.hub.backends.memory import MemoryBackend
+from nbrelay.hub import Hub, open_hub
+from nbrelay.store.sql import SqlJobStore
+
+MakeHub = Callable[..., Awaitable[Hub]]
 
 
-async def make_hub(history_size: int = 100, queue: int = 1000, ttl_s: float = 3600) -> Hub:
-    hub = Hub(MemoryBackend(history_size=history_size, history_ttl_s=ttl_s), subscriber_queue_size=queue)
-    await hub.start()
-    return hub
+@pytest.fixture(params=["memory", "sql"])
+async def make_hub(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeHub]:
+    stores: list[SqlJobStore] = []
+
+    async def make(history_size: int = 100, queue: int = 1000, ttl_s: float = 3600, fresh: bool = True) -> Hub:
+        engine = None
+        if request.param == "sql":
+            if fresh or not stores:
+                stores.append(SqlJobStore(f"sqlite:///{tmp_path / f'hub{len(stores)}.db'}"))
+                await stores[-1].start()
+            engine = stores[-1].engine
+        hub = open_hub(
+            f"{request.param}://",
+            history_size=history_size,
+            history_ttl_s=ttl_s,
+            subscriber_queue_size=queue,
+            engine=engine,
+        )
+        await hub.start()
+        return hub
+
+    make.kind = request.param  # type: ignore[attr-defined]
+    yield make
+    for store in stores:
+        await store.close()
 
 
-async def test_offsets_rise_per_stream_with_one_epoch() -> None:
+async def test_offsets_rise_per_stream_with_one_epoch(make_hub: MakeHub) -> None:
     hub = await make_hub()
     a1 = await hub.publish("user:a", "notice", {"n": 1})
     a2 = await hub.publish("user:a", "notice", {"n": 2})
@@ -26,7 +52,7 @@ async def test_offsets_rise_per_stream_with_one_epoch() -> None:
     assert await hub.position("user:a") == f"{a1.epoch}:2"
 
 
-async def test_resume_gives_exactly_the_missed_events() -> None:
+async def test_resume_gives_exactly_the_missed_events(make_hub: MakeHub) -> None:
     hub = await make_hub(history_size=100)
     events = [await hub.publish("user:a", "notice", {"n": i}) for i in range(50)]
     resume = await hub.resume("user:a", events[19].id or "")
@@ -34,14 +60,14 @@ async def test_resume_gives_exactly_the_missed_events() -> None:
     assert [e.data["n"] for e in resume.events] == list(range(20, 50))
 
 
-async def test_resume_at_the_end_is_recovered_and_empty() -> None:
+async def test_resume_at_the_end_is_recovered_and_empty(make_hub: MakeHub) -> None:
     hub = await make_hub()
     last = await hub.publish("user:a", "notice", {})
     resume = await hub.resume("user:a", last.id or "")
     assert resume.recovered and resume.events == []
 
 
-async def test_resume_older_than_history_is_not_recovered() -> None:
+async def test_resume_older_than_history_is_not_recovered(make_hub: MakeHub) -> None:
     hub = await make_hub(history_size=10)
     events = [await hub.publish("user:a", "notice", {"n": i}) for i in range(30)]
     resume = await hub.resume("user:a", events[5].id or "")
@@ -50,23 +76,35 @@ async def test_resume_older_than_history_is_not_recovered() -> None:
     assert (await hub.resume("user:a", events[19].id or "")).recovered
 
 
-async def test_a_new_backend_means_a_new_epoch_and_no_recovery() -> None:
+async def test_lost_history_means_a_new_epoch_and_no_recovery(make_hub: MakeHub) -> None:
     hub = await make_hub()
     old = await hub.publish("user:a", "notice", {})
-    restarted = await make_hub()
+    restarted = await make_hub(fresh=True)  # a new process (memory) or a new database (sql)
     await restarted.publish("user:a", "notice", {})
     resume = await restarted.resume("user:a", old.id or "")
     assert not resume.recovered and resume.epoch != old.epoch
 
 
+async def test_sql_history_survives_a_restart(make_hub: MakeHub) -> None:
+    if make_hub.kind != "sql":  # type: ignore[attr-defined]
+        pytest.skip("only the sql backend keeps history across restarts (memory:// by design does not)")
+    hub = await make_hub()
+    seen = await hub.publish("user:a", "notice", {"n": 1})
+    await hub.publish("user:a", "notice", {"n": 2})
+    restarted = await make_hub(fresh=False)  # same database, new process state
+    resume = await restarted.resume("user:a", seen.id or "")
+    assert resume.recovered and [e.data["n"] for e in resume.events] == [2]
+    assert (await restarted.publish("user:a", "notice", {})).offset == 3
+
+
 @pytest.mark.parametrize("since", ["", "nonsense", "k3f9:", ":4", "k3f9:-1", "k3f9:99"])
-async def test_unusable_positions_are_not_recovered(since: str) -> None:
+async def test_unusable_positions_are_not_recovered(make_hub: MakeHub, since: str) -> None:
     hub = await make_hub()
     await hub.publish("user:a", "notice", {})
     assert not (await hub.resume("user:a", since)).recovered
 
 
-async def test_history_expires_after_ttl() -> None:
+async def test_history_expires_after_ttl(make_hub: MakeHub) -> None:
     hub = await make_hub(ttl_s=0.05)
     first = await hub.publish("user:a", "notice", {})
     await asyncio.sleep(0.1)
@@ -74,7 +112,7 @@ async def test_history_expires_after_ttl() -> None:
     assert not (await hub.resume("user:a", first.id or "")).recovered
 
 
-async def test_subscribers_get_only_their_streams() -> None:
+async def test_subscribers_get_only_their_streams(make_hub: MakeHub) -> None:
     hub = await make_hub()
     mine, other = hub.subscription(), hub.subscription()
     hub.subscribe(mine, "user:a")
@@ -87,7 +125,7 @@ async def test_subscribers_get_only_their_streams() -> None:
     assert not mine.queue and hub.subscriber_count() == 1
 
 
-async def test_progress_is_coalesced_when_the_queue_fills_but_terminal_events_never_are() -> None:
+async def test_progress_is_coalesced_when_the_queue_fills_but_terminal_events_never_are(make_hub: MakeHub) -> None:
     hub = await make_hub(queue=10)
     sub = hub.subscription()
     hub.subscribe(sub, "job:1")
@@ -103,7 +141,7 @@ async def test_progress_is_coalesced_when_the_queue_fills_but_terminal_events_ne
     assert sub.coalesced > 0 and len(sub.queue) <= 10
 
 
-async def test_a_full_queue_of_other_events_overflows_and_frees_memory() -> None:
+async def test_a_full_queue_of_other_events_overflows_and_frees_memory(make_hub: MakeHub) -> None:
     hub = await make_hub(queue=10)
     sub = hub.subscription()
     called: list[bool] = []

@@ -15,12 +15,16 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from nbrelay.store import NewJob
 from nbrelay.store.base import TokenRecord, check_user_name
 from nbrelay.store.sql import MIGRATIONS_DIR, SqlJobStore
+from nbrelay.store.sql import MIGRATIONS_DIR as _MIGRATIONS
+
+HEAD = ScriptDirectory(str(_MIGRATIONS)).get_current_head()  # the latest migration; later ones keep these tests valid
 
 
 def h(token: str) -> str:
@@ -175,7 +179,7 @@ async def test_tokens_survive_restart_and_migrations_are_idempotent(db_url: str)
         await again.start()
         try:
             assert await again.find_token(h("t1")) == token
-            assert await _revision(again) == "0002"
+            assert await _revision(again) == HEAD
         finally:
             await again.close()
 
@@ -195,7 +199,7 @@ async def test_upgrade_from_0001_keeps_jobs(db_url: str) -> None:
     store = SqlJobStore(db_url)
     await store.start()
     try:
-        assert await _revision(store) == "0002"
+        assert await _revision(store) == HEAD
         job = await store.add_job(NewJob(owner="alice", notebook="a.ipynb", kernel_name="python3"))
         token = await store.add_token("alice", h("t1"))
         assert await store.find_token(h("t1")) == token

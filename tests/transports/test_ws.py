@@ -98,14 +98,31 @@ def test_resume_older_than_history_is_not_recovered(live: Any) -> None:
         assert events[0]["data"]["n"] == 999
 
 
+def test_resume_across_a_restart_is_exact_with_durable_history(live: Any) -> None:
+    server = live()  # the default hub keeps its history in the job database
+    with open_session(server) as ws:
+        recv(ws)
+        server.publish("user:local", n=1)
+        (seen,), _ = read_events(ws, 1)
+    server.publish("user:local", n=2)
+    server.stop()
+    restarted = live()
+    restarted.publish("user:local", n=3)
+    with open_session(restarted, since=seen["id"]) as ws:
+        events, others = read_events(ws, 2)
+    assert [e["data"]["n"] for e in events] == [2, 3]
+    assert any(m.get("op") == "recovered" and m["recovered"] is True for m in others)
+    assert events[0]["epoch"] == seen["epoch"]
+
+
 def test_epoch_change_after_restart_is_detected(live: Any) -> None:
-    server = live()
+    server = live(broker_url="memory://")  # history lives in the process: a restart loses it
     with open_session(server) as ws:
         recv(ws)
         server.publish("user:local", n=1)
         (old,), _ = read_events(ws, 1)
     server.stop()
-    restarted = live()
+    restarted = live(broker_url="memory://")
     with open_session(restarted, since=old["id"]) as ws:
         message = recv(ws)
         while message["op"] != "recovered":
@@ -122,7 +139,7 @@ def rss_kib() -> int:
 
 
 def test_a_subscriber_that_never_reads_is_closed_with_4008_and_memory_stays_bounded(live: Any) -> None:
-    server = live(subscriber_queue_size=64, history_size=100)
+    server = live(subscriber_queue_size=64, history_size=100, broker_url="memory://")
     # max_queue=1 and a small read limit: this client stops reading from its socket almost at once.
     with open_session(server, max_queue=1, max_size=2**16) as ws:
         payload = "x" * 4096

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from nbrelay.hub.backends.base import HubBackend
 from nbrelay.models import Event
 
@@ -114,6 +116,11 @@ class Hub:
         self.published += 1
         return await self.backend.publish(stream, kind, data)
 
+    async def publish_many(self, streams: list[str], kind: str, data: dict[str, Any]) -> list[Event]:
+        """One event on several streams (a job's owner stream and its own), atomically where the backend can."""
+        self.published += len(streams)
+        return await self.backend.publish_many(streams, kind, data)
+
     def subscription(self) -> Subscription:
         return Subscription(self.subscriber_queue_size)
 
@@ -149,12 +156,28 @@ class Hub:
         return len({s for followers in self._subscribers.values() for s in followers})
 
 
-def open_hub(url: str, *, history_size: int, history_ttl_s: float, subscriber_queue_size: int) -> Hub:
-    """The hub for a broker URL; only memory:// exists in this build (redis:// arrives with scale-out)."""
+def open_hub(
+    url: str,
+    *,
+    history_size: int,
+    history_ttl_s: float,
+    subscriber_queue_size: int,
+    engine: AsyncEngine | None = None,
+) -> Hub:
+    """The hub for a broker URL: sql:// (history in the job database, `engine`) or memory:// (this process only;
+    history is lost on restart, and clients resuming then get recovered=false)."""
     scheme = url.split("://", 1)[0]
+    backend: HubBackend
     if scheme == "memory":
         from nbrelay.hub.backends.memory import MemoryBackend
 
         backend = MemoryBackend(history_size=history_size, history_ttl_s=history_ttl_s)
-        return Hub(backend, subscriber_queue_size=subscriber_queue_size)
-    raise ValueError(f"unsupported broker URL {url!r}: use memory://")
+    elif scheme == "sql":
+        from nbrelay.hub.backends.sql import SqlBackend
+
+        if engine is None:
+            raise ValueError("the sql:// hub keeps its history in the job database: pass its engine")
+        backend = SqlBackend(engine, history_size=history_size, history_ttl_s=history_ttl_s)
+    else:
+        raise ValueError(f"unsupported broker URL {url!r}: use sql:// (default) or memory://")
+    return Hub(backend, subscriber_queue_size=subscriber_queue_size)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from nbrelay.models import Job, JobError, JobState, utcnow
 from nbrelay.store.base import TOKEN_HASH_MAX, NewJob, TokenRecord, check_user_name
 
-__all__ = ["MIGRATIONS_DIR", "SqlJobStore", "engine_url", "jobs", "metadata", "tokens"]
+__all__ = ["MIGRATIONS_DIR", "SqlJobStore", "engine_url", "hub_events", "hub_streams", "jobs", "metadata", "tokens"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -105,6 +105,26 @@ tokens = sa.Table(
     sa.UniqueConstraint("token_hash", name="uq_tokens_token_hash"),
     sa.Index("ix_tokens_name", "name"),
     sqlite_autoincrement=True,
+)
+
+
+# The hub's durable history (hub/backends/sql.py); also in migrations/versions/0003.
+hub_streams = sa.Table(
+    "hub_streams",
+    metadata,
+    sa.Column("name", sa.String(160), primary_key=True),
+    sa.Column("epoch", sa.String(32), nullable=False),
+    sa.Column("last_offset", sa.BigInteger, nullable=False),
+)
+hub_events = sa.Table(
+    "hub_events",
+    metadata,
+    sa.Column("stream", sa.String(160), primary_key=True),
+    sa.Column("offset", sa.BigInteger, primary_key=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Index("ix_hub_events_ts", "ts"),
 )
 
 

@@ -33,4 +33,7 @@ class HubBackend(Protocol):
     async def publish(self, stream: str, kind: str, data: dict[str, Any]) -> Event:
         """Append to the stream's history, deliver to subscribers, return the positioned event."""
 
+    async def publish_many(self, streams: list[str], kind: str, data: dict[str, Any]) -> list[Event]:
+        """The same event on several streams."""
+
     async def history(self, stream: str, after: int) -> History: ...

@@ -68,6 +68,9 @@ class MemoryBackend:
             self._deliver(event)
         return event
 
+    async def publish_many(self, streams: list[str], kind: str, data: dict[str, Any]) -> list[Event]:
+        return [await self.publish(stream, kind, data) for stream in streams]
+
     async def history(self, stream: str, after: int) -> History:
         state = self._stream(stream)
         self._expire(state, time.monotonic())

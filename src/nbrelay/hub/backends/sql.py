@@ -1,0 +1,106 @@
+"""The durable hub backend (the embedded default): history kept in the job database, so a client resumes
+exactly across a server restart. Fan-out is to this process's subscribers (several web nodes use redis://).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from nbrelay.hub.backends.base import Deliver, History
+from nbrelay.models import Event, utcnow
+from nbrelay.store.sql import hub_events, hub_streams
+
+_TRIM_EVERY = 64  # trim a stream's history to history_size once per this many events
+_EXPIRE_EVERY_S = 60.0
+
+
+class SqlBackend:
+    def __init__(self, engine: AsyncEngine, *, history_size: int = 1000, history_ttl_s: float = 3600.0):
+        self.engine = engine
+        self.history_size = history_size
+        self.history_ttl_s = history_ttl_s
+        self._deliver: Deliver | None = None
+        # Offsets are assigned under a lock: one writer at a time keeps them dense without retries (SQLite has
+        # one writer anyway; on PostgreSQL the row lock below also orders writers of other processes).
+        self._lock = asyncio.Lock()
+        self._last_expiry = 0.0
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    async def close(self) -> None:
+        self._deliver = None
+
+    async def _position(self, conn: AsyncConnection, stream: str, *, lock: bool) -> tuple[str, int]:
+        query = sa.select(hub_streams.c.epoch, hub_streams.c.last_offset).where(hub_streams.c.name == stream)
+        row = (await conn.execute(query.with_for_update() if lock else query)).first()
+        if row is not None:
+            return str(row.epoch), int(row.last_offset)
+        epoch = secrets.token_hex(4)
+        await conn.execute(sa.insert(hub_streams).values(name=stream, epoch=epoch, last_offset=0))
+        return epoch, 0
+
+    async def publish(self, stream: str, kind: str, data: dict[str, Any]) -> Event:
+        (event,) = await self.publish_many([stream], kind, data)
+        return event
+
+    async def publish_many(self, streams: list[str], kind: str, data: dict[str, Any]) -> list[Event]:
+        """The same event on several streams in one transaction (a job's event goes to two)."""
+        ts = utcnow()
+        events: list[Event] = []
+        async with self._lock, self.engine.begin() as conn:
+            for stream in streams:
+                epoch, offset = await self._position(conn, stream, lock=True)
+                offset += 1
+                await conn.execute(
+                    sa.update(hub_streams).where(hub_streams.c.name == stream).values(last_offset=offset)
+                )
+                await conn.execute(
+                    sa.insert(hub_events).values(stream=stream, offset=offset, type=kind, data=data, ts=ts)
+                )
+                if offset % _TRIM_EVERY == 0 and offset > self.history_size:
+                    await conn.execute(
+                        sa.delete(hub_events).where(
+                            hub_events.c.stream == stream, hub_events.c.offset <= offset - self.history_size
+                        )
+                    )
+                events.append(Event(kind, data, ts=ts, stream=stream, offset=offset, epoch=epoch))
+            await self._expire(conn)
+        if self._deliver is not None:
+            for event in events:
+                self._deliver(event)
+        return events
+
+    async def _expire(self, conn: AsyncConnection) -> None:
+        now = time.monotonic()
+        if now - self._last_expiry < _EXPIRE_EVERY_S:
+            return
+        self._last_expiry = now
+        cutoff = utcnow() - timedelta(seconds=self.history_ttl_s)
+        await conn.execute(sa.delete(hub_events).where(hub_events.c.ts < cutoff))
+
+    async def history(self, stream: str, after: int) -> History:
+        cutoff = utcnow() - timedelta(seconds=self.history_ttl_s)
+        async with self.engine.begin() as conn:
+            epoch, last = await self._position(conn, stream, lock=False)
+            # The window is exact here; the deletes in publish are only garbage collection.
+            kept = sa.and_(
+                hub_events.c.stream == stream,
+                hub_events.c.offset > last - self.history_size,
+                hub_events.c.ts >= cutoff,
+            )
+            first = (await conn.execute(sa.select(sa.func.min(hub_events.c.offset)).where(kept))).scalar()
+            rows = await conn.execute(
+                sa.select(hub_events.c.offset, hub_events.c.type, hub_events.c.data, hub_events.c.ts)
+                .where(kept, hub_events.c.offset > after)
+                .order_by(hub_events.c.offset)
+            )
+            events = [Event(r.type, r.data, ts=r.ts, stream=stream, offset=int(r.offset), epoch=epoch) for r in rows]
+        return History(epoch=epoch, last_offset=last, first_offset=int(first) if first else last + 1, events=events)
