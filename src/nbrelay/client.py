@@ -64,7 +64,7 @@ class Client:
         return response.json()
 
     def parameters(self, notebook: str) -> dict[str, Any]:
-        return self._call("GET", f"/api/notebooks/{notebook}/parameters")
+        return self._call("GET", f"/api/notebooks/{quote(notebook, safe='/')}/parameters")
 
     def submit(
         self,

@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import tempfile
-import unicodedata
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -70,8 +69,10 @@ class Workspace:
             raise PathRefused(f"'..' is not allowed in paths: {user_path!r}")
         if len(user_path.encode()) > MAX_PATH_BYTES or any(len(p.encode()) > MAX_NAME_BYTES for p in parts):
             raise PathRefused("path or file name too long")
-        normalized = unicodedata.normalize("NFC", "/".join(parts))
-        candidate = self.root.joinpath(normalized) if normalized else self.root
+        # No Unicode normalisation: Linux names are bytes, and a file saved in NFD (as macOS does) must be
+        # found by the name it has.
+        joined = "/".join(parts)
+        candidate = self.root.joinpath(joined) if joined else self.root
         real = Path(os.path.realpath(candidate))
         if real != self.root and self.root not in real.parents:
             raise PathRefused(f"{user_path!r} leads outside the workspace", code="path_outside_workspace")

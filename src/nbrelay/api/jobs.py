@@ -12,7 +12,7 @@ from nbrelay.api.auth import CurrentUser
 from nbrelay.api.schemas import SubmitJob, job_json
 from nbrelay.errors import BadRequest, NotFound
 from nbrelay.jobs import JobService, SubmitRequest
-from nbrelay.models import UNFINISHED_STATES, JobState
+from nbrelay.models import UNFINISHED_STATES, Job, JobState
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 
@@ -95,21 +95,23 @@ async def cancel_job(job_id: int, jobs: Service, user: CurrentUser) -> dict[str,
     return job_json(job, await jobs.store.queue_position(job.id))
 
 
-def _artifact(path: str | None, job_id: int, what: str) -> Path:
-    if not path or not Path(path).is_file():
-        raise NotFound(f"job {job_id} has no {what} yet", code=f"{what.replace(' ', '_')}_not_ready")
-    return Path(path)
+def _artifact(job: Job, path: str | None, what: str) -> Path:
+    if path and Path(path).is_file():
+        return Path(path)
+    if job.state.terminal:
+        raise NotFound(f"job {job.id} ended ({job.state.value}) without a {what}", code=f"no_{what.replace(' ', '_')}")
+    raise NotFound(f"job {job.id} has no {what} yet", code=f"{what.replace(' ', '_')}_not_ready")
 
 
 @router.get("/jobs/{job_id}/report", summary="The job's HTML report (sandboxed)", response_class=FileResponse)
 async def get_report(job_id: int, jobs: Service, user: CurrentUser) -> FileResponse:
     job = await jobs.get(user, job_id)
-    path = _artifact(job.report_path, job_id, "report")
+    path = _artifact(job, job.report_path, "report")
     return FileResponse(path, media_type="text/html; charset=utf-8", headers=REPORT_HEADERS)
 
 
 @router.get("/jobs/{job_id}/notebook", summary="The executed notebook (.ipynb)", response_class=FileResponse)
 async def get_executed_notebook(job_id: int, jobs: Service, user: CurrentUser) -> FileResponse:
     job = await jobs.get(user, job_id)
-    path = _artifact(job.output_path, job_id, "executed notebook")
+    path = _artifact(job, job.output_path, "executed notebook")
     return FileResponse(path, media_type="application/x-ipynb+json", filename=f"{job_id}-{path.name}")

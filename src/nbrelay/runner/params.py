@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -89,8 +90,26 @@ def _expectation(type_name: str) -> tuple[str, Callable[[Any], bool]] | None:
     return found
 
 
+def _finite(value: Any) -> bool:
+    """JSON has no NaN or Infinity (Python's parser accepts them): such values cannot be stored or sent back."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
 def check_parameters(declared: list[Parameter] | None, given: dict[str, Any]) -> None:
     """Raise Unprocessable naming every unknown or mistyped parameter, and the ones the notebook knows."""
+    for name, value in given.items():
+        if not _finite(value):
+            raise Unprocessable(
+                f"parameter '{name}': NaN and infinite numbers are not valid JSON values",
+                code="invalid_parameters",
+                problems=[{"parameter": name, "problem": "not a finite number"}],
+            )
     if declared is None:
         return
     known = {p.name: p for p in declared}
