@@ -18,3 +18,9 @@ ensure_redis() {
   for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return 0; sleep 1; done
   echo "Redis did not start" >&2; return 1
 }
+
+ensure_node() {
+  if command -v node >/dev/null 2>&1; then return 0; fi
+  echo "installing Node.js (for the JavaScript client's tests)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
+}

@@ -133,18 +133,25 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     server.stop()
 
 
-def kernel_pids() -> set[int]:
-    """Pids of running kernel processes: launched ones show ipykernel in their command line, forked ones are
-    named nbrelay-kernel."""
-    found = set()
+def kernel_processes(env_tag: str | None = None) -> dict[int, int]:
+    """{pid: parent pid} of live kernel processes (launched ones show ipykernel in their command line, forked
+    ones are named nbrelay-kernel); with `env_tag`, only those whose environment has NBRELAY_TEST_TAG=env_tag."""
+    found = {}
+    needle = f"NBRELAY_TEST_TAG={env_tag}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
             stat = (entry / "stat").read_text()
+            if env_tag is not None and needle not in (entry / "environ").read_bytes():
+                continue
         except OSError:
             continue
         if (b"ipykernel" in cmdline or "(nbrelay-kernel)" in stat) and ") Z " not in stat:
-            found.add(int(entry.name))
+            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
     return found
+
+
+def kernel_pids() -> set[int]:
+    return set(kernel_processes())

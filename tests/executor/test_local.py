@@ -6,29 +6,18 @@ import os
 import signal
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import kernel_processes
 
 pytestmark = pytest.mark.kernel
 
 
 def tagged_kernels(tag: str) -> dict[int, int]:
-    """{pid: parent pid} of the kernel processes started by the server whose environment carries `tag`."""
-    found = {}
-    needle = f"NBRELAY_TEST_TAG={tag}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if "(nbrelay-kernel)" in stat and ") Z " not in stat and needle in environ:
-            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return found
+    """{pid: parent pid} of the kernels started by the server whose environment carries `tag`."""
+    return kernel_processes(tag)
 
 
 def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
