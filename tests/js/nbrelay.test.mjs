@@ -37,6 +37,7 @@ function setup(options = {}) {
     now: clock.now,
     random: () => 0.5,
     location: { href: "http://page.test/app/", protocol: "http:", host: "page.test" },
+    fetch: null, // no health probe unless a test asks for one
     ...options,
   });
   const log = [];
@@ -854,6 +855,57 @@ describe("9. close()", () => {
     const { client, WS } = setup();
     client.connect();
     client.connect();
+    assert.equal(WS.instances.length, 1);
+  });
+});
+
+describe("7b. SSE fallback only when the server answers HTTP", () => {
+  const flush = () => new Promise((resolve) => setImmediate(resolve));
+
+  test("a server that is down (restart) does not count toward the fallback", async () => {
+    const probes = [];
+    const { client, clock, WS } = setup({
+      fetch: (url) => {
+        probes.push(url);
+        return Promise.reject(new TypeError("connection refused"));
+      },
+    });
+    client.connect();
+    for (let i = 0; i < 6; i += 1) {
+      WS.last.drop(1006);
+      await flush();
+      clock.advance(30_000);
+    }
+    assert.equal(probes[0], "/nbrelay/api/health");
+    assert.equal(client.status, "reconnecting");
+    assert.ok(WS.instances.length >= 7, "WebSocket keeps being retried");
+    assert.ok(WS.instances.every((ws) => ws.url === "ws://page.test/nbrelay/ws"), "every retry uses the real URL");
+    welcome(WS.last);
+    assert.equal(client.status, "live");
+  });
+
+  test("a server that answers HTTP but not WebSocket → fallback after 3 failures", async () => {
+    const { client, clock, WS } = setup({ fetch: () => Promise.resolve({ ok: true, status: 200 }) });
+    client.connect();
+    for (let i = 0; i < 3; i += 1) {
+      WS.last.drop(1006);
+      await flush();
+      clock.advance(30_000);
+    }
+    assert.equal(client.status, "fallback");
+  });
+
+  test("close() while a probe is under way schedules nothing", async () => {
+    let answer;
+    const { client, clock, WS } = setup({ fetch: () => new Promise((resolve) => (answer = resolve)) });
+    client.connect();
+    WS.last.drop(1006);
+    await flush(); // the probe is now waiting for its answer
+    client.close();
+    answer({ ok: true });
+    await flush();
+    clock.advance(60_000);
+    assert.equal(client.status, "closed");
     assert.equal(WS.instances.length, 1);
   });
 });

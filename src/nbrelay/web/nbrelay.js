@@ -125,7 +125,7 @@ export class NbrelayClient {
     this.graceMs = o.graceMs ?? 10000;
     // Not used by the client itself: kept so that handlers (e.g. of recovered:false) re-read REST with the
     // same injected fetch the tests control.
-    this.fetch = o.fetch ?? (globalThis.fetch ? globalThis.fetch.bind(globalThis) : null);
+    this.fetch = "fetch" in o ? o.fetch : globalThis.fetch ? globalThis.fetch.bind(globalThis) : null;
 
     // An explicit `WebSocket: undefined` (or EventSource) means "not available here".
     this._WebSocket = "WebSocket" in o ? o.WebSocket : globalThis.WebSocket;
@@ -156,6 +156,7 @@ export class NbrelayClient {
     this._unsubscribed = new Set(); // so that the app can drop user:<me> before the welcome adds it
 
     this._wsUrl = null; // computed by connect()
+    this._probes = 0; // health probes started; a stale one's answer is ignored
     this._ws = null;
     this._welcomed = false; // the current socket got its welcome (only then may we subscribe on it)
     this._es = null;
@@ -348,7 +349,6 @@ export class NbrelayClient {
   /** Detach from the current socket (no more of its events reach us) and stop its timers. */
   _dropSocket() {
     const ws = this._ws;
-    this._wsUrl = null; // computed by connect()
     this._ws = null;
     this._welcomed = false;
     this._clearTimer("ping");
@@ -399,7 +399,28 @@ export class NbrelayClient {
   // --- reconnecting ---------------------------------------------------------------------------------------
 
   _connectionFailed(welcomed) {
-    if (!welcomed) this._failedConnects += 1;
+    if (welcomed || !this.fetch) {
+      this._countFailure(!welcomed);
+      return;
+    }
+    // Before a failed WebSocket counts toward the SSE fallback, ask whether the server answers HTTP at all:
+    // a server that is down (a restart) is no reason to give up on WebSocket; one that answers HTTP but not
+    // WebSocket (a proxy that breaks upgrades) is.
+    if (this._status !== "fallback") this._setStatus("reconnecting");
+    const probe = ++this._probes;
+    Promise.resolve()
+      .then(() => this.fetch(`${this.base}/api/health`, { cache: "no-store" }))
+      .then(
+        () => true,
+        () => false,
+      )
+      .then((serverUp) => {
+        if (probe === this._probes && this._status !== "closed") this._countFailure(serverUp);
+      });
+  }
+
+  _countFailure(counts) {
+    if (counts) this._failedConnects += 1;
     if (this._failedConnects >= FALLBACK_AFTER_FAILURES && this._EventSource) this._startFallback();
     else this._scheduleRetry(() => this._openSocket());
   }
@@ -427,6 +448,7 @@ export class NbrelayClient {
   }
 
   _shutdown() {
+    this._probes += 1; // a health probe still under way must not schedule anything now
     for (const name of Object.keys(this._timers)) this._clearTimer(name);
     const ws = this._dropSocket();
     try {
