@@ -13,10 +13,9 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-import uvicorn
-
 from nbrelay.app import create_app
 from nbrelay.config import Settings
+from nbrelay.server import Server, server_config
 from tests.conftest import free_port
 
 T = TypeVar("T")
@@ -29,7 +28,7 @@ class LiveServer:
             workspace=workspace, data_dir=data_dir, port=self.port, workers=1, kernel_pool_size=0, **settings
         )
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.server: uvicorn.Server | None = None
+        self.server: Server | None = None
         self.thread: threading.Thread | None = None
 
     @property
@@ -42,19 +41,8 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         self.app = create_app(self.settings)
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            ws="websockets-sansio",
-            ws_per_message_deflate=False,
-            ws_ping_interval=self.settings.heartbeat_s,
-            ws_ping_timeout=self.settings.heartbeat_s,
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=3,
-        )
-        self.server = uvicorn.Server(config)
+        config = server_config(self.app, self.settings, lifespan="on", timeout_graceful_shutdown=3)
+        self.server = Server(config)
         ready = threading.Event()
 
         def run() -> None:

@@ -35,10 +35,9 @@ def serve(
     examples: Annotated[bool, typer.Option(help="put the example notebooks in an empty workspace")] = True,
 ) -> None:
     """Start the server (SQLite and local worker processes unless configured otherwise)."""
-    import uvicorn
-
     from nbrelay.app import create_app, seed_workspace
     from nbrelay.config import Settings
+    from nbrelay.server import Server, server_config
 
     overrides: dict[str, Any] = {"host": host, "port": port, "workspace": workspace, "data_dir": data_dir}
     overrides["workers"] = workers
@@ -49,19 +48,7 @@ def serve(
         f"nbrelay on [bold]http://{settings.host}:{settings.port}[/bold]  workspace {settings.workspace}  "
         f"data {settings.data_dir}  workers {settings.workers}"
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        ws_ping_interval=settings.heartbeat_s,
-        ws_ping_timeout=settings.heartbeat_s,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        timeout_graceful_shutdown=10,
-    )
+    Server(server_config(create_app(settings), settings)).run()
 
 
 def _coerce(value: str, type_name: str | None) -> Any:

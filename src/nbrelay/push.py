@@ -38,6 +38,7 @@ class Push:
         self.metrics = metrics
         self.connections: set[Connection] = set()
         self._per_user: dict[str, int] = {}
+        self._drained = asyncio.Event()  # set whenever the last connection goes
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -45,13 +46,20 @@ class Push:
         self.jobs.listeners.append(self.on_job_event)
         self._sweeper = asyncio.create_task(self._sweep())
 
+    async def close_all(self, wait_s: float = 2.0) -> None:
+        """Tell every client the server is going away (4001: reconnect and resume), and let the frames go out."""
+        for connection in list(self.connections):
+            connection.close_soon(Close(CloseCode.SERVER_RESTART, "server restarting: reconnect and resume"))
+        if self.connections:
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), wait_s)
+
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
-        for connection in list(self.connections):
-            connection.close_soon(Close(CloseCode.SERVER_RESTART, "server restarting: reconnect and resume"))
-        await asyncio.sleep(0)
+        await self.close_all(wait_s=0.5)
         await self.hub.close()
 
     # events --------------------------------------------------------------------------------------------------
@@ -94,6 +102,8 @@ class Push:
         if not self._per_user[name]:
             del self._per_user[name]
         self.metrics.connections.labels(connection.transport).dec()
+        if not self.connections:
+            self._drained.set()
         self.metrics.disconnects.labels(connection.transport, str(code or 1000)).inc()
 
     async def _sweep(self) -> None:

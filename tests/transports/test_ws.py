@@ -229,3 +229,15 @@ def test_metrics_count_connections_and_events(live: Any) -> None:
         text = httpx.get(f"{server.url}/metrics").text
         assert 'nbrelay_connections{transport="ws"} 1.0' in text
         assert 'nbrelay_events_sent_total{transport="ws"} 1.0' in text
+
+
+def test_clients_hear_4001_when_the_server_stops(live: Any) -> None:
+    server = live()
+    with connect(server.ws_url) as ws:
+        recv(ws)
+        recv(ws)
+        server.stop()
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
