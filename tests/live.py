@@ -22,8 +22,8 @@ T = TypeVar("T")
 
 
 class LiveServer:
-    def __init__(self, workspace: Path, data_dir: Path, **settings: Any):
-        self.port = free_port()
+    def __init__(self, workspace: Path, data_dir: Path, *, port: int | None = None, **settings: Any):
+        self.port = port or free_port()
         self.settings = Settings(
             workspace=workspace, data_dir=data_dir, port=self.port, workers=1, kernel_pool_size=0, **settings
         )

@@ -14,8 +14,8 @@ def live(tmp_path: Path, workspace: Path) -> Iterator[Callable[..., LiveServer]]
     """Start LiveServers with settings overrides; all are stopped at the end of the test."""
     started: list[LiveServer] = []
 
-    def make(**settings: Any) -> LiveServer:
-        server = LiveServer(workspace, tmp_path / "data", **settings).start()
+    def make(port: int | None = None, **settings: Any) -> LiveServer:
+        server = LiveServer(workspace, tmp_path / "data", port=port, **settings).start()
         started.append(server)
         return server
 
