@@ -105,10 +105,11 @@ async def test_unusable_positions_are_not_recovered(make_hub: MakeHub, since: st
 
 
 async def test_history_expires_after_ttl(make_hub: MakeHub) -> None:
-    hub = await make_hub(ttl_s=0.05)
-    first = await hub.publish("user:a", "notice", {})
-    await asyncio.sleep(0.1)
-    await hub.publish("user:a", "notice", {})
+    hub = await make_hub(ttl_s=0.2)
+    first = await hub.publish("user:a", "notice", {"n": 1})
+    await hub.publish("user:a", "notice", {"n": 2})  # what a resume from `first` needs: it will have expired
+    await asyncio.sleep(0.3)
+    await hub.publish("user:a", "notice", {"n": 3})
     assert not (await hub.resume("user:a", first.id or "")).recovered
 
 
