@@ -20,10 +20,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nbrelay import __version__
 from nbrelay.api import auth as auth_api
+from nbrelay.api import contents as contents_api
 from nbrelay.api import jobs as jobs_api
 from nbrelay.api import notebooks as notebooks_api
 from nbrelay.auth import Authenticator, origin_allowed
 from nbrelay.config import Settings
+from nbrelay.contents import Contents
 from nbrelay.errors import NbrelayError
 from nbrelay.executor.local import LocalExecutor
 from nbrelay.hub import open_hub
@@ -122,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         push = Push(settings, hub, service, auth, metrics)
         app.state.jobs, app.state.auth, app.state.push = service, auth, push
+        app.state.contents = Contents(settings, announce=push.file_changed)
         await push.start()  # before the service starts: recovery events must reach the hub too
         await service.start()
         try:
@@ -148,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_api.router)
     app.include_router(jobs_api.router)
     app.include_router(notebooks_api.router)
+    app.include_router(contents_api.router)
 
     @app.websocket("/ws")
     async def websocket_endpoint(websocket: WebSocket) -> None:

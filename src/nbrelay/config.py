@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     # Origins allowed for WebSocket/SSE and cookie-carrying writes; empty: the request's own host only.
     allowed_origins: list[str] = []
 
+    # Workspace: in auth modes token and header each user has users/<name>/ and everyone the shared folder.
+    home_dir: str = Field("users", pattern=r"^[A-Za-z0-9_.-]+$")
+    shared_dir: str = Field("shared", pattern=r"^[A-Za-z0-9_.-]+$")
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
+
     # Push
     # sql://: history in the job database, resumes survive restarts; memory://: this process only.
     broker_url: str = "sql://"
@@ -85,3 +90,7 @@ class Settings(BaseSettings):
     @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
+
+    @property
+    def per_user_folders(self) -> bool:
+        return self.auth_mode != "none"

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote
 
+from nbrelay.config import Settings
 from nbrelay.errors import NotFound, PathRefused
 
 MAX_NAME_BYTES = 255
@@ -41,6 +42,10 @@ class Workspace:
 
     def relative(self, path: Path) -> str:
         return path.resolve().relative_to(self.root).as_posix()
+
+    def lexical(self, path: Path) -> str:
+        """`path` relative to the root as the user named it (symlinks not followed)."""
+        return path.relative_to(self.root).as_posix()
 
     def resolve(self, user_path: str, *, must_exist: bool = False) -> Path:
         """The absolute path for `user_path` inside the workspace, or PathRefused/NotFound.
@@ -79,3 +84,33 @@ class Workspace:
         if must_exist and not real.exists():
             raise NotFound(f"nothing at {user_path!r} in the workspace", code="file_not_found")
         return candidate
+
+
+class Areas:
+    """The parts of the workspace one user may use: everything (auth mode none, admins), or their home folder
+    (`users/<name>`) and the shared folder. Paths stay workspace-relative for everyone; only access differs.
+    """
+
+    def __init__(self, prefixes: list[str] | None):
+        self.prefixes = prefixes  # None: the whole workspace
+
+    @classmethod
+    def for_user(cls, settings: Settings, name: str, *, admin: bool) -> Areas:
+        if admin or not settings.per_user_folders:
+            return cls(None)
+        return cls([f"{settings.home_dir}/{name}", settings.shared_dir])
+
+    def can_see(self, rel: str) -> bool:
+        """Inside an area, or a folder on the way to one (so it can be listed)."""
+        if self.prefixes is None or rel == "":
+            return True
+        return any(rel == p or rel.startswith(p + "/") or p.startswith(rel + "/") for p in self.prefixes)
+
+    def can_change(self, rel: str) -> bool:
+        """Strictly inside an area: the areas themselves (and the root) are not renamed or deleted."""
+        if self.prefixes is None:
+            return rel != ""
+        return any(rel.startswith(p + "/") for p in self.prefixes)
+
+    def can_read(self, rel: str) -> bool:
+        return self.prefixes is None or any(rel == p or rel.startswith(p + "/") for p in self.prefixes)

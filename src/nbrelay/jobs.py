@@ -14,7 +14,7 @@ from typing import Any
 from nbrelay.config import Settings
 from nbrelay.errors import Forbidden, NotFound, Unprocessable
 from nbrelay.executor.base import Executor
-from nbrelay.files import Workspace
+from nbrelay.files import Areas, Workspace
 from nbrelay.models import (
     EVENT_STATE,
     STATE_EVENT,
@@ -129,7 +129,13 @@ class JobService:
         return job
 
     # submit ------------------------------------------------------------------------------------------------
-    def inspect(self, user_path: str) -> NotebookInfo:
+    def inspect(self, user_path: str, user: User | None = None) -> NotebookInfo:
+        """Read and check the notebook; with `user`, only one in that user's areas of the workspace."""
+        if user is not None:
+            areas = Areas.for_user(self.settings, user.name, admin=user.admin)
+            rel = self.workspace.lexical(self.workspace.resolve(user_path))
+            if not areas.can_read(rel):
+                raise NotFound(f"no notebook at {user_path}", code="notebook_not_found")
         info, _nb = read_notebook(self.workspace, user_path, self.kernels)
         return info
 
@@ -143,7 +149,7 @@ class JobService:
         return value
 
     async def submit(self, user: User, request: SubmitRequest) -> Job:
-        info = await asyncio.to_thread(self.inspect, request.notebook)
+        info = await asyncio.to_thread(self.inspect, request.notebook, user)
         kernel_name = request.kernel_name or info.kernel_name
         await asyncio.to_thread(self.kernels.check, kernel_name)
         check_parameters(info.parameters, request.parameters)

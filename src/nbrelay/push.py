@@ -75,6 +75,10 @@ class Push:
         if streams:
             await self.hub.publish_many(streams, event.type, event.data)
 
+    async def file_changed(self, stream: str, data: dict[str, Any]) -> None:
+        self.metrics.events_published.labels("file.changed").inc()
+        await self.hub.publish(stream, "file.changed", data)
+
     async def notice(self, text: str, **data: Any) -> Event:
         self.metrics.events_published.labels("notice").inc()
         return await self.hub.publish("broadcast", "notice", {"text": text, **data})

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api", tags=["notebooks"])
 
 @router.get("/notebooks/{path:path}/parameters", summary="The notebook's declared parameters")
 async def notebook_parameters(path: str, jobs: Service, user: CurrentUser) -> dict[str, Any]:
-    info = await asyncio.to_thread(jobs.inspect, path)
+    info = await asyncio.to_thread(jobs.inspect, path, user)
     parameters = info.parameters
     return {
         "notebook": info.path,

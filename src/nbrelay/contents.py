@@ -1,0 +1,286 @@
+"""Workspace contents for people and tools, shaped like Jupyter Server's contents API: list, read, upload,
+save, rename/move, copy, delete, create folders. Every user path goes through `Workspace.resolve`; every
+change is written atomically and announced as a `file.changed` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from nbrelay.config import Settings
+from nbrelay.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from nbrelay.files import Areas, Workspace, atomic_write
+from nbrelay.jobs import User
+
+Announce = Callable[[str, dict[str, Any]], Awaitable[None]]
+_CHUNK = 1 << 16
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _kind(path: Path) -> str:
+    if path.is_dir():
+        return "directory"
+    return "notebook" if path.suffix == ".ipynb" else "file"
+
+
+def check_notebook(data: bytes, name: str) -> None:
+    """Refuse an .ipynb that is not a valid notebook (422, with nbformat's reason)."""
+    try:
+        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
+        nbformat.validate(nb)
+    except Exception as exc:  # nbformat raises several unrelated types for bad input
+        reason = str(getattr(exc, "message", None) or exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise Unprocessable(f"{name} is not a valid notebook: {reason}", code="invalid_notebook") from None
+
+
+class Contents:
+    def __init__(self, settings: Settings, announce: Announce | None = None):
+        self.settings = settings
+        self.workspace = Workspace(settings.workspace)
+        self.announce = announce
+        # One change at a time: "does the target exist?" and "write it" must not interleave between clients.
+        self._lock = asyncio.Lock()
+
+    def areas(self, user: User) -> Areas:
+        return Areas.for_user(self.settings, user.name, admin=user.admin)
+
+    # paths ---------------------------------------------------------------------------------------------------
+    def _path(self, user: User, user_path: str, *, write: bool = False) -> tuple[Path, str]:
+        if user_path.strip("/") == "":
+            return self.workspace.root, ""
+        path = self.workspace.resolve(user_path)
+        rel = self.workspace.lexical(path)
+        areas = self.areas(user)
+        if write and not areas.can_change(rel):
+            raise Forbidden(f"you may not change {rel}", code="not_yours")
+        if not write and not areas.can_see(rel):
+            raise NotFound(f"nothing at {rel}", code="file_not_found")
+        return path, rel
+
+    def _ensure_home(self, user: User) -> None:
+        if self.settings.per_user_folders and not user.admin:
+            (self.workspace.root / self.settings.home_dir / user.name).mkdir(parents=True, exist_ok=True)
+            (self.workspace.root / self.settings.shared_dir).mkdir(parents=True, exist_ok=True)
+
+    def stream_for(self, rel: str) -> str:
+        """Who hears of a change: the owner of a home folder, or everyone."""
+        parts = rel.split("/")
+        if self.settings.per_user_folders and len(parts) >= 2 and parts[0] == self.settings.home_dir:
+            return f"user:{parts[1]}"
+        return "broadcast" if self.settings.per_user_folders else f"user:{self.settings.local_user}"
+
+    async def _changed(self, rel: str, action: str, kind: str, **extra: Any) -> None:
+        if self.announce is not None:
+            await self.announce(self.stream_for(rel), {"path": rel, "action": action, "type": kind, **extra})
+
+    # models --------------------------------------------------------------------------------------------------
+    def _model(self, path: Path, rel: str, areas: Areas, *, content: bool, fmt: str | None = None) -> dict[str, Any]:
+        info = path.stat()
+        kind = "directory" if stat.S_ISDIR(info.st_mode) else _kind(path)
+        model: dict[str, Any] = {
+            "name": path.name if rel else "",
+            "path": rel,
+            "type": kind,
+            "writable": areas.can_change(rel) if rel else False,
+            "created": _iso(info.st_ctime),
+            "last_modified": _iso(info.st_mtime),
+            "size": None if kind == "directory" else info.st_size,
+            "mimetype": None,
+            "format": None,
+            "content": None,
+        }
+        if not content:
+            return model
+        if kind == "directory":
+            entries = []
+            for child in sorted(path.iterdir(), key=lambda p: p.name):
+                child_rel = f"{rel}/{child.name}" if rel else child.name
+                if child.name.startswith(".") or not areas.can_see(child_rel):
+                    continue
+                try:
+                    self.workspace.resolve(child_rel)  # hides symlinks that lead outside
+                    entries.append(self._model(child, child_rel, areas, content=False))
+                except (BadRequest, OSError):
+                    continue
+            model.update(format="json", content=entries)
+        elif kind == "notebook" and fmt in (None, "json"):
+            model.update(format="json", content=json.loads(path.read_bytes()), mimetype="application/x-ipynb+json")
+        else:
+            data = path.read_bytes()
+            if fmt != "base64":
+                try:
+                    model.update(format="text", content=data.decode("utf-8"), mimetype="text/plain")
+                    return model
+                except UnicodeDecodeError:
+                    if fmt == "text":
+                        raise BadRequest(f"{rel} is not UTF-8 text; ask for format=base64", code="not_text") from None
+            model.update(format="base64", content=base64.b64encode(data).decode(), mimetype="application/octet-stream")
+        return model
+
+    # reading -------------------------------------------------------------------------------------------------
+    async def get(self, user: User, user_path: str, *, content: bool = True, fmt: str | None = None) -> dict[str, Any]:
+        self._ensure_home(user)
+        path, rel = self._path(user, user_path)
+        areas = self.areas(user)
+        if not path.exists() or (rel and not path.is_dir() and not areas.can_read(rel)):
+            raise NotFound(f"nothing at {rel or '/'}", code="file_not_found")
+        return await asyncio.to_thread(self._model, path, rel, areas, content=content, fmt=fmt)
+
+    def file_for_download(self, user: User, user_path: str) -> Path:
+        path, rel = self._path(user, user_path)
+        if not path.is_file() or not self.areas(user).can_read(rel):
+            raise NotFound(f"no file at {rel}", code="file_not_found")
+        return path
+
+    # writing -------------------------------------------------------------------------------------------------
+    async def save_stream(
+        self, user: User, user_path: str, chunks: Any, *, overwrite: bool, expected_size: int | None = None
+    ) -> dict[str, Any]:
+        """Upload: the body goes to a temporary file next to the target, is checked, then renamed into place."""
+        self._ensure_home(user)
+        path, rel = self._path(user, user_path, write=True)
+        limit = self.settings.max_upload_bytes
+        if expected_size is not None and expected_size > limit:
+            raise PayloadTooLarge(f"the upload is {expected_size} bytes; the limit is {limit}")
+        if path.is_dir():
+            raise Conflict(f"{rel} is a folder", code="is_a_directory")
+        if not path.parent.is_dir():
+            raise NotFound(f"no folder {self.workspace.lexical(path.parent) or '/'}", code="folder_not_found")
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".upload")
+        tmp = Path(tmp_name)
+        try:
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLarge(f"the upload is over the limit of {limit} bytes")
+                    out.write(chunk)
+            if path.suffix == ".ipynb":
+                await asyncio.to_thread(check_notebook, tmp.read_bytes(), rel)
+            async with self._lock:
+                existed = path.exists()
+                if existed and not overwrite:
+                    raise Conflict(f"{rel} exists; ask to overwrite it", code="exists", hint="add ?overwrite=true")
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        await self._changed(rel, "modified" if existed else "created", _kind(path))
+        return self._model(path, rel, self.areas(user), content=False)
+
+    async def save_model(self, user: User, user_path: str, model: dict[str, Any], *, overwrite: bool) -> dict[str, Any]:
+        """Jupyter-style save: {"type": "notebook"|"file"|"directory", "format": "json"|"text"|"base64", "content"}."""
+        kind = model.get("type")
+        if kind == "directory":
+            return await self.mkdir(user, user_path)
+        content, fmt = model.get("content"), model.get("format")
+        if kind == "notebook" or (kind is None and fmt == "json"):
+            data = json.dumps(content, indent=1, ensure_ascii=False).encode() + b"\n"
+        elif fmt == "base64" and isinstance(content, str):
+            try:
+                data = base64.b64decode(content, validate=True)
+            except ValueError:
+                raise BadRequest("content is not valid base64", code="bad_base64") from None
+        elif isinstance(content, str):
+            data = content.encode("utf-8")
+        else:
+            raise BadRequest("expected {type, format, content} with content a string (or a notebook object)")
+
+        async def one_chunk() -> Any:
+            yield data
+
+        return await self.save_stream(user, user_path, one_chunk(), overwrite=overwrite)
+
+    async def mkdir(self, user: User, user_path: str) -> dict[str, Any]:
+        self._ensure_home(user)
+        path, rel = self._path(user, user_path, write=True)
+        async with self._lock:
+            if path.exists():
+                raise Conflict(f"{rel} exists", code="exists")
+            if not path.parent.is_dir():
+                raise NotFound(f"no folder {self.workspace.lexical(path.parent) or '/'}", code="folder_not_found")
+            path.mkdir()
+        await self._changed(rel, "created", "directory")
+        return self._model(path, rel, self.areas(user), content=False)
+
+    async def rename(self, user: User, user_path: str, new_path: str, *, overwrite: bool) -> dict[str, Any]:
+        source, rel = self._path(user, user_path, write=True)
+        target, new_rel = self._path(user, new_path, write=True)
+        if not source.exists() and not source.is_symlink():
+            raise NotFound(f"nothing at {rel}", code="file_not_found")
+        if target == source:
+            return self._model(source, rel, self.areas(user), content=False)
+        if source.is_dir() and (target == source or source in target.parents):
+            raise BadRequest(f"cannot move {rel} into itself", code="into_itself")
+        async with self._lock:
+            if target.exists() and not overwrite:
+                raise Conflict(f"{new_rel} exists; ask to overwrite it", code="exists")
+            if target.is_dir() and not source.is_dir():
+                raise Conflict(f"{new_rel} is a folder", code="is_a_directory")
+            if not target.parent.is_dir():
+                raise NotFound(f"no folder {self.workspace.lexical(target.parent) or '/'}", code="folder_not_found")
+            os.replace(source, target)
+        kind = _kind(target)
+        await self._changed(new_rel, "moved", kind, **{"from": rel})
+        return self._model(target, new_rel, self.areas(user), content=False)
+
+    def _copy_name(self, folder: Path, source: Path) -> Path:
+        """Jupyter's naming: report.ipynb → report-Copy1.ipynb, -Copy2, …"""
+        stem, suffix = source.stem, source.suffix
+        for n in range(1, 10_000):
+            candidate = folder / f"{stem}-Copy{n}{suffix}"
+            if not candidate.exists():
+                return candidate
+        raise Conflict("too many copies", code="exists")
+
+    async def copy(self, user: User, source_path: str, folder_path: str, name: str | None = None) -> dict[str, Any]:
+        source, rel = self._path(user, source_path)
+        if not source.is_file() or not self.areas(user).can_read(rel):
+            raise NotFound(f"no file at {rel}", code="file_not_found")
+        folder, folder_rel = self._path(user, folder_path)
+        if not folder.is_dir():
+            raise NotFound(f"no folder {folder_rel}", code="folder_not_found")
+        async with self._lock:
+            if name:
+                target, target_rel = self._path(user, f"{folder_rel}/{name}" if folder_rel else name, write=True)
+                if target.exists():
+                    raise Conflict(f"{target_rel} exists", code="exists")
+            else:
+                target = self._copy_name(folder, source)
+                target_rel = self.workspace.lexical(target)
+                if not self.areas(user).can_change(target_rel):
+                    raise Forbidden(f"you may not change {folder_rel or '/'}", code="not_yours")
+            data = await asyncio.to_thread(source.read_bytes)
+            await asyncio.to_thread(atomic_write, target, data)
+        await self._changed(target_rel, "created", _kind(target), copied_from=rel)
+        return self._model(target, target_rel, self.areas(user), content=False)
+
+    async def delete(self, user: User, user_path: str, *, recursive: bool = False) -> None:
+        path, rel = self._path(user, user_path, write=True)
+        if not path.exists() and not path.is_symlink():
+            raise NotFound(f"nothing at {rel}", code="file_not_found")
+        kind = _kind(path)
+        async with self._lock:
+            if path.is_symlink() or not path.is_dir():
+                path.unlink()  # a link goes, never what it points to
+            elif any(path.iterdir()) and not recursive:
+                raise Conflict(f"{rel} is not empty", code="not_empty", hint="add ?recursive=true")
+            else:
+                await asyncio.to_thread(shutil.rmtree, path)
+        await self._changed(rel, "deleted", kind)
