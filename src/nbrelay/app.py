@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from nbrelay.api import auth as auth_api
 from nbrelay.api import contents as contents_api
 from nbrelay.api import jobs as jobs_api
 from nbrelay.api import notebooks as notebooks_api
+from nbrelay.api import reports as reports_api
 from nbrelay.auth import Authenticator, origin_allowed
 from nbrelay.config import Settings
 from nbrelay.contents import Contents
@@ -32,6 +34,7 @@ from nbrelay.hub import open_hub
 from nbrelay.jobs import JobService
 from nbrelay.metrics import Metrics
 from nbrelay.push import Push
+from nbrelay.reports import ReportHistory
 from nbrelay.store import open_store
 from nbrelay.transports.sse import serve_sse
 from nbrelay.transports.ws import serve_websocket
@@ -125,11 +128,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         push = Push(settings, hub, service, auth, metrics)
         app.state.jobs, app.state.auth, app.state.push = service, auth, push
         app.state.contents = Contents(settings, announce=push.file_changed)
+        app.state.reports = reports = ReportHistory(
+            store=store,
+            reports_dir=settings.reports_dir,
+            keep_last=settings.report_keep_last,
+            keep_days=settings.report_keep_days,
+        )
         await push.start()  # before the service starts: recovery events must reach the hub too
         await service.start()
+        retention = asyncio.create_task(reports.run_forever(settings.retention_interval_s), name="retention")
         try:
             yield
         finally:
+            retention.cancel()
+            await asyncio.gather(retention, return_exceptions=True)
             await push.stop()
             await service.stop()
             await store.close()
@@ -152,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs_api.router)
     app.include_router(notebooks_api.router)
     app.include_router(contents_api.router)
+    app.include_router(reports_api.router)
 
     @app.websocket("/ws")
     async def websocket_endpoint(websocket: WebSocket) -> None:

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     shared_dir: str = Field("shared", pattern=r"^[A-Za-z0-9_.-]+$")
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
 
+    # Report history: keep the newest N reports of each notebook and/or those of jobs finished within D days (a
+    # report goes if either rule says so); None: no limit. Applied at start, then every retention_interval_s.
+    report_keep_last: int | None = Field(None, ge=1)
+    report_keep_days: float | None = Field(None, gt=0)
+    retention_interval_s: float = Field(3600.0, gt=0)
+
     # Push
     # sql://: history in the job database, resumes survive restarts; memory://: this process only.
     broker_url: str = "sql://"

@@ -28,6 +28,7 @@ from nbrelay.models import (
 from nbrelay.notebooks import KernelNames, NotebookInfo, read_notebook
 from nbrelay.runner.execute import RunSpec
 from nbrelay.runner.params import check_parameters
+from nbrelay.steps import read_notebook_steps, run_steps, validate_steps
 from nbrelay.store.base import JobStore, NewJob
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class SubmitRequest:
     timeout_s: float | None = None
     cell_timeout_s: float | None = None
     kernel_name: str | None = None
+    # Post-run file steps (nbrelay.steps); None: the notebook's metadata.nbrelay.steps, [] for none at all.
+    steps: list[dict[str, Any]] | None = None
 
 
 def job_event(job: Job, kind: str | None = None, **extra: Any) -> Event:
@@ -67,6 +70,7 @@ def job_event(job: Job, kind: str | None = None, **extra: Any) -> Event:
         data["error"] = job.error.to_dict() if job.error else None
         data["duration_s"] = job.duration_s
         data["report_url"] = f"/api/jobs/{job.id}/report" if job.report_path else None
+        data["steps"] = job.step_results
     return Event(kind or STATE_EVENT[job.state], data)
 
 
@@ -153,6 +157,13 @@ class JobService:
         kernel_name = request.kernel_name or info.kernel_name
         await asyncio.to_thread(self.kernels.check, kernel_name)
         check_parameters(info.parameters, request.parameters)
+        if request.steps is None:
+            defaults = await asyncio.to_thread(read_notebook_steps, info.absolute)
+            steps = validate_steps(
+                defaults, parameters=request.parameters, origin=f"{info.path} metadata.nbrelay.steps"
+            )
+        else:
+            steps = validate_steps(request.steps, parameters=request.parameters)
         new = NewJob(
             owner=user.name,
             notebook=info.path,
@@ -162,6 +173,7 @@ class JobService:
             cell_timeout_s=self._timeout(
                 request.cell_timeout_s, self.settings.default_cell_timeout_s, "cell_timeout_s"
             ),
+            steps=steps,
         )
         job = await self.store.add_job(new)
         await self._publish(job_event(job))
@@ -302,5 +314,24 @@ class JobService:
             report_path=str(report_path) if report else None,
             output_path=str(output_path) if report else None,
         )
+        if done.steps:
+            # Before the final state is saved, so whoever sees the job finished finds its files in place. Step
+            # failures show in step_results only: they never change the job's state. The job does not record
+            # whether its owner is an admin, so steps keep to the owner's own areas.
+            try:
+                results = await asyncio.to_thread(
+                    run_steps,
+                    done.steps,
+                    job=done,
+                    workspace=self.workspace,
+                    report_path=report_path if report else None,
+                    output_path=output_path if report else None,
+                    succeeded=state is JobState.SUCCEEDED,
+                    areas=Areas.for_user(self.settings, done.owner, admin=False),
+                )
+            except Exception as exc:
+                log.exception("steps of job %s", job.id)
+                results = [{"step": None, "status": "failed", "files": [], "error": f"steps did not run: {exc}"}]
+            done = replace(done, step_results=results)
         if await self.store.save(done, expect_state=JobState.RUNNING):
             await self._publish(job_event(done))

@@ -103,6 +103,8 @@ class Job:
     report_path: str | None = None
     output_path: str | None = None
     cancel_requested: bool = False
+    steps: list[dict[str, Any]] = field(default_factory=list)  # post-run file steps (nbrelay.steps), validated
+    step_results: list[dict[str, Any]] | None = None  # one result per step once they ran; None: they did not
 
     @property
     def duration_s(self) -> float | None:

@@ -209,7 +209,10 @@ async def test_upgrade_from_0001_keeps_jobs(db_url: str) -> None:
             await conn.run_sync(_migrate, "downgrade", "0001")
         async with store.engine.connect() as conn:
             assert not await conn.run_sync(lambda c: sa.inspect(c).has_table("tokens"))
-        assert await store.get_job(job.id) == job
+        # Read the row with plain SQL: the current store code selects columns that later migrations add.
+        async with store.engine.connect() as conn:
+            row = (await conn.execute(sa.text("SELECT id, owner, notebook FROM jobs"))).one()
+        assert (row.id, row.owner, row.notebook) == (job.id, "alice", "a.ipynb")
     finally:
         await store.close()
 

@@ -29,7 +29,13 @@ def test_token_mode_isolates_users(live: Any) -> None:
     http = httpx.Client(base_url=server.url, timeout=30)
     assert http.get("/api/jobs").status_code == 401
     assert http.get("/api/jobs", headers=bearer("nbr_wrong")).status_code == 401
-    job = http.post("/api/jobs", json={"notebook": "tiny.ipynb"}, headers=bearer(alice)).json()
+    # In token mode a user runs notebooks from their own folder (users/<name>/) or the shared one.
+    outside = http.post("/api/jobs", json={"notebook": "tiny.ipynb"}, headers=bearer(alice))
+    assert outside.status_code == 404
+    notebook = (server.settings.workspace / "tiny.ipynb").read_bytes()
+    put = http.put("/api/contents/users/alice/tiny.ipynb", content=notebook, headers=bearer(alice))
+    assert put.status_code == 201, put.text
+    job = http.post("/api/jobs", json={"notebook": "users/alice/tiny.ipynb"}, headers=bearer(alice)).json()
     assert job["owner"] == "alice"
     # Bob sees nothing of Alice's: not the job, its report, its notebook, nor its stream.
     for path in (f"/api/jobs/{job['id']}", f"/api/jobs/{job['id']}/report", f"/api/jobs/{job['id']}/notebook"):

@@ -58,6 +58,7 @@ async def submit_job(body: SubmitJob, jobs: Service, user: CurrentUser) -> JSONR
         timeout_s=body.timeout_s,
         cell_timeout_s=body.cell_timeout_s,
         kernel_name=body.kernel_name,
+        steps=body.steps,
     )
     job = await jobs.submit(user, request)
     position = await jobs.store.queue_position(job.id)

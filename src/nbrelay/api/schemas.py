@@ -17,6 +17,12 @@ class SubmitJob(BaseModel):
     timeout_s: float | None = Field(None, gt=0, description="whole-job timeout in seconds")
     cell_timeout_s: float | None = Field(None, gt=0, description="per-cell timeout in seconds")
     kernel_name: str | None = Field(None, min_length=1, max_length=200, description="default: the notebook's kernel")
+    steps: list[dict[str, Any]] | None = Field(
+        None,
+        description="post-run file steps (at most 20): {action: copy|move|delete, source: report|notebook|<glob>, "
+        "to: <path template>, when: success|always, overwrite: bool}; absent or null: the notebook's "
+        "metadata.nbrelay.steps; []: none",
+    )
 
 
 def job_json(job: Job, queue_position: int | None = None) -> dict[str, Any]:
@@ -39,4 +45,6 @@ def job_json(job: Job, queue_position: int | None = None) -> dict[str, Any]:
         "error": job.error.to_dict() if job.error else None,
         "report_url": f"/api/jobs/{job.id}/report" if job.report_path else None,
         "notebook_url": f"/api/jobs/{job.id}/notebook" if job.output_path else None,
+        "steps": job.steps,
+        "step_results": job.step_results,
     }

@@ -19,6 +19,7 @@ class NewJob:
     parameters: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
     cell_timeout_s: float | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)  # validated post-run steps (nbrelay.steps)
 
 
 USER_NAME_MAX = 128
@@ -93,6 +94,27 @@ class JobStore(Protocol):
         """1-based position among queued jobs, None when the job is not queued."""
 
     async def jobs_in_state(self, state: JobState) -> Sequence[Job]: ...
+
+    # Report history: jobs whose report is still recorded (report_path not NULL).
+
+    async def list_reports(
+        self,
+        *,
+        notebook: str | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Sequence[Job]:
+        """Jobs that have a report, newest (highest id) first, of one notebook and/or owner or of all."""
+
+    async def count_reports(self, *, notebook: str | None = None, owner: str | None = None) -> int:
+        """How many jobs `list_reports` would give without limit and offset."""
+
+    async def clear_report(self, job_id: int) -> Job | None:
+        """Forget the job's report: set report_path and output_path to NULL (files are the caller's business).
+
+        The updated job, or None when there is no such job.
+        """
 
     # API tokens (auth mode `token`). The caller hashes; the store never sees a raw token.
 

@@ -87,6 +87,9 @@ jobs = sa.Table(
     sa.Column("report_path", sa.String, nullable=True),
     sa.Column("output_path", sa.String, nullable=True),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Post-run file steps and their results (migrations/versions/*_steps.py).
+    sa.Column("steps", sa.JSON, nullable=False, server_default="[]"),
+    sa.Column("step_results", sa.JSON(none_as_null=True), nullable=True),
     sa.Index("ix_jobs_state_id", "state", "id"),
     sa.Index("ix_jobs_owner_id", "owner", "id"),
     sa.Index("ix_jobs_notebook", "notebook"),
@@ -200,6 +203,8 @@ def _row_values(job: Job) -> dict[str, Any]:
         "report_path": job.report_path,
         "output_path": job.output_path,
         "cancel_requested": job.cancel_requested,
+        "steps": job.steps,
+        "step_results": job.step_results,
     }
 
 
@@ -223,6 +228,8 @@ def _to_job(row: Row[Any]) -> Job:
         report_path=m["report_path"],
         output_path=m["output_path"],
         cancel_requested=bool(m["cancel_requested"]),
+        steps=list(m["steps"] or []),
+        step_results=m["step_results"],
     )
 
 
@@ -298,6 +305,7 @@ class SqlJobStore:
             parameters=dict(new.parameters),
             timeout_s=new.timeout_s,
             cell_timeout_s=new.cell_timeout_s,
+            steps=list(new.steps),
         )
         async with self._engine.begin() as conn:
             result = await conn.execute(jobs.insert().values(_row_values(job)))
@@ -374,6 +382,39 @@ class SqlJobStore:
 
     async def jobs_in_state(self, state: JobState) -> Sequence[Job]:
         return await self._fetch(jobs.select().where(jobs.c.state == state.value).order_by(jobs.c.id))
+
+    async def list_reports(
+        self,
+        *,
+        notebook: str | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Sequence[Job]:
+        query = (
+            jobs.select()
+            .where(jobs.c.report_path.is_not(None), *_filters(owner, None, notebook))
+            .order_by(jobs.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return await self._fetch(query)
+
+    async def count_reports(self, *, notebook: str | None = None, owner: str | None = None) -> int:
+        query = (
+            sa.select(sa.func.count())
+            .select_from(jobs)
+            .where(jobs.c.report_path.is_not(None), *_filters(owner, None, notebook))
+        )
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def clear_report(self, job_id: int) -> Job | None:
+        async with self._engine.begin() as conn:
+            await conn.execute(jobs.update().where(jobs.c.id == job_id).values(report_path=None, output_path=None))
+            # Read back in the same transaction: the row as this update left it.
+            row = (await conn.execute(jobs.select().where(jobs.c.id == job_id))).first()
+        return _to_job(row) if row is not None else None
 
     async def add_token(self, name: str, token_hash: str, *, admin: bool = False) -> TokenRecord:
         check_user_name(name)
