@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from nbrelay.config import Settings
 from nbrelay.files import atomic_write
 from nbrelay.jobs import User
-from nbrelay.store.base import JobStore
+from nbrelay.store.base import JobStore, check_user_name
 
 SESSION_COOKIE = "nbrelay_session"
 TOKEN_PREFIX = "nbr_"
@@ -139,6 +139,10 @@ class Authenticator:
         if settings.auth_mode == "header":
             name = headers.get(settings.user_header.lower())
             if not name or not _address_in(client_host, settings.trusted_proxies):
+                return None
+            try:
+                check_user_name(name)  # it becomes a folder name: users/<name>
+            except ValueError:
                 return None
             return User(name, admin=name in settings.admin_users)
         authorization = headers.get("authorization", "")

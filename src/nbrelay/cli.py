@@ -315,6 +315,12 @@ def token_revoke(
     console.print(f"revoked {count} token(s) of {name}")
 
 
+from nbrelay.cli_files import files_app, reports_command  # noqa: E402
+
+app.add_typer(files_app, name="files")
+app.command("reports")(reports_command)
+
+
 def main() -> None:  # pragma: no cover - the console script
     app()
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -210,3 +214,112 @@ class Client:
                 return
             if message.get("op") == "state" and message["job"]["state"] not in ("queued", "running"):
                 return
+
+    # workspace files -------------------------------------------------------------------------------------------
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """Like `_call`, for answers that are not JSON (204, downloads): the response, or NbrelayError."""
+        try:
+            response = self.http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise NbrelayError(0, "unreachable", f"cannot reach the server at {self.http.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error_of(response)
+        return response
+
+    def list_contents(self, path: str = "", *, content: bool = True) -> dict[str, Any]:
+        """A folder's model with its entries (or a file's model, with its content unless content=False)."""
+        return self._call("GET", f"/api/contents/{_quoted(path)}", params={"content": int(content)})
+
+    def upload(
+        self, remote: str, data: bytes | Iterable[bytes], *, overwrite: bool = False, size: int | None = None
+    ) -> dict[str, Any]:
+        """Upload raw bytes (or chunks of them, e.g. read from a file) to `remote`; the new file's model."""
+        headers = {"Content-Type": "application/octet-stream"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        params = {"overwrite": "true"} if overwrite else {}
+        return self._call("PUT", f"/api/contents/{_quoted(remote)}", content=data, headers=headers, params=params)
+
+    def download(
+        self, remote: str, local: str | Path, *, on_progress: Callable[[int, int | None], None] | None = None
+    ) -> Path:
+        """Download `remote` to `local` atomically (a temporary file next to it, renamed when complete)."""
+        target = Path(local)
+        try:
+            with self.http.stream("GET", f"/files/{_quoted(remote)}") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_of(response)
+                length = response.headers.get("content-length")
+                total = int(length) if length and length.isdigit() else None
+                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+                try:
+                    with os.fdopen(fd, "wb") as out:
+                        done = 0
+                        for chunk in response.iter_bytes(1 << 16):
+                            out.write(chunk)
+                            done += len(chunk)
+                            if on_progress is not None:
+                                on_progress(done, total)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    os.chmod(tmp, 0o644)
+                    os.replace(tmp, target)
+                except BaseException:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
+                    raise
+        except httpx.TransportError as exc:
+            raise NbrelayError(0, "unreachable", f"cannot reach the server at {self.http.base_url}: {exc}") from exc
+        return target
+
+    def copy(self, source: str, folder: str, name: str | None = None) -> dict[str, Any]:
+        """Copy the file `source` into `folder` (as `name`, or as Jupyter names copies: x-Copy1.ipynb, …)."""
+        body: dict[str, Any] = {"copy_from": source}
+        if name is not None:
+            body["name"] = name
+        return self._call("POST", f"/api/contents/{_quoted(folder)}", json=body)
+
+    def move(self, source: str, target: str, *, overwrite: bool = False) -> dict[str, Any]:
+        """Rename or move a file or folder."""
+        body = {"path": target, "overwrite": overwrite}
+        return self._call("PATCH", f"/api/contents/{_quoted(source)}", json=body)
+
+    def delete(self, path: str, *, recursive: bool = False) -> None:
+        """Delete a file, a link, or a folder (a folder with something in it only with recursive=True)."""
+        params = {"recursive": "true"} if recursive else {}
+        self._send("DELETE", f"/api/contents/{_quoted(path)}", params=params)
+
+    def mkdir(self, path: str) -> dict[str, Any]:
+        """Create the folder `path` (its parent must exist)."""
+        return self._call("PUT", f"/api/contents/{_quoted(path)}", json={"type": "directory"})
+
+    def reports(self, notebook: str | None = None, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        """The report history, newest first: {"reports": [{job, state, parameters, size_bytes, finished_at,
+        report_url}], "total"}; with `notebook`, only that notebook's."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if notebook:
+            params["notebook"] = notebook
+        return self._call("GET", "/api/reports", params=params)
+
+
+def _quoted(path: str) -> str:
+    """`quote(path, safe="/")`, and "." and ".." segments encoded too: HTTP clients (httpx included) resolve them
+    before sending, so `a/../b` would quietly become `b`, and `../reports/5` would leave /api/contents for another
+    route. Encoded, they reach the server as written, and it refuses them."""
+    return "/".join("%2E" * len(part) if part in (".", "..") else part for part in quote(path, safe="/").split("/"))
+
+
+def _error_of(response: httpx.Response) -> NbrelayError:
+    """The NbrelayError for an error answer (the server's {"error": {code, message}} when it sent one)."""
+    try:
+        body = response.json()
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+    except ValueError:
+        body, error = {}, {}
+    return NbrelayError(
+        response.status_code,
+        error.get("code", "http_error"),
+        error.get("message", response.text[:200] or response.reason_phrase),
+        body if isinstance(body, dict) else {},
+    )

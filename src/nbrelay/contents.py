@@ -61,10 +61,12 @@ class Contents:
 
     # paths ---------------------------------------------------------------------------------------------------
     def _path(self, user: User, user_path: str, *, write: bool = False) -> tuple[Path, str]:
-        if user_path.strip("/") == "":
-            return self.workspace.root, ""
-        path = self.workspace.resolve(user_path)
+        path = self.workspace.root if user_path.strip("/") == "" else self.workspace.resolve(user_path)
         rel = self.workspace.lexical(path)
+        if rel in ("", "."):
+            if write:  # the workspace itself ("", "/", ".", "./") is never replaced, renamed or deleted
+                raise Forbidden("the workspace root cannot be changed; name a file or folder in it", code="not_yours")
+            return self.workspace.root, ""
         areas = self.areas(user)
         if write and not areas.can_change(rel):
             raise Forbidden(f"you may not change {rel}", code="not_yours")
@@ -119,7 +121,13 @@ class Contents:
                     continue
             model.update(format="json", content=entries)
         elif kind == "notebook" and fmt in (None, "json"):
-            model.update(format="json", content=json.loads(path.read_bytes()), mimetype="application/x-ipynb+json")
+            try:
+                notebook = json.loads(path.read_bytes())
+            except (ValueError, RecursionError):
+                raise Unprocessable(
+                    f"{rel} is not valid notebook JSON", code="invalid_notebook", hint="ask for format=text or base64"
+                ) from None
+            model.update(format="json", content=notebook, mimetype="application/x-ipynb+json")
         else:
             data = path.read_bytes()
             if fmt != "base64":
@@ -229,13 +237,21 @@ class Contents:
         if source.is_dir() and (target == source or source in target.parents):
             raise BadRequest(f"cannot move {rel} into itself", code="into_itself")
         async with self._lock:
+            if not source.exists() and not source.is_symlink():
+                raise NotFound(f"nothing at {rel}", code="file_not_found")
             if target.exists() and not overwrite:
                 raise Conflict(f"{new_rel} exists; ask to overwrite it", code="exists")
-            if target.is_dir() and not source.is_dir():
-                raise Conflict(f"{new_rel} is a folder", code="is_a_directory")
+            if target.exists() and target.is_dir() != source.is_dir():
+                what = "a folder" if target.is_dir() else "a file"
+                raise Conflict(f"{new_rel} is {what}; cannot replace it with this", code="type_mismatch")
+            if target.is_dir() and any(target.iterdir()):
+                raise Conflict(f"{new_rel} is a folder that is not empty", code="not_empty")
             if not target.parent.is_dir():
                 raise NotFound(f"no folder {self.workspace.lexical(target.parent) or '/'}", code="folder_not_found")
-            os.replace(source, target)
+            try:
+                os.replace(source, target)
+            except OSError as exc:
+                raise Conflict(f"cannot move {rel} to {new_rel}: {exc.strerror}", code="move_failed") from None
         kind = _kind(target)
         await self._changed(new_rel, "moved", kind, **{"from": rel})
         return self._model(target, new_rel, self.areas(user), content=False)
@@ -273,10 +289,10 @@ class Contents:
 
     async def delete(self, user: User, user_path: str, *, recursive: bool = False) -> None:
         path, rel = self._path(user, user_path, write=True)
-        if not path.exists() and not path.is_symlink():
-            raise NotFound(f"nothing at {rel}", code="file_not_found")
-        kind = _kind(path)
         async with self._lock:
+            if not path.exists() and not path.is_symlink():
+                raise NotFound(f"nothing at {rel}", code="file_not_found")
+            kind = _kind(path)
             if path.is_symlink() or not path.is_dir():
                 path.unlink()  # a link goes, never what it points to
             elif any(path.iterdir()) and not recursive:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
+from starlette.types import Message, Receive
 
 from nbrelay.api.auth import CurrentUser
 from nbrelay.contents import Contents
@@ -39,6 +40,22 @@ async def _json_body(request: Request, limit: int) -> Any:
         raise BadRequest("the request body is not valid JSON", code="invalid_json") from None
 
 
+def _capped(receive: Receive, limit: int) -> Receive:
+    """A receive channel that refuses a request body longer than `limit` bytes (413)."""
+    seen = 0
+
+    async def capped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise PayloadTooLarge(f"the upload is over the limit of {limit} bytes")
+        return message
+
+    return capped
+
+
 @router.get("/api/contents", summary="The workspace root")
 @router.get("/api/contents/{path:path}", summary="A folder listing, or a file with its content")
 async def get_contents(
@@ -63,6 +80,8 @@ async def put_contents(
             raise BadRequest("expected a JSON object {type, format, content}", code="invalid_request")
         return await service.save_model(user, path, model, overwrite=overwrite)
     if kind == "multipart/form-data":
+        # Starlette spools file parts to disk whatever their size: cap the whole body before it reads it.
+        request = Request(request.scope, _capped(request.receive, limit + 64 * 1024))
         form = await request.form(max_files=1, max_part_size=limit)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -96,8 +115,8 @@ async def post_contents(request: Request, service: Service, user: CurrentUser, p
     if not isinstance(body, dict):
         raise BadRequest('expected {"copy_from": "path"} or {"type": "directory", "name": "…"}')
     name = body.get("name")
-    if name is not None and (not isinstance(name, str) or "/" in name or not name.strip()):
-        raise BadRequest("'name' must be a file name (no '/')", code="invalid_request")
+    if name is not None and (not isinstance(name, str) or "/" in name or name.strip() in ("", ".", "..")):
+        raise BadRequest("'name' must be a file name (not empty, '.' or '..', and no '/')", code="invalid_request")
     if isinstance(body.get("copy_from"), str):
         return await service.copy(user, body["copy_from"], path, name)
     if body.get("type") == "directory":

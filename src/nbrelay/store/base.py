@@ -29,7 +29,13 @@ _USER_NAME = re.compile(r"[A-Za-z0-9_.@+-]+")
 
 def check_user_name(name: str) -> str:
     """`name` if it is a valid user name (1-128 of A-Z a-z 0-9 _ . @ + -), else ValueError."""
-    if not isinstance(name, str) or not 1 <= len(name) <= USER_NAME_MAX or not _USER_NAME.fullmatch(name):
+    # "." and ".." are refused too: a user name becomes a folder name (users/<name>).
+    if (
+        not isinstance(name, str)
+        or not 1 <= len(name) <= USER_NAME_MAX
+        or not _USER_NAME.fullmatch(name)
+        or name in (".", "..")
+    ):
         shown = repr(name[:40] + "…" if isinstance(name, str) and len(name) > 40 else name)
         raise ValueError(
             f"invalid user name {shown}: use 1 to {USER_NAME_MAX} characters from A-Z, a-z, 0-9 and _ . @ + -"
