@@ -133,6 +133,7 @@ class Push:
         return {stream: await self.hub.position(stream) for stream in streams}
 
     async def snapshot(self, user: User) -> list[dict[str, Any]]:
-        found, _ = await self.jobs.list(user, states=sorted(UNFINISHED_STATES), limit=500)
+        owner = None if user.admin else user.name
+        found = await self.jobs.store.list_jobs(owner=owner, states=sorted(UNFINISHED_STATES), limit=500)
         positions = await self.jobs.queue_positions(found)
         return [job_json(job, positions.get(job.id)) for job in found]

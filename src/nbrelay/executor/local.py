@@ -41,6 +41,7 @@ class _Worker:
     hard_deadline: float | None = None
     cancel_requested: bool = False
     ready: bool = False
+    idle_since: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -99,9 +100,11 @@ class LocalExecutor:
         return {w.job_id for w in self._workers if w.job_id is not None}
 
     async def run(self, spec: RunSpec) -> None:
-        worker = next((w for w in self._workers if w.job_id is None and w.process.is_alive()), None)
-        if worker is None:
+        free = [w for w in self._workers if w.job_id is None and w.process.is_alive()]
+        if not free:
             raise RuntimeError("no free worker: check free_slots() first")
+        # The worker idle longest has had the most time to refill its warm kernels.
+        worker = min(free, key=lambda w: w.idle_since)
         worker.job_id = spec.job_id
         worker.kernel_pid = None
         worker.cancel_requested = False
@@ -154,6 +157,7 @@ class LocalExecutor:
             worker = self._worker_of(job_id)
             if worker is not None:
                 worker.job_id = worker.kernel_pid = worker.hard_deadline = None
+                worker.idle_since = time.monotonic()
             if self._stopping and state == JobState.CANCELLED and not (worker and worker.cancel_requested):
                 state, error = JobState.FAILED.value, {**(error or {}), "reason": "interrupted: server stopped"}
             await self._emit(

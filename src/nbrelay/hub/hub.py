@@ -138,8 +138,8 @@ class Hub:
             subscription.streams.discard(stream)
 
     async def position(self, stream: str) -> str:
-        history = await self.backend.history(stream, after=2**62)
-        return f"{history.epoch}:{history.last_offset}"
+        epoch, offset = await self.backend.position(stream)
+        return f"{epoch}:{offset}"
 
     async def resume(self, stream: str, since: str) -> Resume:
         """Events after `since` ("epoch:offset"), or recovered=False if the epoch changed or they aged out."""

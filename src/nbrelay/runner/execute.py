@@ -268,22 +268,25 @@ async def run_job(spec: RunSpec, pool: KernelPool, reports: ReportWriter, emit: 
         kernel = await pool.acquire(spec.kernel_name)
     except Exception as exc:
         return Outcome(JobState.FAILED, JobError(reason=f"could not start kernel {spec.kernel_name!r}: {exc}"))
+    shutdown: asyncio.Task[None] | None = None
     try:
         await _enter_folder(kernel, nb, spec.notebook_path.parent)
         client = _JobClient(nb, spec, emit, km=kernel.km, kernel_name=spec.kernel_name)
         client.kc = kernel.kc
         emit("job.started", {"total": client.total, "kernel": spec.kernel_name, "pid": kernel.pid})
         outcome = await Supervisor(spec, client, kernel, stop).run()
+        # The kernel goes while the report is written; the job ends only when both are done.
+        shutdown = asyncio.create_task(kernel.shutdown())
+        try:
+            await asyncio.to_thread(reports.write, nb, html_path=spec.report_path, ipynb_path=spec.output_path)
+            outcome.report_written = True
+        except Exception as exc:
+            log.exception("report for job %s", spec.job_id)
+            if outcome.state is JobState.SUCCEEDED:
+                outcome = Outcome(JobState.FAILED, JobError(reason=f"the report could not be written: {exc}"))
+        return outcome
     finally:
-        await kernel.shutdown()
-    try:
-        await asyncio.to_thread(reports.write, nb, html_path=spec.report_path, ipynb_path=spec.output_path)
-        outcome.report_written = True
-    except Exception as exc:
-        log.exception("report for job %s", spec.job_id)
-        if outcome.state is JobState.SUCCEEDED:
-            outcome = Outcome(JobState.FAILED, JobError(reason=f"the report could not be written: {exc}"))
-    return outcome
+        await (shutdown if shutdown is not None else kernel.shutdown())
 
 
 async def _enter_folder(kernel: Kernel, nb: nbformat.NotebookNode, folder: Path) -> None:

@@ -199,9 +199,20 @@ class Kernel:
             log.debug("interrupt failed: %s", exc)
 
     async def shutdown(self) -> None:
-        """Stop the kernel for good: no kernel process may outlive its job."""
+        """Stop the kernel for good: no kernel process may outlive its job.
+
+        A used kernel has nothing to save, so it is killed outright (with what it started, its process group)
+        and reaped at once; jupyter_client's own shutdown would poll for the exit every 100 ms.
+        """
         with contextlib.suppress(Exception):
             self.kc.stop_channels()
+        process = getattr(self.km.provisioner, "process", None)
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 2.0
+            while process.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110 - no exit event to await
+                await asyncio.sleep(0.005)
         try:
             await self.km.shutdown_kernel(now=True)
         except Exception as exc:
@@ -247,6 +258,9 @@ class KernelPool:
     async def acquire(self, name: str) -> Kernel:
         """A ready kernel for `name` (from the pool when one is warm), used by the caller only."""
         ready = self._ready.setdefault(name, deque())
+        # A refill under way finishes sooner than a kernel started now, which would only compete with it.
+        while not ready and self._filling.get(name):
+            await asyncio.wait(set(self._filling[name]), return_when=asyncio.FIRST_COMPLETED)
         kernel: Kernel | None = None
         while ready:
             candidate = ready.popleft()

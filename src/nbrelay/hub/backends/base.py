@@ -36,4 +36,7 @@ class HubBackend(Protocol):
     async def publish_many(self, streams: list[str], kind: str, data: dict[str, Any]) -> list[Event]:
         """The same event on several streams."""
 
+    async def position(self, stream: str) -> tuple[str, int]:
+        """(epoch, last offset) of the stream; may be served from a cache (it is only advisory)."""
+
     async def history(self, stream: str, after: int) -> History: ...

@@ -71,6 +71,10 @@ class MemoryBackend:
     async def publish_many(self, streams: list[str], kind: str, data: dict[str, Any]) -> list[Event]:
         return [await self.publish(stream, kind, data) for stream in streams]
 
+    async def position(self, stream: str) -> tuple[str, int]:
+        state = self._stream(stream)
+        return state.epoch, state.offset
+
     async def history(self, stream: str, after: int) -> History:
         state = self._stream(stream)
         self._expire(state, time.monotonic())

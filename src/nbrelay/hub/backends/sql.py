@@ -31,6 +31,10 @@ class SqlBackend:
         # one writer anyway; on PostgreSQL the row lock below also orders writers of other processes).
         self._lock = asyncio.Lock()
         self._last_expiry = 0.0
+        # Positions this process has read or written: a welcome (every connect) then costs no query. Another
+        # process publishing to the same database makes an entry stale, which only makes the welcome's
+        # advisory position older; resumes always read the database.
+        self._positions: dict[str, tuple[str, int]] = {}
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -73,6 +77,9 @@ class SqlBackend:
                     )
                 events.append(Event(kind, data, ts=ts, stream=stream, offset=offset, epoch=epoch))
             await self._expire(conn)
+        for event in events:
+            assert event.stream is not None and event.epoch is not None and event.offset is not None
+            self._positions[event.stream] = (event.epoch, event.offset)
         if self._deliver is not None:
             for event in events:
                 self._deliver(event)
@@ -85,6 +92,13 @@ class SqlBackend:
         self._last_expiry = now
         cutoff = utcnow() - timedelta(seconds=self.history_ttl_s)
         await conn.execute(sa.delete(hub_events).where(hub_events.c.ts < cutoff))
+
+    async def position(self, stream: str) -> tuple[str, int]:
+        cached = self._positions.get(stream)
+        if cached is None:
+            async with self.engine.begin() as conn:
+                cached = self._positions[stream] = await self._position(conn, stream, lock=False)
+        return cached
 
     async def history(self, stream: str, after: int) -> History:
         cutoff = utcnow() - timedelta(seconds=self.history_ttl_s)
