@@ -1,0 +1,780 @@
+"""Push benchmarks, each against python-socketio measured by the same command in the same run.
+
+    .venv/bin/python bench/push/run.py [--quick] [--only F4,F5,F6] [--profile]
+
+F4  server memory per idle WebSocket, N held by one process     vs  python-socketio AsyncServer, same N
+F5  server CPU per delivered message, broadcast to N clients    vs  `await sio.emit(...)` to all N clients
+F6  per-user event latency publish → client (200 users)         vs  `await sio.emit(..., to=sid)`
+
+Needs python-socketio (benchmark only, not a dependency of nbrelay):  uv pip install -p .venv python-socketio
+--profile also needs py-spy:  uv pip install -p .venv py-spy
+
+Servers: bench/push/server.py (nbrelay with two benchmark-only routes) and bench/push/socketio_server.py, each
+in its own process group on a free loopback port, with the uvicorn options of `nbrelay serve`. Load: separate
+processes of bench/push/loadclient.py. Prints a table and writes bench/results/push.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import queue
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from array import array
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from shared import raise_fd_limit
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+PYTHON = Path(sys.executable)
+RESULTS = HERE.parent / "results" / "push.json"
+HEARTBEAT_S = 25.0
+SIZE = 100  # bytes of text in each event's data
+DELIVERED_PER_S = 10_000  # F5: events/s is chosen so that N clients receive this many messages per second
+F5_SECONDS = 10.0
+F6_USERS = 200
+F6_RATE = 500.0
+OPEN_CONCURRENCY = 500  # WebSocket handshakes in flight at once, over all load-client processes
+DELIVERY_TIMEOUT_S = 120.0
+# F5 and F6 run nbrelay twice: with its default hub (sql://, every event written to the job database first)
+# and with memory:// (fan-out only); the ratio and target use the default.
+VARIANTS = {"nbrelay": ("nbrelay", "sql://"), "nbrelay_memory": ("nbrelay", "memory://"), "socketio": ("socketio", "")}
+# --prototypes adds nbrelay with a proposed change patched in by bench/push/server.py (BENCH_PROTOTYPE), for F5
+PROTOTYPES = {"nbrelay_memory_encode_once": ("nbrelay", "memory://+encode-once")}
+
+_live: list[subprocess.Popen[Any]] = []  # every process group started here, ended in stop_all()
+
+
+# processes ---------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def end_group(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> None:
+    """SIGTERM the process group `proc` leads, then SIGKILL it if it outlives the grace period."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace_s)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (worker processes), if any
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    if proc in _live:
+        _live.remove(proc)
+
+
+def stop_all() -> None:
+    for proc in list(_live):
+        end_group(proc, grace_s=3.0)
+
+
+def bench_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBRELAY_", "BENCH_"))}
+    runtime = tmp / "runtime"
+    runtime.mkdir(parents=True, exist_ok=True)
+    env.update(
+        {
+            "JUPYTER_RUNTIME_DIR": str(runtime),
+            "NBRELAY_RUNTIME_DIR": str(runtime),
+            "PYTHONUNBUFFERED": "1",
+            "NBRELAY_AUTH_MODE": "none",
+            "NBRELAY_HEARTBEAT_S": f"{HEARTBEAT_S:g}",
+            "NBRELAY_CLIENT_IDLE_TIMEOUT_S": "60",
+            "NBRELAY_MAX_CONNECTIONS": "20000",
+            "NBRELAY_MAX_CONNECTIONS_PER_USER": "20000",
+            # no warm kernel: the push benchmarks run no notebook, and an idle kernel only adds noise
+            "NBRELAY_KERNEL_POOL_SIZE": "0",
+        }
+    )
+    return env
+
+
+class Server:
+    """nbrelay (bench/push/server.py) or the python-socketio baseline, in its own process group."""
+
+    def __init__(self, kind: str, tmp: Path, broker: str = "sql://"):
+        self.kind = kind
+        self.broker = broker
+        self.tmp = tmp / f"{kind}-{free_port()}"
+        self.tmp.mkdir(parents=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.tmp / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+
+    def start(self) -> Server:
+        if self.kind == "nbrelay":
+            cmd = [str(PYTHON), str(HERE / "server.py"), "--port", str(self.port)]
+            cmd += ["--workspace", str(self.tmp / "workspace"), "--data-dir", str(self.tmp / "data"), "--workers", "1"]
+        else:
+            cmd = [str(PYTHON), str(HERE / "socketio_server.py"), "--port", str(self.port)]
+            cmd += ["--heartbeat-s", f"{HEARTBEAT_S:g}"]
+        env = bench_env(self.tmp)
+        broker, _, prototype = self.broker.partition("+")
+        env["NBRELAY_BROKER_URL"] = broker
+        if prototype:
+            env["BENCH_PROTOTYPE"] = prototype
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        _live.append(self.proc)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} server exited at start:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if self.http.get("/bench/rusage").status_code == 200:
+                    self.prime()
+                    return self
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.kind} server not ready in 60 s:\n{self.log_tail()}")
+
+    def prime(self) -> None:
+        """One connection alone before the crowd. With the sql:// hub, the first connections of a fresh database
+        race to create the rows of user:local and broadcast (SqlBackend._position: select, then insert, with no
+        lock on the read path), and the losers fail with UNIQUE constraint failed: hub_streams.name."""
+        if self.kind != "nbrelay":
+            return
+        one = LoadClients(self, 1, 1, "user:local")
+        try:
+            ready = one.wait_ready(timeout_s=30)
+            if ready["ready"] != 1:
+                raise RuntimeError(f"nbrelay: the first connection failed: {ready['errors']}\n{self.log_tail()}")
+        finally:
+            one.stop()
+
+    def rusage(self) -> dict[str, Any]:
+        response = self.http.get("/bench/rusage")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def publish(self, body: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        response = self.http.post("/bench/publish", json=body, timeout=timeout_s)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def publish_body(self, *, stream: str | None, count: int, rate: float, users: int = 0) -> dict[str, Any]:
+        """The same request for either server: a broadcast, or round-robin over one stream/client per user."""
+        if self.kind == "nbrelay":
+            streams = [f"user:u{i}" for i in range(users)] if users else [stream or "broadcast"]
+            return {"streams": streams, "count": count, "size": SIZE, "rate": rate}
+        return {"to": "sids" if users else "all", "count": count, "size": SIZE, "rate": rate}
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.proc is not None:
+            end_group(self.proc)
+
+
+class LoadClients:
+    """`procs` load-client processes sharing `total` connections; they talk by JSON lines on stdin/stdout."""
+
+    def __init__(self, server: Server, total: int, procs: int, stream: str):
+        self.server = server
+        self.total = total
+        self.procs: list[subprocess.Popen[str]] = []
+        self.replies: list[queue.Queue[dict[str, Any]]] = []
+        self.logs: list[IO[bytes]] = []
+        proto = "nbrelay" if server.kind == "nbrelay" else "socketio"
+        procs = max(1, min(procs, total))
+        first = 0
+        for j in range(procs):
+            count = total // procs + (1 if j < total % procs else 0)
+            cmd = [str(PYTHON), str(HERE / "loadclient.py"), "--port", str(server.port), "--proto", proto]
+            cmd += ["--count", str(count), "--first", str(first), "--stream", stream]
+            cmd += ["--concurrency", str(max(1, OPEN_CONCURRENCY // procs)), "--ping-s", f"{HEARTBEAT_S:g}"]
+            cmd += ["--max-seconds", "1200"]
+            first += count
+            log = open(server.tmp / f"client-{j}.log", "wb")  # noqa: SIM115 - closed in stop()
+            self.logs.append(log)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                start_new_session=True,
+            )
+            _live.append(proc)
+            self.procs.append(proc)
+            replies: queue.Queue[dict[str, Any]] = queue.Queue()
+            threading.Thread(target=self._pump, args=(proc, replies), daemon=True).start()
+            self.replies.append(replies)
+
+    @staticmethod
+    def _pump(proc: subprocess.Popen[str], replies: queue.Queue[dict[str, Any]]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with contextlib.suppress(ValueError):
+                replies.put(json.loads(line))
+        replies.put({"eof": True})
+
+    def _get(self, j: int, timeout_s: float) -> dict[str, Any]:
+        try:
+            reply = self.replies[j].get(timeout=timeout_s)
+        except queue.Empty:
+            raise RuntimeError(f"load client {j} did not answer in {timeout_s:.0f} s") from None
+        if "eof" in reply or "fatal" in reply:
+            raise RuntimeError(f"load client {j} stopped: {reply.get('fatal', 'exited')}")
+        return reply
+
+    def wait_ready(self, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        replies = [self._get(j, max(1.0, deadline - time.monotonic())) for j in range(len(self.procs))]
+        return {
+            "ready": sum(r["ready"] for r in replies),
+            "failed": sum(r["failed"] for r in replies),
+            "open_s": max(r["open_s"] for r in replies),
+            "errors": merge_counts(r["errors"] for r in replies),
+        }
+
+    def command(self, line: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+        return [self._get(j, timeout_s) for j in range(len(self.procs))]
+
+    def stats(self) -> dict[str, Any]:
+        replies = self.command("stats")
+        return {
+            "received": sum(r["received"] for r in replies),
+            "open": sum(r["open"] for r in replies),
+            "closed": merge_counts(r["closed"] for r in replies),
+            "errors": merge_counts(r["errors"] for r in replies),
+            "cpu_s": sum(r["cpu_s"] for r in replies),
+        }
+
+    def wait_received(self, expected: int, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stats = self.stats()
+            if stats["received"] >= expected or time.monotonic() > deadline or stats["open"] < self.total:
+                return stats
+            time.sleep(0.05)
+
+    def latencies(self) -> tuple[list[float], list[float]]:
+        """Every event's latency from publish start, and from its scheduled time (open loop), each sorted."""
+        values = array("d")
+        for j in range(len(self.procs)):
+            path = self.server.tmp / f"latencies-{j}.bin"
+            self.command_one(j, f"dump {path}")
+            with open(path, "rb") as data:
+                values.frombytes(data.read())
+            path.unlink()
+        return sorted(values[0::2]), sorted(values[1::2])
+
+    def command_one(self, j: int, line: str) -> dict[str, Any]:
+        proc = self.procs[j]
+        assert proc.stdin is not None
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+        return self._get(j, 30.0)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(OSError, ValueError):
+                assert proc.stdin is not None
+                proc.stdin.write("quit\n")
+                proc.stdin.close()
+        for proc in self.procs:
+            end_group(proc, grace_s=5.0)
+        for log in self.logs:
+            log.close()
+
+
+def merge_counts(items: Any) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for item in items:
+        for key, value in item.items():
+            merged[key] = merged.get(key, 0) + value
+    return merged
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def latency_summary(values: tuple[list[float], list[float]]) -> dict[str, float]:
+    from_t, from_due = values
+    return {
+        "n": len(from_t),
+        "p50_ms": percentile(from_t, 0.50) * 1000,
+        "p99_ms": percentile(from_t, 0.99) * 1000,
+        "max_ms": (from_t[-1] * 1000) if from_t else float("nan"),
+        "open_loop_p50_ms": percentile(from_due, 0.50) * 1000,
+        "open_loop_p99_ms": percentile(from_due, 0.99) * 1000,
+    }
+
+
+class MachineLoad:
+    """Busy CPU of the whole machine over a window (from /proc/stat), to tell our load from anyone else's."""
+
+    def __init__(self) -> None:
+        self.start = self._read()
+        self.wall = time.monotonic()
+
+    @staticmethod
+    def _read() -> tuple[float, float]:
+        with open("/proc/stat") as stat:
+            fields = [float(x) for x in stat.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+        return sum(fields[:8]) - idle, os.sysconf("SC_CLK_TCK")
+
+    def busy_cores(self) -> float:
+        busy, ticks = self._read()
+        return (busy - self.start[0]) / ticks / max(1e-9, time.monotonic() - self.wall)
+
+
+@contextlib.contextmanager
+def server_and_clients(
+    kind: str, tmp: Path, n: int, procs: int, stream: str, settle_s: float, broker: str = "sql://"
+) -> Any:
+    server = Server(kind, tmp, broker).start()
+    clients: LoadClients | None = None
+    try:
+        time.sleep(settle_s)
+        clients = LoadClients(server, n, procs, stream)
+        ready = clients.wait_ready(timeout_s=max(120.0, n / 40))
+        if ready["ready"] < n:
+            raise RuntimeError(
+                f"{kind}: only {ready['ready']} of {n} connections opened: {ready['errors']}\n{server.log_tail()}"
+            )
+        yield server, clients, ready
+    finally:
+        if clients is not None:
+            clients.stop()
+        server.stop()
+
+
+def settle_for(kind: str) -> float:
+    # nbrelay starts its store, executor and worker process in the lifespan: let that finish before measuring
+    return 4.0 if kind == "nbrelay" else 1.0
+
+
+# benchmarks --------------------------------------------------------------------------------------------------
+def f4_memory(kind: str, tmp: Path, n: int, hold_s: float) -> dict[str, Any]:
+    """RSS of the server process before and after opening n idle connections (each subscribed), per connection."""
+    server = Server(kind, tmp).start()
+    clients: LoadClients | None = None
+    stream = "user:local" if kind == "nbrelay" else ""
+    try:
+        time.sleep(settle_for(kind))
+        warm = LoadClients(server, 50, 1, stream)  # first connections import and allocate once-only things
+        warm.wait_ready(60)
+        warm.stop()
+        time.sleep(1.0)
+        before = server.rusage()
+        load = MachineLoad()
+        clients = LoadClients(server, n, 4, stream)
+        ready = clients.wait_ready(timeout_s=max(120.0, n / 40))
+        if ready["ready"] < n:
+            raise RuntimeError(f"{kind}: only {ready['ready']} of {n} connections opened: {ready['errors']}")
+        after_open = server.rusage()
+        open_busy = load.busy_cores()
+        # hold across at least one heartbeat: server ping frames, client pongs, app pings (nbrelay) / "2"→"3"
+        deadline = time.monotonic() + hold_s
+        while time.monotonic() < deadline:
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+        after_hold = server.rusage()
+        stats = clients.stats()
+        per_conn = (after_hold["rss_kib"] - before["rss_kib"]) / n
+        return {
+            "n": n,
+            "kib_per_conn": per_conn,
+            "kib_per_conn_after_open": (after_open["rss_kib"] - before["rss_kib"]) / n,
+            "rss_before_kib": before["rss_kib"],
+            "rss_after_open_kib": after_open["rss_kib"],
+            "rss_after_hold_kib": after_hold["rss_kib"],
+            "maxrss_kib": after_hold["maxrss_kib"],
+            "server_connections": after_hold["connections"],
+            "open_s": ready["open_s"],
+            "connect_cpu_ms_per_conn": (after_open["cpu_s"] - before["cpu_s"]) / n * 1000,
+            "machine_busy_cores_while_opening": open_busy,
+            "hold_s": hold_s,
+            "held_cpu_s_per_s": (after_hold["cpu_s"] - after_open["cpu_s"])
+            / max(1e-9, after_hold["time"] - after_open["time"]),
+            "clients_open_at_end": stats["open"],
+            "closed": stats["closed"],
+        }
+    finally:
+        if clients is not None:
+            clients.stop()
+        server.stop()
+
+
+def profile_start(server: Server, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    spy = shutil.which("py-spy", path=str(PYTHON.parent)) or shutil.which("py-spy")
+    if spy is None or server.proc is None:
+        print("  (py-spy not found: uv pip install -p .venv py-spy; profiling skipped)")
+        return None
+    cmd = [spy, "record", "--pid", str(server.proc.pid), "--duration", str(int(seconds) + 1), "--rate", "200"]
+    cmd += ["--format", "raw", "--output", str(out), "--nonblocking"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _live.append(proc)
+    return proc
+
+
+def f5_broadcast(
+    kind: str, tmp: Path, n: int, seconds: float, profile: Path | None, broker: str = "sql://"
+) -> dict[str, Any]:
+    """Server CPU per delivered message and publish→client latency, broadcasting to n subscribed clients."""
+    rate = max(1.0, DELIVERED_PER_S / n)
+    events = max(10, int(rate * seconds))
+    stream = "broadcast" if kind == "nbrelay" else ""
+    with server_and_clients(kind, tmp, n, 2, stream, settle_for(kind), broker) as (server, clients, ready):
+        warm = server.publish_body(stream="broadcast", count=3, rate=10)
+        server.publish(warm, timeout_s=30)
+        clients.wait_received(3 * n, timeout_s=60)
+        clients.command("reset")
+        idle_a = server.rusage()
+        time.sleep(2.0)
+        idle_b = server.rusage()
+        spy = profile_start(server, events / rate, profile) if profile is not None else None
+        client_cpu0 = clients.stats()["cpu_s"]
+        load = MachineLoad()
+        before = server.rusage()
+        published = server.publish(server.publish_body(stream="broadcast", count=events, rate=rate), 60 + seconds)
+        stats = clients.wait_received(events * n, timeout_s=DELIVERY_TIMEOUT_S)
+        after = server.rusage()
+        busy = load.busy_cores()
+        if spy is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(timeout=30)
+            end_group(spy)
+        latencies = clients.latencies()
+    delivered = stats["received"]
+    cpu = after["cpu_s"] - before["cpu_s"]
+    return {
+        "n": n,
+        "events": events,
+        "rate_events_per_s": rate,
+        "published": published,
+        "expected": events * n,
+        "delivered": delivered,
+        "server_cpu_s": cpu,
+        "server_user_s": after["user_s"] - before["user_s"],
+        "server_sys_s": after["sys_s"] - before["sys_s"],
+        "cpu_us_per_msg": cpu / max(1, delivered) * 1e6,
+        "idle_cpu_s_per_s": (idle_b["cpu_s"] - idle_a["cpu_s"]) / max(1e-9, idle_b["time"] - idle_a["time"]),
+        "wall_s": after["time"] - before["time"],
+        "delivered_per_s": delivered / max(1e-9, after["time"] - before["time"]),
+        "client_cpu_s": stats["cpu_s"] - client_cpu0,
+        "machine_busy_cores": busy,
+        "ours_cores": (cpu + stats["cpu_s"] - client_cpu0) / max(1e-9, after["time"] - before["time"]),
+        "gc_collections": [a - b for a, b in zip(after["gc_collections"], before["gc_collections"], strict=True)],
+        "latency": latency_summary(latencies),
+        "closed": stats["closed"],
+        "open_s": ready["open_s"],
+    }
+
+
+def f6_per_user(
+    kind: str, tmp: Path, users: int, rate: float, seconds: float, broker: str = "sql://"
+) -> dict[str, Any]:
+    """Publish→client latency of events addressed to one user each, round-robin over `users` connections."""
+    stream = "user:u{i}" if kind == "nbrelay" else ""
+    count = int(rate * seconds)
+    with server_and_clients(kind, tmp, users, 2, stream, settle_for(kind), broker) as (server, clients, _ready):
+        server.publish(server.publish_body(stream=None, count=users, rate=rate, users=users), timeout_s=30)
+        clients.wait_received(users, timeout_s=60)
+        clients.command("reset")
+        client_cpu0 = clients.stats()["cpu_s"]
+        load = MachineLoad()
+        before = server.rusage()
+        published = server.publish(server.publish_body(stream=None, count=count, rate=rate, users=users), 60 + seconds)
+        stats = clients.wait_received(count, timeout_s=DELIVERY_TIMEOUT_S)
+        after = server.rusage()
+        busy = load.busy_cores()
+        latencies = clients.latencies()
+    cpu = after["cpu_s"] - before["cpu_s"]
+    return {
+        "users": users,
+        "rate_events_per_s": rate,
+        "events": count,
+        "published": published,
+        "delivered": stats["received"],
+        "server_cpu_s": cpu,
+        "server_user_s": after["user_s"] - before["user_s"],
+        "server_sys_s": after["sys_s"] - before["sys_s"],
+        "cpu_us_per_msg": cpu / max(1, stats["received"]) * 1e6,
+        "machine_busy_cores": busy,
+        "ours_cores": (cpu + stats["cpu_s"] - client_cpu0) / max(1e-9, after["time"] - before["time"]),
+        "latency": latency_summary(latencies),
+        "closed": stats["closed"],
+    }
+
+
+# report ------------------------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    key: str
+    name: str
+    figure: float
+    baseline: float
+    unit: str
+    target: str
+    passed: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.figure / self.baseline if self.baseline else float("nan")
+
+
+def fmt(value: float, unit: str) -> str:
+    return f"{value:.1f} {unit}" if value >= 10 else f"{value:.2f} {unit}"
+
+
+def print_row(row: Row) -> None:
+    verdict = "PASS" if row.passed else "MISS"
+    print(
+        f"{row.key} {row.name}: nbrelay {fmt(row.figure, row.unit)}; baseline python-socketio "
+        f"{fmt(row.baseline, row.unit)}; ratio {row.ratio:.2f}; target {row.target} -> {verdict}",
+        flush=True,
+    )
+    for note in row.notes:
+        print(f"    {note}", flush=True)
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ("", "benchmark", "nbrelay", "python-socketio", "ratio", "target", "")
+    lines = [
+        (r.key, r.name, fmt(r.figure, r.unit), fmt(r.baseline, r.unit), f"{r.ratio:.2f}", r.target,
+         "PASS" if r.passed else "MISS")
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
+    for line in (header, *lines):
+        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+def machine() -> dict[str, Any]:
+    versions = {}
+    for dist in ("nbrelay", "uvicorn", "websockets", "uvloop", "python-socketio", "python-engineio", "fastapi"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[dist] = importlib.metadata.version(dist)
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def attempt(function: Any, *args: Any) -> dict[str, Any]:
+    """Run one measurement; a failure is recorded (and printed) instead of ending the whole run."""
+    try:
+        return dict(function(*args))
+    except (RuntimeError, httpx.HTTPError, OSError) as exc:
+        print(f"  FAILED {function.__name__}{args[:1]}: {exc}", flush=True)
+        return {"error": str(exc)[:2000]}
+
+
+def source_state() -> dict[str, Any]:
+    """The commit measured, and whether src/ differs from it (read-only git calls)."""
+    state: dict[str, Any] = {}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        run = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        state["commit"] = run.stdout.strip()
+        run = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
+        state["src_modified"] = bool(run.stdout.strip())
+    return state
+
+
+def check_fd_limits(n: int) -> None:
+    """Server and each load-client process hold up to n sockets: raise the soft limit, stop early if it can't."""
+    needed = n + 256
+    soft, hard = raise_fd_limit(needed)  # inherited by the servers and load clients started from here
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        sys.exit(
+            f"error: the open-file limit is {soft} (hard {hard}); {needed} are needed for {n} connections in one "
+            "server process. Raise it (ulimit -Hn / limits.conf / docker --ulimit nofile=65536) or use --quick."
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller N and shorter runs, for a fast check")
+    parser.add_argument("--only", default="F4,F5,F6", help="comma-separated subset of F4,F5,F6")
+    parser.add_argument("--profile", action="store_true", help="py-spy raw profiles of both servers in F5")
+    parser.add_argument(
+        "--prototypes", action="store_true", help="F5 also with proposed product changes patched into the bench server"
+    )
+    args = parser.parse_args()
+    only = {part.strip().upper() for part in args.only.split(",") if part.strip()}
+    if importlib.util.find_spec("socketio") is None:
+        print(
+            "bench/push/run.py needs python-socketio for its baseline (not an nbrelay dependency):\n"
+            "    uv pip install -p .venv python-socketio",
+            file=sys.stderr,
+        )
+        return 2
+    f4_n = 2000 if args.quick else 10_000
+    f4_hold = 5.0 if args.quick else HEARTBEAT_S + 5
+    f5_ns = [500] if args.quick else [1000, 5000]
+    f5_seconds = 3.0 if args.quick else F5_SECONDS
+    f6_seconds = 3.0 if args.quick else 10.0
+    check_fd_limits(f4_n if "F4" in only else max(f5_ns))
+
+    results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick}
+    results["machine"] = machine()
+    results["source"] = source_state()
+    idle_check = MachineLoad()
+    time.sleep(2.0)
+    results["machine_busy_cores_before"] = busy = idle_check.busy_cores()
+    if busy > 0.3:
+        print(
+            f"WARNING: the machine is already busy ({busy:.2f} cores used by other processes): CPU per message and "
+            "above all latencies will be worse than on a quiet machine",
+            flush=True,
+        )
+    rows: list[Row] = []
+    tmp = Path(tempfile.mkdtemp(prefix="nbrelay-push-bench-"))
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in previous:
+        signal.signal(sig, on_signal)
+    started = time.monotonic()
+    try:
+        if "F4" in only:
+            print(f"F4: {f4_n} idle WebSockets per server, held {f4_hold:.0f} s ...", flush=True)
+            f4 = {kind: attempt(f4_memory, kind, tmp, f4_n, f4_hold) for kind in ("nbrelay", "socketio")}
+            results["F4"] = f4
+            if any("error" in r for r in f4.values()):
+                raise RuntimeError(f"F4 failed: {f4}")
+            mine, base = f4["nbrelay"]["kib_per_conn"], f4["socketio"]["kib_per_conn"]
+            row = Row("F4", f"memory per idle WebSocket (N={f4_n})", mine, base, "KiB", "<= 20 KiB", mine <= 20)
+            row.notes.append(
+                f"RSS {f4['nbrelay']['rss_before_kib'] / 1024:.0f} -> {f4['nbrelay']['rss_after_hold_kib'] / 1024:.0f}"
+                f" MiB (nbrelay), {f4['socketio']['rss_before_kib'] / 1024:.0f} -> "
+                f"{f4['socketio']['rss_after_hold_kib'] / 1024:.0f} MiB (socketio); right after opening: "
+                f"{f4['nbrelay']['kib_per_conn_after_open']:.1f} vs {f4['socketio']['kib_per_conn_after_open']:.1f} KiB"
+            )
+            row.notes.append(
+                f"idle CPU while held: {f4['nbrelay']['held_cpu_s_per_s'] * 100:.1f}% vs "
+                f"{f4['socketio']['held_cpu_s_per_s'] * 100:.1f}% of a core; clients still open at the end: "
+                f"{f4['nbrelay']['clients_open_at_end']} vs {f4['socketio']['clients_open_at_end']}"
+            )
+            row.notes.append(
+                f"opening: {f4['nbrelay']['open_s']:.0f} s vs {f4['socketio']['open_s']:.0f} s; server CPU per "
+                f"connect {f4['nbrelay']['connect_cpu_ms_per_conn']:.1f} ms vs "
+                f"{f4['socketio']['connect_cpu_ms_per_conn']:.1f} ms"
+            )
+            if any(f4[k]["clients_open_at_end"] < f4_n for k in f4):
+                row.notes.append(f"WARNING: connections were closed during the hold: {[f4[k]['closed'] for k in f4]}")
+            print_row(row)
+            rows.append(row)
+        if "F5" in only:
+            results["F5"] = {}
+            for n in f5_ns:
+                print(f"F5: broadcast to {n} clients for {f5_seconds:.0f} s ...", flush=True)
+                f5: dict[str, Any] = {}
+                variants = {**VARIANTS, **(PROTOTYPES if args.prototypes else {})}
+                for variant, (kind, broker) in variants.items():
+                    spy = RESULTS.parent / f"push-F5-{n}-{variant}.pyspy.txt" if args.profile else None
+                    f5[variant] = attempt(f5_broadcast, kind, tmp, n, f5_seconds, spy, broker)
+                results["F5"][str(n)] = f5
+                mine, base = (f5[v].get("cpu_us_per_msg", float("nan")) for v in ("nbrelay", "socketio"))
+                row = Row("F5", f"server CPU per delivered msg, broadcast N={n}", mine, base, "us", "ratio <= 0.33",
+                          mine / base <= 1 / 3)  # fmt: skip
+                for variant, r in f5.items():
+                    if "error" in r:
+                        row.notes.append(f"{variant}: FAILED {r['error']}")
+                        continue
+                    row.notes.append(
+                        f"{variant}: {r['cpu_us_per_msg']:.1f} us/msg; {r['delivered']}/{r['expected']} delivered at "
+                        f"{r['delivered_per_s']:.0f} msg/s; server CPU {r['server_cpu_s']:.2f} s "
+                        f"(user {r['server_user_s']:.2f}, sys {r['server_sys_s']:.2f}), clients CPU "
+                        f"{r['client_cpu_s']:.2f} s; latency p50 {r['latency']['p50_ms']:.1f} ms, p99 "
+                        f"{r['latency']['p99_ms']:.1f} ms; GC runs per generation {r['gc_collections']}; machine busy "
+                        f"{r['machine_busy_cores']:.2f} cores, ours {r['ours_cores']:.2f}"
+                    )
+                print_row(row)
+                rows.append(row)
+        if "F6" in only:
+            print(f"F6: {F6_USERS} users, {F6_RATE:.0f} events/s for {f6_seconds:.0f} s ...", flush=True)
+            f6 = {
+                variant: attempt(f6_per_user, kind, tmp, F6_USERS, F6_RATE, f6_seconds, broker)
+                for variant, (kind, broker) in VARIANTS.items()
+            }
+            results["F6"] = f6
+            mine, base = (f6[v].get("latency", {}).get("p99_ms", float("nan")) for v in ("nbrelay", "socketio"))
+            row = Row("F6", f"per-user event latency p99 ({F6_USERS} users)", mine, base, "ms", "<= 10 ms", mine <= 10)
+            for variant, r in f6.items():
+                if "error" in r:
+                    row.notes.append(f"{variant}: FAILED {r['error']}")
+                    continue
+                row.notes.append(
+                    f"{variant}: p50 {r['latency']['p50_ms']:.2f} ms, p99 {r['latency']['p99_ms']:.2f} ms, max "
+                    f"{r['latency']['max_ms']:.1f} ms; {r['delivered']}/{r['events']} delivered; server CPU "
+                    f"{r['cpu_us_per_msg']:.0f} us/msg; publishes late by >10 ms: {r['published']['late']} (open-loop "
+                    f"p99 {r['latency']['open_loop_p99_ms']:.1f} ms); machine busy {r['machine_busy_cores']:.2f} "
+                    f"cores, ours {r['ours_cores']:.2f}"
+                )
+            print_row(row)
+            rows.append(row)
+    finally:
+        stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    results["elapsed_s"] = time.monotonic() - started
+    results["rows"] = [{**asdict(r), "ratio": r.ratio} for r in rows]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    print_table(rows)
+    print(f"\n{results['machine']['cpus']} CPUs, Python {results['machine']['python']}; {results['elapsed_s']:.0f} s; "
+          f"written to {RESULTS.relative_to(ROOT)}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        stop_all()
+        sys.exit(130)
