@@ -152,3 +152,11 @@ async def test_a_full_queue_of_other_events_overflows_and_frees_memory(make_hub:
         await hub.publish("user:a", "job.output", {"job": 1, "text": "x" * 100, "n": i})
     assert sub.overflowed and called == [True] and len(sub.queue) == 0
     assert await asyncio.wait_for(sub.next_batch(), 1) == []
+
+
+async def test_many_first_readers_of_a_new_stream_agree_on_its_epoch(make_hub: MakeHub) -> None:
+    hub = await make_hub()
+    # sql: a second hub on the same database races the first; memory: one process, one hub
+    other = await make_hub(fresh=False) if make_hub.kind == "sql" else hub  # type: ignore[attr-defined]
+    positions = await asyncio.gather(*(h.resume("user:new", "x:0") for h in [hub, other] * 10))
+    assert len({p.epoch for p in positions}) == 1

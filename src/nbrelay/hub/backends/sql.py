@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from nbrelay.hub.backends.base import Deliver, History
@@ -48,7 +49,13 @@ class SqlBackend:
         if row is not None:
             return str(row.epoch), int(row.last_offset)
         epoch = secrets.token_hex(4)
-        await conn.execute(sa.insert(hub_streams).values(name=stream, epoch=epoch, last_offset=0))
+        try:
+            # Two connections may create the same new stream at once: the loser reads the winner's row.
+            async with conn.begin_nested():
+                await conn.execute(sa.insert(hub_streams).values(name=stream, epoch=epoch, last_offset=0))
+        except IntegrityError:
+            row = (await conn.execute(query)).one()
+            return str(row.epoch), int(row.last_offset)
         return epoch, 0
 
     async def publish(self, stream: str, kind: str, data: dict[str, Any]) -> Event:
