@@ -6,6 +6,7 @@ Every state change of a job goes through `transition`, so the rules live in one 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -46,6 +47,9 @@ STATE_EVENT: dict[JobState, str] = {
 }
 EVENT_STATE: dict[str, JobState] = {kind: state for state, kind in STATE_EVENT.items()}
 TERMINAL_EVENTS = frozenset(STATE_EVENT[s] for s in TERMINAL_STATES)
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def utcnow() -> datetime:
@@ -139,6 +143,25 @@ class Event:
     stream: str | None = None
     offset: int | None = None
     epoch: str | None = None
+    # Encoded once, however many clients the event goes to (see json() and ws_text()).
+    _json: str | None = field(default=None, init=False, repr=False, compare=False)
+    _ws_text: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def json(self) -> str:
+        """The event as compact JSON text (the SSE `data:`), built on first use and kept."""
+        text = self._json
+        if text is None:
+            text = _encode(self.to_dict())
+            object.__setattr__(self, "_json", text)
+        return text
+
+    def ws_text(self) -> str:
+        """The protocol v1 frame {"op": "event", …event}, built on first use and kept."""
+        text = self._ws_text
+        if text is None:
+            text = '{"op":"event",' + self.json()[1:]
+            object.__setattr__(self, "_ws_text", text)
+        return text
 
     @property
     def id(self) -> str | None:

@@ -106,17 +106,22 @@ class Session:
             }
         )
 
-    def deliver(self, event: Event) -> dict[str, Any] | None:
-        """The message for `event`, or None when it was already delivered (resume overlap) or not followed."""
+    def accept(self, event: Event) -> bool:
+        """Whether to send `event`: False when already delivered (resume overlap) or not followed. Moves the
+        stream's position forward when True."""
         assert event.stream is not None and event.offset is not None
         position = self.positions.get(event.stream)
         if position is None:
-            return None
+            return False
         epoch, last = position
         if epoch == event.epoch and event.offset <= last:
-            return None
+            return False
         self.positions[event.stream] = (event.epoch, event.offset)
-        return event_message(event)
+        return True
+
+    def deliver(self, event: Event) -> dict[str, Any] | None:
+        """The message for `event` (see accept), or None."""
+        return event_message(event) if self.accept(event) else None
 
     def resumed(self, stream: str, recovered: bool, epoch: str, last_offset: int) -> Send:
         """After a resume: from here on, events are new to the client (history was sent, or it re-reads REST)."""

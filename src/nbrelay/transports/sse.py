@@ -59,10 +59,9 @@ class SseConnection:
         self.subscription.wakeup.set()
 
     def _event(self, event: Event) -> str | None:
-        message = self.session.deliver(event)
-        if message is None:
+        if not self.session.accept(event):
             return None
-        return _frame(None, event.to_dict(), compose_id(self.session.positions))
+        return f"id: {compose_id(self.session.positions)}\ndata: {event.json()}\n\n"
 
     async def stream(self, streams: list[str], resume_from: dict[str, str]) -> AsyncIterator[str]:
         push, session, subscription = self.push, self.session, self.subscription

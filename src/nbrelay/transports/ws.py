@@ -11,6 +11,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from nbrelay.auth import origin_allowed
+from nbrelay.models import Event
 from nbrelay.push import Push
 from nbrelay.transports.session import Action, Close, CloseCode, Send, Session, Subscribe, Unsubscribe
 
@@ -33,6 +34,7 @@ class WebSocketConnection:
         self.writer_task: asyncio.Task[Any] | None = None
         self.aborting = False
         self.subscription.on_overflow = self._abort_send
+        self.sent_counter = push.metrics.events_sent.labels(self.transport)
 
     def _abort_send(self) -> None:
         """The queue overflowed: the writer may be blocked sending to a peer that stopped reading. Interrupt it
@@ -88,15 +90,14 @@ class WebSocketConnection:
         await self.send(self.session.resumed(action.stream, resume.recovered, resume.epoch, resume.last_offset).message)
         await self._deliver(resume.events)
 
-    async def _deliver(self, events: list[Any]) -> None:
+    async def _deliver(self, events: list[Event]) -> None:
         sent = 0
         for event in events:
-            message = self.session.deliver(event)
-            if message is not None:
-                await self.send(message)
+            if self.session.accept(event):
+                await self.websocket.send_text(event.ws_text())
                 sent += 1
         if sent:
-            self.push.metrics.events_sent.labels(self.transport).inc(sent)
+            self.sent_counter.inc(sent)
 
     async def write(self) -> int:
         """The only sender: control answers first (resumes send history before live events), then events."""
