@@ -54,17 +54,7 @@ class Client:
         except httpx.TransportError as exc:
             raise NbrelayError(0, "unreachable", f"cannot reach the server at {self.http.base_url}: {exc}") from exc
         if response.status_code >= 400:
-            try:
-                body = response.json()
-                error = body.get("error", {})
-            except ValueError:
-                body, error = {}, {}
-            raise NbrelayError(
-                response.status_code,
-                error.get("code", "http_error"),
-                error.get("message", response.text[:200] or response.reason_phrase),
-                body,
-            )
+            raise _error_of(response)
         return response.json()
 
     def parameters(self, notebook: str) -> dict[str, Any]:
