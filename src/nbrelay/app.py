@@ -25,6 +25,7 @@ from nbrelay.api import contents as contents_api
 from nbrelay.api import jobs as jobs_api
 from nbrelay.api import notebooks as notebooks_api
 from nbrelay.api import reports as reports_api
+from nbrelay.api.auth import CurrentUser
 from nbrelay.auth import Authenticator, origin_allowed
 from nbrelay.config import Settings
 from nbrelay.contents import Contents
@@ -36,6 +37,7 @@ from nbrelay.metrics import Metrics
 from nbrelay.push import Push
 from nbrelay.reports import ReportHistory
 from nbrelay.store import open_store
+from nbrelay.transports.legacy import serve_legacy, unfinished_envelope
 from nbrelay.transports.sse import serve_sse
 from nbrelay.transports.ws import serve_websocket
 
@@ -169,6 +171,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.websocket("/ws")
     async def websocket_endpoint(websocket: WebSocket) -> None:
         await serve_websocket(websocket, app.state.push)
+
+    @app.websocket(settings.legacy_ws_path)
+    async def legacy_websocket(websocket: WebSocket) -> None:
+        await serve_legacy(websocket, app.state.push)
+
+    @app.get(
+        settings.legacy_unfinished_path, tags=["push"], summary="Unfinished jobs in the legacy envelope (msgType 1)"
+    )
+    async def legacy_unfinished(user: CurrentUser) -> Response:
+        jobs = await app.state.push.snapshot(user)
+        return Response(unfinished_envelope(jobs), media_type="application/json")
 
     @app.get("/sse", tags=["push"], summary="Server-sent events of the user's streams (?streams=a,b)")
     async def sse_endpoint(request: Request) -> Response:

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # A client silent (no ping, no message) for this long is closed with 4012; 0 turns it off.
     client_idle_timeout_s: float = Field(60.0, ge=0)
     sse_heartbeat_s: float = Field(15.0, gt=0)
+    # The legacy profile (front ends written for the Spring WebSocket back end), see docs/legacy.md.
+    legacy_ws_path: str = Field("/websocket", pattern=r"^/[A-Za-z0-9_./-]*$")
+    legacy_unfinished_path: str = Field("/api/legacy/unfinished", pattern=r"^/[A-Za-z0-9_./-]*$")
     max_connections: int = Field(20000, ge=1)
     max_connections_per_user: int = Field(200, ge=1)
 
