@@ -85,16 +85,28 @@ async def test_lost_history_means_a_new_epoch_and_no_recovery(make_hub: MakeHub)
     assert not resume.recovered and resume.epoch != old.epoch
 
 
-async def test_sql_history_survives_a_restart(make_hub: MakeHub) -> None:
-    if make_hub.kind != "sql":  # type: ignore[attr-defined]
-        pytest.skip("only the sql backend keeps history across restarts (memory:// by design does not)")
-    hub = await make_hub()
-    seen = await hub.publish("user:a", "notice", {"n": 1})
-    await hub.publish("user:a", "notice", {"n": 2})
-    restarted = await make_hub(fresh=False)  # same database, new process state
-    resume = await restarted.resume("user:a", seen.id or "")
-    assert resume.recovered and [e.data["n"] for e in resume.events] == [2]
-    assert (await restarted.publish("user:a", "notice", {})).offset == 3
+async def test_sql_history_survives_a_restart(tmp_path: Path) -> None:
+    """Only the sql backend keeps history across restarts (memory:// by design does not)."""
+    store = SqlJobStore(f"sqlite:///{tmp_path / 'hub.db'}")
+    await store.start()
+    try:
+
+        def sql_hub() -> Hub:
+            return open_hub(
+                "sql://", history_size=100, history_ttl_s=3600, subscriber_queue_size=100, engine=store.engine
+            )
+
+        hub = sql_hub()
+        await hub.start()
+        seen = await hub.publish("user:a", "notice", {"n": 1})
+        await hub.publish("user:a", "notice", {"n": 2})
+        restarted = sql_hub()  # same database, new process state
+        await restarted.start()
+        resume = await restarted.resume("user:a", seen.id or "")
+        assert resume.recovered and [e.data["n"] for e in resume.events] == [2]
+        assert (await restarted.publish("user:a", "notice", {})).offset == 3
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize("since", ["", "nonsense", "k3f9:", ":4", "k3f9:-1", "k3f9:99"])
