@@ -15,11 +15,11 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from nbrelay.auth import origin_allowed
 from nbrelay.jobs import User
 from nbrelay.models import TERMINAL_EVENTS, Event
 from nbrelay.push import Push
 from nbrelay.transports.session import Close, CloseCode, Session
+from nbrelay.transports.ws import origin_refused, websocket_user
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -122,12 +122,7 @@ class LegacyConnection:
 async def legacy_user(websocket: WebSocket, push: Push) -> User | Close | None:
     """Who the connection is for: loginName counts only where the auth mode allows it."""
     login = websocket.query_params.get("loginName")
-    user = await push.auth.resolve(
-        websocket.headers,
-        websocket.cookies,
-        client_host=websocket.client.host if websocket.client else None,
-        query_token=websocket.query_params.get("token"),
-    )
+    user = await websocket_user(websocket, push)
     if push.settings.auth_mode == "none" or user is None:
         return user
     if login and login != user.name:
@@ -136,7 +131,7 @@ async def legacy_user(websocket: WebSocket, push: Push) -> User | Close | None:
 
 
 async def serve_legacy(websocket: WebSocket, push: Push) -> None:
-    if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), push.settings):
+    if origin_refused(websocket, push):
         await websocket.close(code=1008)  # before accept: HTTP 403
         return
     who = await legacy_user(websocket, push)

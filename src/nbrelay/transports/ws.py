@@ -11,6 +11,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from nbrelay.auth import origin_allowed
+from nbrelay.jobs import User
 from nbrelay.models import Event
 from nbrelay.push import Push
 from nbrelay.transports.session import Action, Close, CloseCode, Send, Session, Subscribe, Unsubscribe
@@ -138,17 +139,26 @@ class WebSocketConnection:
         return await self._close(self.session.overflowed(), wait_s=SLOW_CLOSE_WAIT_S)
 
 
-async def serve_websocket(websocket: WebSocket, push: Push) -> None:
-    settings = push.settings
-    if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), settings):
-        await websocket.close(code=1008)  # before accept: the handshake is answered with HTTP 403
-        return
-    user = await push.auth.resolve(
+def origin_refused(websocket: WebSocket, push: Push) -> bool:
+    return not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), push.settings)
+
+
+async def websocket_user(websocket: WebSocket, push: Push) -> User | None:
+    """The user behind a WebSocket handshake: session cookie, ?token= or the proxy header, per the auth mode."""
+    return await push.auth.resolve(
         websocket.headers,
         websocket.cookies,
         client_host=websocket.client.host if websocket.client else None,
         query_token=websocket.query_params.get("token"),
     )
+
+
+async def serve_websocket(websocket: WebSocket, push: Push) -> None:
+    settings = push.settings
+    if origin_refused(websocket, push):
+        await websocket.close(code=1008)  # before accept: the handshake is answered with HTTP 403
+        return
+    user = await websocket_user(websocket, push)
     await websocket.accept()
     if user is None:
         await websocket.close(CloseCode.UNAUTHORIZED, "unauthorized: log in, or pass ?token=")
