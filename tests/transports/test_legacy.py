@@ -79,3 +79,15 @@ def test_foreign_origin_is_refused(live: Any) -> None:
     server = live()
     with pytest.raises(Exception, match="403"):
         connect(legacy_url(server), origin="http://evil.example")  # type: ignore[arg-type]
+
+
+def test_a_legacy_client_that_never_reads_is_closed_with_4008(live: Any) -> None:
+    server = live(subscriber_queue_size=64, history_size=100, broker_url="memory://")
+    with connect(legacy_url(server), max_queue=1, max_size=2**16) as ws:
+        assert json.loads(ws.recv(timeout=10))["msgType"] == "1"
+        for i in range(5_000):  # finished-job messages for a page that stopped reading
+            server.publish("user:local", kind="job.failed", job=i, notebook="x" * 2000, state="failed")
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008

@@ -8,18 +8,17 @@ or when it names the authenticated user.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from nbrelay.jobs import User
 from nbrelay.models import TERMINAL_EVENTS, Event
 from nbrelay.push import Push
 from nbrelay.transports.session import Close, CloseCode, Session
-from nbrelay.transports.ws import origin_refused, websocket_user
+from nbrelay.transports.ws import WebSocketConnection, origin_refused, run_connection, websocket_user
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -67,56 +66,19 @@ def answer(text: str) -> str | None:
     return None
 
 
-class LegacyConnection:
+class LegacyConnection(WebSocketConnection):
+    """The v1 connection with the Spring envelope: text heartbeats answered, terminal job events as "2"."""
+
     transport = "legacy"
 
-    def __init__(self, websocket: WebSocket, session: Session, push: Push):
-        self.websocket = websocket
-        self.session = session
-        self.push = push
-        self.subscription = push.hub.subscription()
-        self.close_request: Close | None = None
-        self.replies: list[str] = []
+    async def on_text(self, text: str) -> None:
+        self.session.last_heard = time.monotonic()
+        reply = answer(text)
+        if reply is not None:
+            self.control.append(reply)
 
-    def close_soon(self, close: Close) -> None:
-        self.close_request = self.close_request or close
-        self.subscription.wakeup.set()
-
-    async def read(self) -> None:
-        try:
-            while True:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                self.session.last_heard = time.monotonic()
-                reply = answer(message.get("text") or "")
-                if reply is not None:
-                    self.replies.append(reply)
-                    self.subscription.wakeup.set()
-        except WebSocketDisconnect:
-            pass
-        self.close_soon(Close(1000, "peer closed"))
-
-    async def write(self) -> int:
-        subscription = self.subscription
-        while True:
-            while not self.replies and not subscription.queue and self.close_request is None:
-                if subscription.overflowed:
-                    break
-                subscription.wakeup.clear()
-                await subscription.wakeup.wait()
-            if self.close_request is not None:
-                return self.close_request.code
-            while self.replies:
-                await self.websocket.send_text(self.replies.pop(0))
-            if subscription.overflowed:
-                await self.websocket.close(CloseCode.SLOW_CONSUMER, "too slow to keep up")
-                return CloseCode.SLOW_CONSUMER
-            batch = list(subscription.queue)
-            subscription.queue.clear()
-            for event in batch:
-                if event.type in TERMINAL_EVENTS and self.session.accept(event):
-                    await self.websocket.send_text(finished_envelope(event))
+    def frame(self, event: Event) -> str | None:
+        return finished_envelope(event) if event.type in TERMINAL_EVENTS else None
 
 
 async def legacy_user(websocket: WebSocket, push: Push) -> User | Close | None:
@@ -151,19 +113,8 @@ async def serve_legacy(websocket: WebSocket, push: Push) -> None:
     stream = f"user:{user.name}"
     session.positions[stream] = (None, 0)
     push.hub.subscribe(connection.subscription, stream)  # before the list: no finish falls between the two
-    push.add(connection)
-    code: int | None = None
-    reader: asyncio.Task[None] | None = None
-    try:
+
+    async def opening() -> None:
         await websocket.send_text(unfinished_envelope(await push.snapshot(user)))
-        reader = asyncio.create_task(connection.read())
-        code = await connection.write()
-        if connection.close_request is not None and code != 1000:
-            await websocket.close(code, connection.close_request.reason)
-    except (WebSocketDisconnect, OSError, RuntimeError):
-        code = 1006
-    finally:
-        if reader is not None:
-            reader.cancel()
-        push.hub.unsubscribe(connection.subscription)
-        push.remove(connection, code)
+
+    await run_connection(connection, opening)

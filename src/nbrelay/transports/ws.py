@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -29,7 +30,7 @@ class WebSocketConnection:
         self.session = session
         self.push = push
         self.subscription = push.hub.subscription()
-        self.control: deque[Action] = deque()
+        self.control: deque[Action | str] = deque()  # answers to send before events; str: a raw text frame
         self.close_request: Close | None = None
         self.peer_gone = False
         self.writer_task: asyncio.Task[Any] | None = None
@@ -53,8 +54,7 @@ class WebSocketConnection:
         await self.websocket.send_text(_dumps(message))
 
     async def read(self) -> None:
-        """Feed client messages to the session; subscribe at once so nothing published meanwhile is missed."""
-        hub, session, push = self.push.hub, self.session, self.push
+        """Feed client text frames to `on_text` until the peer goes."""
         try:
             while True:
                 message = await self.websocket.receive()
@@ -64,24 +64,29 @@ class WebSocketConnection:
                 if text is None:
                     self.close_soon(Close(CloseCode.BAD_REQUEST, "binary frames are not part of the protocol"))
                     return
-                for action in session.receive(text):
-                    if isinstance(action, Subscribe):
-                        if await push.may_follow(session.user, action.stream):
-                            hub.subscribe(self.subscription, action.stream)
-                            self.control.append(action)
-                        else:
-                            self.control.append(session.refuse(action.stream))
-                    elif isinstance(action, Unsubscribe):
-                        hub.unsubscribe(self.subscription, [action.stream])
-                    elif isinstance(action, Close):
-                        self.close_soon(action)
-                    else:
-                        self.control.append(action)
+                await self.on_text(text)
                 self.subscription.wakeup.set()
         except WebSocketDisconnect:
             pass
         self.peer_gone = True
         self.close_soon(Close(1000, "peer closed"))
+
+    async def on_text(self, text: str) -> None:
+        """Protocol v1: the session decides; subscribe at once so nothing published meanwhile is missed."""
+        hub, session, push = self.push.hub, self.session, self.push
+        for action in session.receive(text):
+            if isinstance(action, Subscribe):
+                if await push.may_follow(session.user, action.stream):
+                    hub.subscribe(self.subscription, action.stream)
+                    self.control.append(action)
+                else:
+                    self.control.append(session.refuse(action.stream))
+            elif isinstance(action, Unsubscribe):
+                hub.unsubscribe(self.subscription, [action.stream])
+            elif isinstance(action, Close):
+                self.close_soon(action)
+            else:
+                self.control.append(action)
 
     async def _resume(self, action: Subscribe) -> None:
         if action.since is None:
@@ -91,11 +96,15 @@ class WebSocketConnection:
         await self.send(self.session.resumed(action.stream, resume.recovered, resume.epoch, resume.last_offset).message)
         await self._deliver(resume.events)
 
+    def frame(self, event: Event) -> str | None:
+        """The text frame for an event the session accepted (None: nothing to send for it)."""
+        return event.ws_text()
+
     async def _deliver(self, events: list[Event]) -> None:
         sent = 0
         for event in events:
-            if self.session.accept(event):
-                await self.websocket.send_text(event.ws_text())
+            if self.session.accept(event) and (text := self.frame(event)) is not None:
+                await self.websocket.send_text(text)
                 sent += 1
         if sent:
             self.sent_counter.inc(sent)
@@ -116,7 +125,9 @@ class WebSocketConnection:
                 return await self._close(self.close_request)
             while self.control:
                 action = self.control.popleft()
-                if isinstance(action, Send):
+                if isinstance(action, str):
+                    await self.websocket.send_text(action)
+                elif isinstance(action, Send):
                     await self.send(action.message)
                 elif isinstance(action, Subscribe):
                     await self._resume(action)
@@ -169,12 +180,26 @@ async def serve_websocket(websocket: WebSocket, push: Push) -> None:
         return
     session = Session(user, heartbeat_s=settings.heartbeat_s, idle_timeout_s=settings.client_idle_timeout_s)
     connection = WebSocketConnection(websocket, session, push)
+
+    async def opening() -> None:
+        await connection.send(session.welcome(await push.default_positions(user)).message)
+        await connection.send({"op": "snapshot", "jobs": await push.snapshot(user)})
+
+    await run_connection(connection, opening)
+
+
+async def run_connection(connection: WebSocketConnection, opening: Callable[[], Awaitable[None]]) -> None:
+    """A connection's life: registered, its opening messages, a reader beside the one writer, clean-up.
+
+    A queue overflow cancels the writer (it may be stuck sending to a peer that stopped reading); that one
+    cancellation is taken back and turned into the 4008 close.
+    """
+    push = connection.push
     push.add(connection)
     code: int | None = None
     reader: asyncio.Task[None] | None = None
     try:
-        await connection.send(session.welcome(await push.default_positions(user)).message)
-        await connection.send({"op": "snapshot", "jobs": await push.snapshot(user)})
+        await opening()
         reader = asyncio.create_task(connection.read())
         connection.writer_task = asyncio.current_task()
         try:
