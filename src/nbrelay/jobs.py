@@ -202,11 +202,22 @@ class JobService:
         total = await self.store.count_jobs(owner=owner, states=states, notebook=notebook)
         return jobs, total
 
-    async def queue_positions(self, jobs: Sequence[Job]) -> dict[int, int]:
+    async def with_positions(self, jobs: Sequence[Job]) -> Sequence[tuple[Job, int | None]]:
+        """Each job with its queue position, state and position agreeing.
+
+        Positions are read after the jobs: a job listed as queued but no longer in the queue was dispatched or
+        cancelled in between, so it is read again rather than shown as queued without a position.
+        """
         if not any(job.state is JobState.QUEUED for job in jobs):
-            return {}
+            return [(job, None) for job in jobs]
         queued = await self.store.oldest_queued(limit=100_000)
-        return {job.id: i + 1 for i, job in enumerate(queued)}
+        positions = {job.id: i + 1 for i, job in enumerate(queued)}
+        result: list[tuple[Job, int | None]] = []
+        for job in jobs:
+            if job.state is JobState.QUEUED and job.id not in positions:
+                job = await self.store.get_job(job.id) or job
+            result.append((job, positions.get(job.id) if job.state is JobState.QUEUED else None))
+        return result
 
     # cancel ------------------------------------------------------------------------------------------------
     async def cancel(self, user: User, job_id: int) -> Job:

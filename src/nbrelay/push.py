@@ -135,5 +135,4 @@ class Push:
     async def snapshot(self, user: User) -> list[dict[str, Any]]:
         owner = None if user.admin else user.name
         found = await self.jobs.store.list_jobs(owner=owner, states=sorted(UNFINISHED_STATES), limit=500)
-        positions = await self.jobs.queue_positions(found)
-        return [job_json(job, positions.get(job.id)) for job in found]
+        return [job_json(job, position) for job, position in await self.jobs.with_positions(found)]

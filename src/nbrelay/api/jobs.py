@@ -75,9 +75,8 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     found, total = await jobs.list(user, states=_states(state), notebook=notebook, limit=limit, offset=offset)
-    positions = await jobs.queue_positions(found)
     return {
-        "jobs": [job_json(job, positions.get(job.id)) for job in found],
+        "jobs": [job_json(job, position) for job, position in await jobs.with_positions(found)],
         "total": total,
         "limit": limit,
         "offset": offset,
