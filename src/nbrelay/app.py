@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -26,7 +27,7 @@ from nbrelay.api import jobs as jobs_api
 from nbrelay.api import notebooks as notebooks_api
 from nbrelay.api import reports as reports_api
 from nbrelay.api.auth import CurrentUser
-from nbrelay.auth import Authenticator, origin_allowed
+from nbrelay.auth import Authenticator, request_origin_allowed
 from nbrelay.config import Settings
 from nbrelay.contents import Contents
 from nbrelay.errors import NbrelayError
@@ -101,8 +102,9 @@ class OriginGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] not in self.SAFE:
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            if not origin_allowed(headers.get("origin"), headers.get("host"), self.settings):
+            headers = Headers(scope=scope)
+            peer = scope["client"][0] if scope.get("client") else None
+            if not request_origin_allowed(headers, peer, self.settings):
                 response = _error(403, "origin_refused", f"requests from {headers.get('origin')} are not allowed")
                 await response(scope, receive, send)
                 return

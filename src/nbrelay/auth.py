@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
 import time
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 
 from nbrelay.config import Settings
 from nbrelay.files import atomic_write
+from nbrelay.forwarded import address_trusted, header_lines, public_view
 from nbrelay.jobs import User
 from nbrelay.store.base import JobStore, check_user_name
 
@@ -79,22 +79,6 @@ class SessionSigner:
         return User(str(payload["u"]), bool(payload.get("a")))
 
 
-def _address_in(host: str | None, networks: list[str]) -> bool:
-    if not host:
-        return False
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    for network in networks:
-        try:
-            if address in ipaddress.ip_network(network, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
 class Authenticator:
     def __init__(self, settings: Settings, store: JobStore):
         self.settings = settings
@@ -138,7 +122,7 @@ class Authenticator:
             return User(settings.local_user, admin=True)
         if settings.auth_mode == "header":
             name = headers.get(settings.user_header.lower())
-            if not name or not _address_in(client_host, settings.trusted_proxies):
+            if not name or not address_trusted(client_host, settings.trusted_proxies):  # the TCP peer, never forwarded
                 return None
             try:
                 check_user_name(name)  # it becomes a folder name: users/<name>
@@ -154,12 +138,41 @@ class Authenticator:
         return self.signer.verify(cookie) if cookie else None
 
 
-def origin_allowed(origin: str | None, host: str | None, settings: Settings) -> bool:
-    """Browsers always send Origin on WebSocket and cross-site requests; tools that send none are not browsers."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_allowed(origin: str | None, host: str | None, settings: Settings, scheme: str | None = None) -> bool:
+    """Browsers always send Origin on WebSocket and cross-site requests; tools that send none are not browsers.
+
+    Same host: the Origin's host and port are those of `host` (the public host[:port]); with `scheme` (known
+    from a trusted proxy) the Origin's scheme must be it too. Without it the scheme is not compared: the service
+    speaks plain HTTP, so a TLS proxy that is not in trusted_proxies would otherwise shut out every https page.
+    """
     if origin is None:
         return True
     if "*" in settings.allowed_origins or origin in settings.allowed_origins:
         return True
-    if settings.allowed_origins:
+    if settings.allowed_origins or not host:
         return False
-    return bool(host) and urlsplit(origin).netloc.lower() == (host or "").lower()
+    try:
+        page = urlsplit(origin)
+        target = urlsplit(f"//{host}")
+        page_port, target_port = page.port, target.port
+    except ValueError:
+        return False
+    if page.scheme not in _DEFAULT_PORTS or not page.hostname or (scheme is not None and page.scheme != scheme):
+        return False
+    default = _DEFAULT_PORTS[page.scheme]
+    return page.hostname == target.hostname and (page_port or default) == (target_port or default)
+
+
+def request_origin_allowed(headers: Mapping[str, str], peer_host: str | None, settings: Settings) -> bool:
+    """The Origin check of a request or WebSocket handshake as the browser sees it: behind a trusted proxy
+    (settings.trusted_proxies) against the forwarded public scheme and host, else against the Host header.
+    `headers`: Starlette's or websockets' Headers, or a dict with lower-case names; `peer_host`: the TCP peer's
+    address (the socket's, not a value a proxy-headers middleware put in the ASGI scope)."""
+    origins = header_lines(headers, "origin")
+    if len(origins) > 1:
+        return False  # a browser sends one; two is a forgery, whichever a check would read
+    view = public_view(headers, peer_host, settings.trusted_proxies)
+    return origin_allowed(origins[0] if origins else None, view.host, settings, view.scheme)

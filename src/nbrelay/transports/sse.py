@@ -12,7 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from nbrelay.auth import origin_allowed
+from nbrelay.auth import request_origin_allowed
 from nbrelay.hub.hub import STREAM_NAME, parse_position
 from nbrelay.models import Event
 from nbrelay.push import Push
@@ -112,7 +112,7 @@ def _refuse(status: int, code: str, message: str) -> JSONResponse:
 
 async def serve_sse(request: Request, push: Push) -> Response:
     settings = push.settings
-    if not origin_allowed(request.headers.get("origin"), request.headers.get("host"), settings):
+    if not request_origin_allowed(request.headers, request.client.host if request.client else None, settings):
         return _refuse(403, "origin_refused", "this origin may not connect")
     user = await push.auth.resolve(
         request.headers,
