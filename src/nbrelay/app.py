@@ -39,6 +39,7 @@ from nbrelay.push import Push
 from nbrelay.reports import ReportHistory
 from nbrelay.store import open_store
 from nbrelay.transports.legacy import serve_legacy, unfinished_envelope
+from nbrelay.transports.sockjs import mount_sockjs
 from nbrelay.transports.sse import serve_sse
 from nbrelay.transports.ws import serve_websocket
 
@@ -193,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    mount_sockjs(app, settings)
     app.mount("/static", StaticFiles(packages=[("nbrelay", "web")]), name="static")
 
     @app.get("/api/health", tags=["service"], summary="Liveness and version")

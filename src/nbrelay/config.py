@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     # The legacy profile (front ends written for the Spring WebSocket back end), see docs/legacy.md.
     legacy_ws_path: str = Field("/websocket", pattern=r"^/[A-Za-z0-9_./-]*$")
     legacy_unfinished_path: str = Field("/api/legacy/unfinished", pattern=r"^/[A-Za-z0-9_./-]*$")
+    # SockJS (protocol 0.3.3) carrying the legacy envelope, and protocol v1 (docs/legacy.md, docs/protocol.md).
+    sockjs_legacy_path: str = Field("/sockjs/websocket", pattern=r"^/[A-Za-z0-9_./-]*[A-Za-z0-9_-]$")
+    sockjs_v1_path: str = Field("/sockjs/v1", pattern=r"^/[A-Za-z0-9_./-]*[A-Za-z0-9_-]$")
+    # A session with no receiving request for this long is over; a streaming response ends after this many bytes.
+    sockjs_disconnect_delay_s: float = Field(5.0, gt=0)
+    sockjs_response_limit_bytes: int = Field(128 * 1024, ge=1)
+    sockjs_cookie_needed: bool = False  # JSESSIONID on session requests, for load balancers' sticky sessions
+    sockjs_client_url: str = ""  # sockjs-client for the iframe page (same version as the pages'); empty: no iframe
     max_connections: int = Field(20000, ge=1)
     max_connections_per_user: int = Field(200, ge=1)
 
