@@ -22,8 +22,12 @@ T = TypeVar("T")
 
 
 class LiveServer:
-    def __init__(self, workspace: Path, data_dir: Path, *, port: int | None = None, **settings: Any):
+    def __init__(
+        self, workspace: Path, data_dir: Path, *, port: int | None = None, plain_asgi: bool = False, **settings: Any
+    ):
         self.port = port or free_port()
+        # plain_asgi: uvicorn's own WebSocket protocol, as under any ASGI server (/ws is then the app's route)
+        self.overrides: dict[str, Any] = {"ws": "websockets-sansio"} if plain_asgi else {}
         self.settings = Settings(
             workspace=workspace, data_dir=data_dir, port=self.port, workers=1, kernel_pool_size=0, **settings
         )
@@ -41,7 +45,7 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         self.app = create_app(self.settings)
-        config = server_config(self.app, self.settings, lifespan="on", timeout_graceful_shutdown=3)
+        config = server_config(self.app, self.settings, lifespan="on", timeout_graceful_shutdown=3, **self.overrides)
         self.server = Server(config)
         ready = threading.Event()
 

@@ -192,6 +192,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
+        if hasattr(app.state, "push"):
+            app.state.push.report()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     mount_sockjs(app, settings)

@@ -130,6 +130,16 @@ def transition(job: Job, to: JobState, *, at: datetime | None = None, **changes:
     return dataclasses.replace(job, state=to, **changes)
 
 
+def text_frame(payload: bytes) -> bytes:
+    """A final, unmasked WebSocket text frame (RFC 6455 5.2) carrying `payload` (UTF-8)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 1 << 16:
+        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """The one event type: made by the runner, recorded by the store, positioned by the hub, sent by transports.
@@ -146,6 +156,7 @@ class Event:
     # Encoded once, however many clients the event goes to (see json() and ws_text()).
     _json: str | None = field(default=None, init=False, repr=False, compare=False)
     _ws_text: str | None = field(default=None, init=False, repr=False, compare=False)
+    _ws_frame: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def json(self) -> str:
         """The event as compact JSON text (the SSE `data:`), built on first use and kept."""
@@ -162,6 +173,15 @@ class Event:
             text = '{"op":"event",' + self.json()[1:]
             object.__setattr__(self, "_ws_text", text)
         return text
+
+    def ws_frame(self) -> bytes:
+        """ws_text() as a whole WebSocket text frame as a server sends it (unmasked, no extension), built once:
+        a broadcast writes these same bytes to every socket."""
+        frame = self._ws_frame
+        if frame is None:
+            frame = text_frame(self.ws_text().encode())
+            object.__setattr__(self, "_ws_frame", frame)
+        return frame
 
     @property
     def id(self) -> str | None:

@@ -13,20 +13,27 @@ from nbrelay.auth import Authenticator
 from nbrelay.config import Settings
 from nbrelay.errors import NotFound
 from nbrelay.hub import Hub
+from nbrelay.hub.hub import Subscriber
 from nbrelay.jobs import JobService, User
 from nbrelay.metrics import Metrics
 from nbrelay.models import TERMINAL_EVENTS, UNFINISHED_STATES, Event
-from nbrelay.transports.session import Close, CloseCode, Session, may_read
+from nbrelay.transports.session import Close, CloseCode, Send, Session, Subscribe, may_read
 
 log = logging.getLogger(__name__)
 _SWEEP_INTERVAL_S = 2.0
 
 
 class Connection(Protocol):
-    session: Session
     transport: str
 
+    @property
+    def session(self) -> Session | None:
+        """Set before the connection is added to Push (None only while it opens)."""
+
     def close_soon(self, close: Close) -> None: ...
+
+    def tick(self, now: float) -> None:
+        """Called every couple of seconds: liveness checks (and the heartbeat, where the connection sends it)."""
 
 
 class Push:
@@ -93,7 +100,7 @@ class Push:
 
     def add(self, connection: Connection) -> None:
         self.connections.add(connection)
-        name = connection.session.user.name
+        name = _user_name(connection)
         self._per_user[name] = self._per_user.get(name, 0) + 1
         self.metrics.connections.labels(connection.transport).inc()
 
@@ -101,7 +108,7 @@ class Push:
         if connection not in self.connections:
             return
         self.connections.discard(connection)
-        name = connection.session.user.name
+        name = _user_name(connection)
         self._per_user[name] -= 1
         if not self._per_user[name]:
             del self._per_user[name]
@@ -110,14 +117,20 @@ class Push:
             self._drained.set()
         self.metrics.disconnects.labels(connection.transport, str(code or 1000)).inc()
 
+    def report(self) -> None:
+        """Bring into the metrics what connections count locally on their hot path (events sent)."""
+        for connection in self.connections:
+            report = getattr(connection, "report", None)
+            if report is not None:
+                report()
+
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(_SWEEP_INTERVAL_S)
             now = time.monotonic()
             for connection in list(self.connections):
-                close = connection.session.check_idle(now)
-                if close is not None:
-                    connection.close_soon(close)
+                connection.tick(now)
+            self.report()
 
     # what a session may see -------------------------------------------------------------------------------
     async def may_follow(self, user: User, stream: str) -> bool:
@@ -128,6 +141,19 @@ class Push:
             return False
         return may_read(user, stream)
 
+    async def follow(self, session: Session, subscriber: Subscriber, action: Subscribe) -> list[Send | Event]:
+        """A subscribe the session accepted: what to send for it, in order. Refused: the error. Allowed: the
+        subscription starts at once (nothing published from now on is missed), then, for a resume, the
+        `recovered` answer and the missed events (the session drops any that live delivery sends twice)."""
+        if not await self.may_follow(session.user, action.stream):
+            return [session.refuse(action.stream)]
+        self.hub.subscribe(subscriber, action.stream)
+        if action.since is None:
+            return []
+        resume = await self.hub.resume(action.stream, action.since)
+        self.metrics.resumes.labels(str(resume.recovered).lower()).inc()
+        return [session.resumed(action.stream, resume.recovered, resume.epoch, resume.last_offset), *resume.events]
+
     async def default_positions(self, user: User) -> dict[str, str]:
         streams = [f"user:{user.name}", "broadcast"]
         return {stream: await self.hub.position(stream) for stream in streams}
@@ -136,3 +162,9 @@ class Push:
         owner = None if user.admin else user.name
         found = await self.jobs.store.list_jobs(owner=owner, states=sorted(UNFINISHED_STATES), limit=500)
         return [job_json(job, position) for job, position in await self.jobs.with_positions(found)]
+
+
+def _user_name(connection: Connection) -> str:
+    session = connection.session
+    assert session is not None, "a connection is added once its session exists"
+    return session.user.name

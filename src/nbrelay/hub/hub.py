@@ -12,7 +12,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +31,14 @@ def parse_position(value: str | None) -> tuple[str, int] | None:
     if not sep or not epoch or not offset.isdigit():
         return None
     return epoch, int(offset)
+
+
+class Subscriber(Protocol):
+    """What the hub hands events to: a Subscription, or a transport that writes them itself."""
+
+    streams: set[str]
+
+    def offer(self, event: Event) -> None: ...
 
 
 class Subscription:
@@ -98,7 +106,7 @@ class Hub:
     def __init__(self, backend: HubBackend, *, subscriber_queue_size: int = 1000):
         self.backend = backend
         self.subscriber_queue_size = subscriber_queue_size
-        self._subscribers: dict[str, set[Subscription]] = {}
+        self._subscribers: dict[str, set[Subscriber]] = {}
         self.published = 0
 
     async def start(self) -> None:
@@ -124,11 +132,11 @@ class Hub:
     def subscription(self) -> Subscription:
         return Subscription(self.subscriber_queue_size)
 
-    def subscribe(self, subscription: Subscription, stream: str) -> None:
+    def subscribe(self, subscription: Subscriber, stream: str) -> None:
         self._subscribers.setdefault(stream, set()).add(subscription)
         subscription.streams.add(stream)
 
-    def unsubscribe(self, subscription: Subscription, streams: Iterable[str] | None = None) -> None:
+    def unsubscribe(self, subscription: Subscriber, streams: Iterable[str] | None = None) -> None:
         for stream in list(streams if streams is not None else subscription.streams):
             followers = self._subscribers.get(stream)
             if followers is not None:

@@ -58,6 +58,9 @@ class SseConnection:
         self.close_request = close
         self.subscription.wakeup.set()
 
+    def tick(self, now: float) -> None:
+        """Nothing to check: an SSE client cannot send, and the stream itself sends the heartbeat comments."""
+
     def _event(self, event: Event) -> str | None:
         if not self.session.accept(event):
             return None

@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from nbrelay.auth import origin_allowed
+from nbrelay.auth import request_origin_allowed
 from nbrelay.jobs import User
 from nbrelay.models import Event
 from nbrelay.push import Push
@@ -72,29 +72,27 @@ class WebSocketConnection:
         self.close_soon(Close(1000, "peer closed"))
 
     async def on_text(self, text: str) -> None:
-        """Protocol v1: the session decides; subscribe at once so nothing published meanwhile is missed."""
-        hub, session, push = self.push.hub, self.session, self.push
-        for action in session.receive(text):
-            if isinstance(action, Subscribe):
-                if await push.may_follow(session.user, action.stream):
-                    hub.subscribe(self.subscription, action.stream)
-                    self.control.append(action)
-                else:
-                    self.control.append(session.refuse(action.stream))
-            elif isinstance(action, Unsubscribe):
-                hub.unsubscribe(self.subscription, [action.stream])
+        """Protocol v1: the session decides; the writer carries out subscribes (see Push.follow) in order."""
+        for action in self.session.receive(text):
+            if isinstance(action, Unsubscribe):
+                self.push.hub.unsubscribe(self.subscription, [action.stream])
             elif isinstance(action, Close):
                 self.close_soon(action)
             else:
                 self.control.append(action)
 
-    async def _resume(self, action: Subscribe) -> None:
-        if action.since is None:
-            return
-        resume = await self.push.hub.resume(action.stream, action.since)
-        self.push.metrics.resumes.labels(str(resume.recovered).lower()).inc()
-        await self.send(self.session.resumed(action.stream, resume.recovered, resume.epoch, resume.last_offset).message)
-        await self._deliver(resume.events)
+    def tick(self, now: float) -> None:
+        """The server's ping frames are uvicorn's here; the sweep checks the client's own pings."""
+        close = self.session.check_idle(now)
+        if close is not None:
+            self.close_soon(close)
+
+    async def _follow(self, action: Subscribe) -> None:
+        items = await self.push.follow(self.session, self.subscription, action)
+        for item in items:
+            if isinstance(item, Send):
+                await self.send(item.message)
+        await self._deliver([item for item in items if isinstance(item, Event)])
 
     def frame(self, event: Event) -> str | None:
         """The text frame for an event the session accepted (None: nothing to send for it)."""
@@ -130,7 +128,7 @@ class WebSocketConnection:
                 elif isinstance(action, Send):
                     await self.send(action.message)
                 elif isinstance(action, Subscribe):
-                    await self._resume(action)
+                    await self._follow(action)
             if subscription.overflowed:
                 return await self.close_slow()
             batch = list(subscription.queue)
@@ -151,7 +149,8 @@ class WebSocketConnection:
 
 
 def origin_refused(websocket: WebSocket, push: Push) -> bool:
-    return not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), push.settings)
+    peer = websocket.client.host if websocket.client else None
+    return not request_origin_allowed(websocket.headers, peer, push.settings)
 
 
 async def websocket_user(websocket: WebSocket, push: Push) -> User | None:
