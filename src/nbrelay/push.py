@@ -20,7 +20,7 @@ from nbrelay.models import TERMINAL_EVENTS, UNFINISHED_STATES, Event
 from nbrelay.transports.session import Close, CloseCode, Send, Session, Subscribe, may_read
 
 log = logging.getLogger(__name__)
-_SWEEP_INTERVAL_S = 2.0
+_SWEEP_INTERVAL_S = 2.0  # at most; a quarter of heartbeat_s when that is shorter (pings stay on time)
 
 
 class Connection(Protocol):
@@ -126,7 +126,7 @@ class Push:
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(_SWEEP_INTERVAL_S)
+            await asyncio.sleep(min(_SWEEP_INTERVAL_S, self.settings.heartbeat_s / 4))
             now = time.monotonic()
             for connection in list(self.connections):
                 connection.tick(now)
