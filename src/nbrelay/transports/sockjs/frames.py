@@ -15,9 +15,9 @@ HEARTBEAT = "h"
 ANOTHER_CONNECTION = (2010, "Another connection still open")
 INTERRUPTED = (1002, "Connection interrupted")
 
-# JSON escapes control characters; the protocol also wants these escaped, as browsers mangle them (and lone
-# surrogates cannot be sent as UTF-8 at all).
-_SERVER_ESCAPES = re.compile("[\u200c-\u200f\u2028-\u202f\u2060-\u206f\ufff0-\uffff\ud800-\udfff]")
+# JSON escapes control characters; the protocol also wants these escaped, as browsers mangle them (a BOM may be
+# eaten, and lone surrogates cannot be sent as UTF-8 at all).
+_SERVER_ESCAPES = re.compile("[\u200c-\u200f\u2028-\u202f\u2060-\u206f\ufeff\ufff0-\uffff\ud800-\udfff]")
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _CALLBACK = re.compile(r"^[A-Za-z0-9_.]+$")
 

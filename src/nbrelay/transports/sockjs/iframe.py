@@ -35,7 +35,7 @@ class IframePage:
         self.etag = '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
 
     def response(self, request: Headers) -> Response:
-        if request.get("if-none-match") == self.etag:
-            return Response(status_code=304, headers={"ETag": self.etag, **cacheable()})
         headers = {"ETag": self.etag, **cacheable()}
+        if request.get("if-none-match") == self.etag:
+            return Response(status_code=304, headers=headers)
         return Response(self.body, headers=headers, media_type="text/html; charset=UTF-8")

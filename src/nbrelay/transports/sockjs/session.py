@@ -11,7 +11,6 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.types import Message, Scope
 from starlette.websockets import WebSocket
@@ -209,15 +208,3 @@ class SessionTable:
             return
         del self.sessions[session_id]
         session.end(1000, "Session timed out")
-
-    def close_all(self) -> None:
-        for session_id in list(self.sessions):
-            session = self.sessions[session_id]
-            self.remove(session_id)
-            session.end(1001, "Going away")
-
-    def __len__(self) -> int:
-        return len(self.sessions)
-
-    def __contains__(self, session_id: Any) -> bool:
-        return session_id in self.sessions
