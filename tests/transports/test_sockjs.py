@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,14 +44,13 @@ def finish_a_job(server: LiveServer, job: int) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """One server for the module: a small streaming limit, a short session timeout, JSESSIONID cookies."""
+    """One server for the module: a small streaming limit, JSESSIONID cookies, an iframe page."""
     root = tmp_path_factory.mktemp("sockjs")
     shutil.copytree(NOTEBOOKS, root / "workspace")
     server = LiveServer(
         root / "workspace",
         root / "data",
         sockjs_response_limit_bytes=4096,
-        sockjs_disconnect_delay_s=1.0,
         sockjs_cookie_needed=True,
         sockjs_client_url="/e2e/sockjs.min.js",
         broker_url="memory://",
@@ -209,7 +209,7 @@ def test_xhr_streaming_and_the_response_limit(server: LiveServer, http: httpx.Cl
 
 
 def test_one_receiver_per_session(server: LiveServer, http: httpx.Client) -> None:
-    url, session_id = session_url(server)
+    url, _ = session_url(server)
     with http.stream("POST", url + "/xhr_streaming") as response:
         stream = xhr_stream(response)
         assert stream.read_until("\n") == "o"
@@ -221,18 +221,6 @@ def test_one_receiver_per_session(server: LiveServer, http: httpx.Client) -> Non
     interrupted = 'c[1002,"Connection interrupted"]\n'
     eventually(lambda: http.post(url + "/xhr").text == interrupted, "the interrupted session's close frame")
     assert http.post(url + "/xhr").text == interrupted  # served again until the session is forgotten
-    assert http.post(url + "/xhr_send", content=HEARTBEAT).status_code == 204
-    eventually(lambda: server_session(server, session_id) is None, "the closed session to be forgotten")
-
-
-def test_session_times_out_without_a_receiver(server: LiveServer, http: httpx.Client) -> None:
-    url, session_id = session_url(server)
-    assert http.post(url + "/xhr").text == "o\n"
-    session = server_session(server, session_id)
-    assert session is not None and session.task is not None
-    eventually(lambda: http.post(url + "/xhr_send", content=HEARTBEAT).status_code == 404, "the session to expire")
-    eventually(session.task.done, "the connection to end")  # the app heard the disconnect and left the hub
-    assert http.post(url + "/xhr").text == "o\n"  # the same id now opens a new session
 
 
 def test_eventsource(server: LiveServer, http: httpx.Client) -> None:
@@ -397,3 +385,27 @@ def test_close_frames_for_refused_users(live: Any, http: httpx.Client) -> None:
         assert http.post(f"{url}/xhr?{query}").status_code == 404
         assert http.post(f"{url}/xhr_send?{query}", content=HEARTBEAT).status_code == 404
     assert http.post(f"{url}/xhr_send?token={alice}", content=HEARTBEAT).status_code == 204
+
+
+def test_session_times_out_without_a_receiver(live: Any, http: httpx.Client) -> None:
+    server = live(sockjs_disconnect_delay_s=0.5)
+    url, session_id = session_url(server)
+    assert http.post(url + "/xhr").text == "o\n"
+    session = server_session(server, session_id)
+    assert session is not None and session.task is not None
+    eventually(lambda: http.post(url + "/xhr_send", content=HEARTBEAT).status_code == 404, "the session to expire")
+    eventually(session.task.done, "the connection to end")  # the app heard the disconnect and left the hub
+    assert http.post(url + "/xhr").text == "o\n"  # the same id now opens a new session
+
+
+def test_a_stopping_server_says_goodbye_with_4001(live: Any, http: httpx.Client) -> None:
+    server = live()
+    url, _ = session_url(server)
+    with http.stream("POST", url + "/xhr_streaming") as response:
+        stream = xhr_stream(response)
+        assert stream.read_until("\n") == "o"
+        stopping = threading.Thread(target=server.stop)
+        stopping.start()
+        frames = list(iter(lambda: stream.read_until("\n"), None))
+        assert frames[-1] == 'c[4001,"server restarting: reconnect and resume"]'
+    stopping.join()
