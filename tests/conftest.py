@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -10,12 +11,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
+from sqlalchemy.engine import make_url
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 
@@ -155,3 +160,41 @@ def kernel_processes(env_tag: str | None = None) -> dict[int, int]:
 
 def kernel_pids() -> set[int]:
     return set(kernel_processes())
+
+
+# The PostgreSQL of the test machine (scripts/test starts it); a test's tables live in a schema of their own.
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A store URL whose search_path is a fresh schema, dropped afterwards."""
+    with fresh_postgres_url() as url:
+        yield url
+
+
+@contextmanager
+def fresh_postgres_url() -> Iterator[str]:
+    """As the postgres_url fixture, for a test that needs more than one database."""
+    base = make_url(os.environ.get("NBRELAY_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+    libpq_url = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        admin = psycopg.connect(libpq_url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:
+        # Failing, not skipping: CI starts PostgreSQL first, so absence is a broken setup.
+        pytest.fail(
+            f"PostgreSQL is not reachable at {base.render_as_string(hide_password=True)}: {problem}\n"
+            "Start it, or set NBRELAY_TEST_POSTGRES_URL, or deselect with -m 'not postgres'.",
+            pytrace=False,
+        )
+    schema = f"nbrelay_test_{secrets.token_hex(6)}"
+    with admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        try:
+            yield base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+        finally:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

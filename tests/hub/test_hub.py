@@ -1,33 +1,42 @@
-"""The hub on each backend (memory, and sql on SQLite): offsets, epochs, bounded history, resume, and bounded
-subscriber queues. The same test bodies run on every backend."""
+"""The hub on each backend (memory, and sql on SQLite and PostgreSQL): offsets, epochs, bounded history,
+resume, and bounded subscriber queues. The same test bodies run on every backend."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from nbrelay.hub import Hub, open_hub
 from nbrelay.store.sql import SqlJobStore
+from tests.conftest import fresh_postgres_url
 
 MakeHub = Callable[..., Awaitable[Hub]]
 
 
-@pytest.fixture(params=["memory", "sql"])
+@pytest.fixture(params=["memory", "sql", pytest.param("sql-postgres", marks=pytest.mark.postgres)])
 async def make_hub(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeHub]:
     stores: list[SqlJobStore] = []
+    broker = request.param.split("-")[0]
+    schemas = ExitStack()
 
     async def make(history_size: int = 100, queue: int = 1000, ttl_s: float = 3600, fresh: bool = True) -> Hub:
         engine = None
-        if request.param == "sql":
+        if broker == "sql":
             if fresh or not stores:
-                stores.append(SqlJobStore(f"sqlite:///{tmp_path / f'hub{len(stores)}.db'}"))
+                url = (
+                    schemas.enter_context(fresh_postgres_url())
+                    if request.param == "sql-postgres"
+                    else f"sqlite:///{tmp_path / f'hub{len(stores)}.db'}"
+                )
+                stores.append(SqlJobStore(url))
                 await stores[-1].start()
             engine = stores[-1].engine
         hub = open_hub(
-            f"{request.param}://",
+            f"{broker}://",
             history_size=history_size,
             history_ttl_s=ttl_s,
             subscriber_queue_size=queue,
@@ -36,10 +45,11 @@ async def make_hub(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         await hub.start()
         return hub
 
-    make.kind = request.param  # type: ignore[attr-defined]
+    make.kind = broker  # type: ignore[attr-defined]
     yield make
     for store in stores:
         await store.close()
+    schemas.close()
 
 
 async def test_offsets_rise_per_stream_with_one_epoch(make_hub: MakeHub) -> None:

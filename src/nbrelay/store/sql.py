@@ -148,7 +148,7 @@ def engine_url(url: str) -> URL:
     return parsed
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA busy_timeout = 5000")
@@ -267,7 +267,7 @@ class SqlJobStore:
         self._started = False
         if self._sqlite:
             self._engine: AsyncEngine = create_async_engine(self.url)
-            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self._engine.sync_engine, "connect", sqlite_pragmas)
         else:
             self._engine = create_async_engine(self.url, pool_size=5, max_overflow=5, pool_pre_ping=True)
 
