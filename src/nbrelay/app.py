@@ -25,6 +25,7 @@ from nbrelay.api import auth as auth_api
 from nbrelay.api import contents as contents_api
 from nbrelay.api import jobs as jobs_api
 from nbrelay.api import notebooks as notebooks_api
+from nbrelay.api import page as page_api
 from nbrelay.api import reports as reports_api
 from nbrelay.api.auth import CurrentUser
 from nbrelay.auth import Authenticator, request_origin_allowed
@@ -170,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(notebooks_api.router)
     app.include_router(contents_api.router)
     app.include_router(reports_api.router)
+    app.include_router(page_api.router)
 
     @app.websocket("/ws")
     async def websocket_endpoint(websocket: WebSocket) -> None:

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     shared_dir: str = Field("shared", pattern=r"^[A-Za-z0-9_.-]+$")
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
 
+    # The web page: the path prefix under which a reverse proxy publishes the service (e.g. /nbrelay; the proxy
+    # strips it before forwarding). The page links everything relative to it; empty: relative to its address.
+    base_path: str = Field("", pattern=r"^(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*/?$")
+
     # Report history: keep the newest N reports of each notebook and/or those of jobs finished within D days (a
     # report goes if either rule says so); None: no limit. Applied at start, then every retention_interval_s.
     report_keep_last: int | None = Field(None, ge=1)

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from nbrelay.api.auth import CurrentUser
 from nbrelay.api.jobs import Service
 from nbrelay.runner.params import default_value
+from nbrelay.steps import read_notebook_steps
 
 router = APIRouter(prefix="/api", tags=["notebooks"])
 
@@ -18,10 +19,13 @@ router = APIRouter(prefix="/api", tags=["notebooks"])
 async def notebook_parameters(path: str, jobs: Service, user: CurrentUser) -> dict[str, Any]:
     info = await asyncio.to_thread(jobs.inspect, path, user)
     parameters = info.parameters
+    steps = await asyncio.to_thread(read_notebook_steps, info.absolute)
     return {
         "notebook": info.path,
         "kernel_name": info.kernel_name,
         "language": info.language,
         "inspectable": parameters is not None,
         "parameters": [{**p.to_dict(), "default_value": default_value(p)} for p in parameters or []],
+        # The post-run steps a job without `steps` gets (metadata.nbrelay.steps, as written), or null.
+        "default_steps": steps,
     }
