@@ -1,0 +1,509 @@
+// Jobs: what the page knows of them (JobStore, fed by REST answers and push events alike) and the live jobs
+// panel (queued with their place in the queue, running with progress, output and ETA, finished).
+
+import { api, urls } from "./api.js";
+import {
+  baseName,
+  describeError,
+  fill,
+  formatDuration,
+  formatFullTime,
+  formatParameters,
+  formatWhen,
+  h,
+  icon,
+  STATE_LABELS,
+} from "./dom.js";
+
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled", "timed_out"]);
+const TERMINAL_EVENTS = new Set(["job.succeeded", "job.failed", "job.cancelled", "job.timed_out"]);
+const TAIL_CHARS = 4000;
+const TAIL_LINES = 8;
+const RECENT_LIMIT = 30;
+
+// A job only moves forward: queued → running → finished. Answers and events can arrive in any order (a REST
+// answer read before an event, a resume replaying what a snapshot already said), so an older state never
+// overwrites a newer one, and progress never goes back.
+function rank(state) {
+  return state === "queued" ? 0 : state === "running" ? 1 : 2;
+}
+
+export class JobStore {
+  constructor({ user }) {
+    this.user = user;
+    this.jobs = new Map();
+    this.lastRuns = new Map(); // notebook → {duration_s: number | null, loaded: boolean}
+    this._changeListeners = new Set();
+    this._finishListeners = new Set();
+    this._notified = new Set();
+    this._fetching = new Set();
+    this._positionsTimer = null;
+    this._skewMs = null; // how far the browser's clock is ahead of the server's (from event times)
+  }
+
+  onChange(fn) {
+    this._changeListeners.add(fn);
+  }
+
+  /** fn(job) once per job of this user that finishes while the page is open (from an event or a REST answer). */
+  onFinished(fn) {
+    this._finishListeners.add(fn);
+  }
+
+  get(id) {
+    return this.jobs.get(Number(id));
+  }
+
+  /** Now, on the server's clock (so elapsed times stay right when the browser's clock is off). */
+  serverNow() {
+    return Date.now() - (this._skewMs ?? 0);
+  }
+
+  elapsedS(job) {
+    if (TERMINAL.has(job.state)) return job.duration_s ?? null;
+    const started = Date.parse(job.started_at);
+    return Number.isFinite(started) ? Math.max(0, (this.serverNow() - started) / 1000) : null;
+  }
+
+  // --- merging ------------------------------------------------------------------------------------------------
+
+  merge(incoming) {
+    const id = Number(incoming.id);
+    const known = this.jobs.get(id);
+    if (!known) {
+      const job = { parameters: {}, progress: { cell: 0, total: 0 }, tail: "", ...incoming, id };
+      this.jobs.set(id, job);
+      this._changed(job);
+      return job;
+    }
+    if (rank(incoming.state ?? known.state) < rank(known.state)) return known; // stale news
+    const wasFinished = TERMINAL.has(known.state);
+    const before = known.progress ?? { cell: 0, total: 0 };
+    const after = incoming.progress ?? before;
+    Object.assign(known, incoming, {
+      id,
+      progress: { cell: Math.max(before.cell ?? 0, after.cell ?? 0), total: after.total || before.total || 0 },
+    });
+    if (!wasFinished && TERMINAL.has(known.state)) this._finished(known);
+    this._changed(known);
+    return known;
+  }
+
+  /** A push event (job.*): update the job, fetching it over REST when it is new to us. */
+  apply(event) {
+    const data = event.data ?? {};
+    if (data.job == null) return;
+    this._learnClock(event);
+    const id = Number(data.job);
+    if (!this.jobs.has(id)) {
+      this.jobs.set(id, {
+        id,
+        owner: data.owner,
+        notebook: data.notebook ?? "",
+        state: "queued",
+        parameters: {},
+        progress: { cell: 0, total: 0 },
+        tail: "",
+        created_at: event.ts,
+      });
+      this.fetch(id);
+    }
+    const job = this.jobs.get(id);
+    const base = { id, ...(data.notebook ? { notebook: data.notebook } : {}) };
+    switch (event.type) {
+      case "job.queued":
+        this.merge({ ...base, state: "queued" });
+        this.schedulePositions();
+        break;
+      case "job.started":
+        this.merge({
+          ...base,
+          state: "running",
+          started_at: job.started_at ?? event.ts,
+          queue_position: null,
+          progress: { cell: 0, total: data.total ?? 0 },
+        });
+        this.schedulePositions();
+        break;
+      case "job.progress":
+        this.merge({ ...base, state: "running", progress: { cell: data.cell, total: data.total } });
+        break;
+      case "job.output":
+        job.tail = (job.tail + (data.text ?? "")).slice(-TAIL_CHARS);
+        this._changed(job);
+        break;
+      default:
+        if (!TERMINAL_EVENTS.has(event.type)) return;
+        this.merge({
+          ...base,
+          state: data.state,
+          error: data.error ?? null,
+          duration_s: data.duration_s ?? job.duration_s ?? null,
+          finished_at: job.finished_at ?? event.ts,
+          report_url: data.report_url ?? null,
+          notebook_url: data.report_url ? urls.notebook(id) : null,
+          step_results: data.steps ?? job.step_results ?? null,
+          queue_position: null,
+        });
+        this.schedulePositions();
+    }
+  }
+
+  /** The jobs that were queued or running at connect time (the server's snapshot). */
+  applySnapshot(jobs) {
+    const listed = new Set();
+    for (const job of jobs ?? []) {
+      listed.add(Number(job.id));
+      this.merge(job);
+    }
+    // Jobs we thought unfinished that the snapshot does not list have finished meanwhile: read them again.
+    for (const job of this.jobs.values()) {
+      if (!TERMINAL.has(job.state) && !listed.has(job.id)) this.fetch(job.id);
+    }
+  }
+
+  /** Read the recent jobs over REST (at start, and when the push history could not fill a gap). */
+  async load() {
+    const answer = await api.get("api/jobs", { limit: RECENT_LIMIT });
+    const listed = new Set();
+    for (const job of answer.jobs) {
+      listed.add(job.id);
+      this.merge(job);
+    }
+    for (const job of this.jobs.values()) {
+      if (!TERMINAL.has(job.state) && !listed.has(job.id)) this.fetch(job.id);
+    }
+    this.schedulePositions();
+  }
+
+  fetch(id) {
+    if (this._fetching.has(id)) return;
+    this._fetching.add(id);
+    api
+      .get(urls.job(id))
+      .then((job) => this.merge(job))
+      .catch(() => {})
+      .finally(() => this._fetching.delete(id));
+  }
+
+  async cancel(id) {
+    const job = await api.post(`${urls.job(id)}/cancel`);
+    return this.merge(job);
+  }
+
+  /** Queue positions are global (other users' jobs count too), so they are read from the server. */
+  schedulePositions() {
+    clearTimeout(this._positionsTimer);
+    this._positionsTimer = setTimeout(() => {
+      if (![...this.jobs.values()].some((job) => job.state === "queued")) return;
+      api
+        .get("api/jobs", { state: "queued", limit: 500 })
+        .then((answer) => answer.jobs.forEach((job) => this.merge(job)))
+        .catch(() => {});
+    }, 200);
+  }
+
+  /** {duration_s, loaded} of the notebook's last successful run (read once per notebook, then kept current). */
+  lastRun(notebook) {
+    if (!this.lastRuns.has(notebook)) {
+      this.lastRuns.set(notebook, { duration_s: null, loaded: false });
+      api
+        .get("api/jobs", { notebook, state: "succeeded", limit: 1 })
+        .then((answer) => {
+          const entry = this.lastRuns.get(notebook);
+          if (!entry.loaded)
+            this.lastRuns.set(notebook, { duration_s: answer.jobs[0]?.duration_s ?? null, loaded: true });
+          for (const job of this.jobs.values()) if (job.notebook === notebook) this._changed(job);
+        })
+        .catch(() => this.lastRuns.delete(notebook));
+    }
+    return this.lastRuns.get(notebook);
+  }
+
+  // --- internals ----------------------------------------------------------------------------------------------
+
+  _finished(job) {
+    if (job.state === "succeeded" && job.duration_s != null) {
+      this.lastRuns.set(job.notebook, { duration_s: job.duration_s, loaded: true });
+    }
+    if (this._notified.has(job.id) || (this.user && job.owner && job.owner !== this.user)) return;
+    this._notified.add(job.id);
+    for (const fn of this._finishListeners) fn(job);
+  }
+
+  _changed(job) {
+    for (const fn of this._changeListeners) fn(job);
+  }
+
+  _learnClock(event) {
+    const sent = Date.parse(event.ts);
+    if (!Number.isFinite(sent)) return;
+    // The smallest lag seen is the closest to the true offset: delivery only ever adds to it.
+    const lag = Date.now() - sent;
+    if (this._skewMs === null || lag < this._skewMs) this._skewMs = lag;
+  }
+}
+
+// --- the panel ------------------------------------------------------------------------------------------------
+
+const SECTIONS = [
+  { key: "running", title: "Running" },
+  { key: "queued", title: "Queued" },
+  { key: "finished", title: "Recent" },
+];
+
+function sectionOf(job) {
+  return TERMINAL.has(job.state) ? "finished" : job.state === "running" ? "running" : "queued";
+}
+
+class JobCard {
+  constructor(job, panel) {
+    this.panel = panel;
+    this.id = job.id;
+    this.badge = h("span", { class: "badge" });
+    this.title = h("span", { class: "job-name" });
+    this.number = h("span", { class: "job-id" }, `#${job.id}`);
+    this.cancelButton = h(
+      "button",
+      {
+        type: "button",
+        class: "btn btn-small btn-quiet",
+        dataset: { action: "cancel" },
+        onclick: () => panel.cancel(this.id),
+      },
+      icon("stop"),
+      "Cancel",
+    );
+    this.reportButton = h(
+      "button",
+      {
+        type: "button",
+        class: "btn btn-small",
+        dataset: { action: "report" },
+        onclick: () => panel.handlers.onViewReport(this.id),
+      },
+      "View report",
+    );
+    this.againButton = h(
+      "button",
+      {
+        type: "button",
+        class: "btn-icon",
+        title: "Run again",
+        "aria-label": "Run again",
+        dataset: { action: "again" },
+        onclick: () => panel.handlers.onRunAgain(panel.store.get(this.id)),
+      },
+      icon("refresh"),
+    );
+    this.params = h("p", { class: "job-params" });
+    this.fill = h("div", { class: "progress-fill" });
+    this.bar = h("div", { class: "progress", role: "progressbar", "aria-valuemin": "0" }, this.fill);
+    this.meta = h("p", { class: "job-meta" });
+    this.error = h("p", { class: "job-error" });
+    this.tail = h("pre", { class: "job-tail", "aria-label": "Latest output" });
+    this.el = h(
+      "article",
+      { class: "job", dataset: { job: String(job.id) } },
+      h(
+        "div",
+        { class: "job-top" },
+        this.badge,
+        h("div", { class: "job-title" }, this.title, this.number),
+        h("div", { class: "job-actions" }, this.cancelButton, this.reportButton, this.againButton),
+      ),
+      this.params,
+      this.bar,
+      this.meta,
+      this.error,
+      this.tail,
+    );
+    this.update(job);
+  }
+
+  update(job) {
+    const finished = TERMINAL.has(job.state);
+    this.el.dataset.state = job.state;
+    this.badge.className = `badge state-${job.state}`;
+    this.badge.textContent = STATE_LABELS[job.state] ?? job.state;
+    this.title.textContent = baseName(job.notebook) || "…";
+    this.title.title = job.notebook ?? "";
+    this.el.setAttribute("aria-label", `Job ${job.id}: ${job.notebook} (${STATE_LABELS[job.state] ?? job.state})`);
+    const params = formatParameters(job.parameters);
+    this.params.textContent = params;
+    this.params.hidden = !params;
+
+    const { cell = 0, total = 0 } = job.progress ?? {};
+    const shown = job.state === "succeeded" ? Math.max(cell, total) : cell;
+    this.bar.hidden = job.state === "queued" || (finished && !total);
+    this.bar.setAttribute("aria-valuemax", String(total));
+    this.bar.setAttribute("aria-valuenow", String(shown));
+    this.bar.setAttribute("aria-label", `cell ${shown} of ${total}`);
+    this.fill.style.width = total ? `${Math.min(100, (100 * shown) / total)}%` : "0%";
+
+    const cancelling = Boolean(job.cancel_requested) && !finished;
+    this.cancelButton.hidden = finished;
+    this.cancelButton.disabled = cancelling;
+    this.cancelButton.lastChild.textContent = cancelling ? "Cancelling…" : "Cancel";
+    this.reportButton.hidden = !(finished && job.report_url);
+    this.againButton.hidden = !finished;
+
+    const error = finished && job.state !== "succeeded" ? describeError(job.error) : "";
+    this.error.textContent = error;
+    this.error.hidden = !error;
+    this.error.title = job.error?.reason ?? "";
+
+    const lines = (job.tail ?? "").replace(/\n+$/, "").split("\n");
+    this.tail.textContent = lines.slice(-TAIL_LINES).join("\n");
+    this.tail.hidden = finished || !job.tail;
+    this.tail.scrollTop = this.tail.scrollHeight;
+    this.tick(job);
+  }
+
+  /** The parts that change with time alone: elapsed, ETA, "3 min ago". */
+  tick(job) {
+    const store = this.panel.store;
+    const parts = [];
+    if (job.state === "queued") {
+      parts.push(job.queue_position ? `Position ${job.queue_position} in the queue` : "Waiting in the queue");
+      if (job.created_at) parts.push(`queued ${formatWhen(job.created_at, store.serverNow())}`);
+    } else if (job.state === "running") {
+      const { cell = 0, total = 0 } = job.progress ?? {};
+      if (!total) parts.push("Starting…");
+      else if (cell >= total) parts.push("Writing the report…");
+      else parts.push(`Cell ${cell + 1} of ${total}`);
+      const elapsed = store.elapsedS(job);
+      if (elapsed != null) parts.push(`${formatDuration(elapsed)} elapsed`);
+      const eta = this.eta(job, elapsed);
+      if (eta) parts.push(eta);
+    } else {
+      const verb = {
+        succeeded: "Took",
+        failed: "Failed after",
+        cancelled: "Cancelled after",
+        timed_out: "Timed out after",
+      };
+      if (job.duration_s != null) parts.push(`${verb[job.state] ?? "Took"} ${formatDuration(job.duration_s)}`);
+      if (job.finished_at) parts.push(formatWhen(job.finished_at, store.serverNow()));
+      this.meta.title = job.finished_at ? `Finished ${formatFullTime(job.finished_at)}` : "";
+    }
+    this.meta.textContent = parts.join(" · ");
+  }
+
+  eta(job, elapsed) {
+    const last = this.panel.store.lastRun(job.notebook);
+    if (!last.loaded || last.duration_s == null || elapsed == null) return "";
+    const left = last.duration_s - elapsed;
+    if (left >= 1) return `about ${formatDuration(left)} left`;
+    return `longer than the last run (${formatDuration(last.duration_s)})`;
+  }
+}
+
+export class JobsPanel {
+  /** handlers: onViewReport(id), onRunAgain(job), onError(error) */
+  constructor(store, handlers) {
+    this.store = store;
+    this.handlers = handlers;
+    this.cards = new Map();
+    this.lists = {};
+    this.counts = {};
+    this.sections = {};
+    for (const { key, title } of SECTIONS) {
+      this.counts[key] = h("span", { class: "count" });
+      this.lists[key] = h("div", { class: "job-list" });
+      this.sections[key] = h(
+        "section",
+        { class: `job-section job-section-${key}`, dataset: { section: key }, hidden: true },
+        h("h3", { class: "section-title" }, title, this.counts[key]),
+        this.lists[key],
+      );
+    }
+    this.empty = h(
+      "div",
+      { class: "empty" },
+      icon("play", "icon empty-icon"),
+      h("p", null, "No jobs yet"),
+      h("p", { class: "muted" }, "Pick a notebook and press Run: its progress shows up here, live."),
+    );
+    this.el = h(
+      "section",
+      { class: "card jobs-card", "aria-labelledby": "jobs-title" },
+      h("header", { class: "card-head" }, h("h2", { id: "jobs-title" }, "Jobs")),
+      h(
+        "div",
+        { class: "card-body jobs-body" },
+        this.empty,
+        SECTIONS.map(({ key }) => this.sections[key]),
+      ),
+    );
+    store.onChange((job) => this.render(job));
+    setInterval(() => this.tick(), 1000);
+  }
+
+  render(job) {
+    let card = this.cards.get(job.id);
+    if (!card) {
+      card = new JobCard(job, this);
+      this.cards.set(job.id, card);
+    } else {
+      card.update(job);
+    }
+    const key = sectionOf(job);
+    if (card.el.parentElement !== this.lists[key]) this.lists[key].append(card.el);
+    this.arrange();
+  }
+
+  /** Order each section (running and queued oldest first, finished newest first) and keep the recent ones. */
+  arrange() {
+    for (const { key } of SECTIONS) {
+      const list = this.lists[key];
+      const cards = [...list.children];
+      const job = (el) => this.store.get(el.dataset.job);
+      const order =
+        key === "finished"
+          ? (a, b) => job(b).id - job(a).id
+          : key === "queued"
+            ? (a, b) => (job(a).queue_position ?? 1e9) - (job(b).queue_position ?? 1e9) || job(a).id - job(b).id
+            : (a, b) => job(a).id - job(b).id;
+      const sorted = [...cards].sort(order);
+      if (sorted.some((el, i) => el !== cards[i])) fill(list, sorted);
+      if (key === "finished") {
+        for (const el of sorted.slice(RECENT_LIMIT)) {
+          el.remove();
+          this.cards.delete(Number(el.dataset.job));
+        }
+      }
+      this.counts[key].textContent = String(Math.min(sorted.length, key === "finished" ? RECENT_LIMIT : Infinity));
+      this.sections[key].hidden = sorted.length === 0;
+    }
+    this.empty.hidden = this.cards.size > 0;
+  }
+
+  /** Draw the eye to a job just submitted from this page. */
+  highlight(id) {
+    const card = this.cards.get(Number(id));
+    if (!card) return;
+    card.el.classList.remove("fresh");
+    void card.el.offsetWidth; // restart the animation
+    card.el.classList.add("fresh");
+    card.el.scrollIntoView({ block: "nearest", behavior: "smooth" });
+  }
+
+  tick() {
+    for (const card of this.cards.values()) {
+      const job = this.store.get(card.id);
+      if (job) card.tick(job);
+    }
+  }
+
+  async cancel(id) {
+    const card = this.cards.get(id);
+    if (card) card.cancelButton.disabled = true;
+    try {
+      await this.store.cancel(id);
+    } catch (error) {
+      if (card) card.cancelButton.disabled = false;
+      this.handlers.onError(error);
+    }
+  }
+}
