@@ -1,0 +1,294 @@
+"""The web page in Chromium against a real server: upload a notebook, run it from the generated form, watch its
+progress, get the toast, open the report; run again with an ETA; cancel; the README's screenshot.
+
+One server for the module (auth mode none, one worker): the tests add files and jobs, and each looks only at its
+own. The screenshot test runs last, when there is some history to show.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser import page_support as support
+from tests.browser.page_support import JOB_IDS, RECORD_PROGRESS, PageSession, job_card, run_from_form, wait_live
+from tests.browser.test_push_page import BLOCK_WEBSOCKET
+from tests.conftest import ServerProcess
+
+SANDBOX = "allow-scripts allow-popups allow-popups-to-escape-sandbox"
+MARKUP_NAME = "<img src=x onerror=alert(1)>.txt"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = support.start_server(tmp_path_factory.mktemp("page-jobs"), workers=1)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pages(browser: Browser, request: pytest.FixtureRequest) -> Iterator[PageSession]:
+    yield from support.page_session(browser, request)
+
+
+def open_app(pages: PageSession, server: ServerProcess, **kw: str) -> Page:
+    page = pages.open(f"{server.url}/", **kw)
+    wait_live(page)
+    return page
+
+
+def submit(server: ServerProcess, notebook: str, **parameters: object) -> int:
+    answer = httpx.post(f"{server.url}/api/jobs", json={"notebook": notebook, "parameters": parameters}, timeout=30)
+    assert answer.status_code == 202, answer.text
+    return int(answer.json()["id"])
+
+
+def test_upload_run_watch_progress_toast_and_report(server: ServerProcess, pages: PageSession, tmp_path: Path) -> None:
+    page = pages.open(f"{server.url}/", init_script=RECORD_PROGRESS)
+    wait_live(page)
+    before = page.locator(".job").evaluate_all(JOB_IDS)
+
+    # Upload with the button (a real file chooser).
+    local = tmp_path / "steps.ipynb"
+    local.write_text(support.steps_notebook(steps=8))
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="Upload").click()
+    chooser.value.set_files(str(local))
+    row = page.locator(".file-row[data-path='steps.ipynb']")
+    expect(row).to_be_visible()
+    expect(page.locator(".toast-success").filter(has_text="Uploaded steps.ipynb")).to_be_visible()
+    assert (server.workspace / "steps.ipynb").read_text() == local.read_text()
+
+    # The form is made from the notebook's parameters: types, defaults and help.
+    row.locator("[data-action=run]").click()
+    dialog = page.locator("dialog.run-dialog")
+    expect(dialog.locator("h2")).to_have_text("Run steps.ipynb")
+    expect(dialog.locator("#param-name")).to_have_value("world")
+    expect(dialog.locator("#param-count")).to_have_value("3")
+    expect(dialog.locator("#param-delay")).to_have_value("0.1")
+    expect(dialog.locator("[data-param=count] .param-type")).to_have_text("int")
+    expect(dialog.locator("[data-param=name] .field-help")).to_contain_text("who to greet")
+
+    # A value of the wrong type: the API's 422 shows next to that field, and the dialog stays open.
+    dialog.locator("#param-count").fill("many")
+    dialog.locator("button[type=submit]").click()
+    error = dialog.locator("[data-param=count] .field-error")
+    expect(error).to_contain_text("expected an integer")
+    expect(dialog.locator("[data-param=name] .field-error")).to_be_hidden()
+
+    dialog.locator("#param-count").fill("2")
+    dialog.locator("#param-name").fill("Ada")
+    dialog.locator("#param-delay").fill("0.3")
+    dialog.locator("button[type=submit]").click()
+    expect(dialog).to_have_count(0)
+    page.wait_for_function("(n) => document.querySelectorAll('.job').length > n", arg=len(before))
+    job = max(set(page.locator(".job").evaluate_all(JOB_IDS)) - set(before))
+    card = job_card(page, job)
+    expect(card.locator(".job-params")).to_have_text("name=Ada · count=2 · delay=0.3")
+
+    # The progress bar moves cell by cell and ends full; the toast says it succeeded.
+    expect(card).to_have_attribute("data-state", "succeeded")
+    seen = page.evaluate("(job) => window.progressSeen[job] || []", str(job))
+    values = [now for now, _ in seen]
+    total = seen[-1][1]
+    assert total >= 10, seen
+    assert values == sorted(values), f"the progress bar went back: {seen}"
+    assert values[-1] == total, f"the bar did not reach the end: {seen}"
+    assert any(0 < v < total for v in values), f"never saw the bar part-way: {seen}"
+    expect(card.locator(".progress")).to_have_attribute("aria-valuenow", str(total))
+    toast = page.locator(".toast-success").filter(has_text="steps.ipynb succeeded")
+    expect(toast).to_contain_text(f"Job #{job}")
+
+    # The report opens from the toast, sandboxed, with the run's history beside it.
+    toast.get_by_role("button", name="View report").click()
+    viewer = page.locator(".viewer")
+    expect(viewer).to_be_visible()
+    expect(page.locator(".workspace")).to_be_hidden()
+    frame = viewer.locator("iframe")
+    expect(frame).to_have_attribute("sandbox", SANDBOX)
+    expect(frame).to_have_attribute("src", f"api/jobs/{job}/report")
+    expect(page.frame_locator(".viewer iframe").get_by_text("Hello, Ada x2")).to_be_visible()
+    expect(viewer.locator(".viewer-title")).to_have_text("steps.ipynb")
+    expect(viewer.locator(".history-item.current")).to_contain_text(f"#{job}")
+    assert page.url.endswith(f"#report/{job}")
+
+    # Downloads: the HTML report and the executed notebook.
+    with page.expect_download() as html_download:
+        viewer.get_by_role("link", name="HTML").click()
+    assert html_download.value.suggested_filename == f"{job}-steps.html"
+    assert "Hello, Ada x2" in Path(html_download.value.path()).read_text()
+    with page.expect_download() as nb_download:
+        viewer.get_by_role("link", name="Notebook").click()
+    assert nb_download.value.suggested_filename == f"{job}-steps.ipynb"
+    assert '"Ada"' in Path(nb_download.value.path()).read_text()
+
+    viewer.get_by_role("button", name="Back to the jobs").click()
+    expect(page.locator(".workspace")).to_be_visible()
+    expect(viewer).to_be_hidden()
+    pages.assert_no_page_errors()
+
+
+def test_run_again_shows_eta_and_streaming_output(server: ServerProcess, pages: PageSession) -> None:
+    page = open_app(pages, server)
+    first = submit(server, "wait.ipynb", seconds=1)
+    expect(job_card(page, first)).to_have_attribute("data-state", "succeeded")
+
+    # "Run again" fills the form with the last run's values; this run knows the last one took about a second
+    # and a half, so with 6 s of waiting the ETA runs out and says so.
+    job_card(page, first).locator("[data-action=again]").click()
+    dialog = page.locator("dialog.run-dialog")
+    expect(dialog.locator("#param-seconds")).to_have_value("1")
+    dialog.locator("#param-seconds").fill("6")
+    dialog.locator("button[type=submit]").click()
+    expect(dialog).to_have_count(0)
+    second = first + 1
+    card = job_card(page, second)
+    expect(card).to_have_attribute("data-state", "running")
+    expect(card.locator(".job-tail")).to_contain_text("waiting 6")
+    expect(card.locator(".job-meta")).to_contain_text(re.compile(r"about .* left|longer than the last run"))
+    expect(card.locator(".job-meta")).to_contain_text(re.compile(r"Cell \d of \d+ · .* elapsed"))
+    expect(card.locator(".job-meta")).to_contain_text("longer than the last run")
+    expect(card).to_have_attribute("data-state", "succeeded")
+    expect(card.locator(".job-tail")).to_be_hidden()
+    expect(card.locator(".job-meta")).to_contain_text("Took")
+    pages.assert_no_page_errors()
+
+
+def test_cancel_running_and_queued_jobs(server: ServerProcess, pages: PageSession) -> None:
+    page = open_app(pages, server)
+    running = run_from_form(page, "wait.ipynb", {"seconds": "120"})
+    card = job_card(page, running)
+    expect(card.locator(".job-tail")).to_contain_text("waiting 120")
+
+    # With the only worker busy, the next job waits: the page shows its place in the queue.
+    queued = submit(server, "wait.ipynb", seconds=120)
+    waiting = job_card(page, queued)
+    expect(waiting).to_have_attribute("data-state", "queued")
+    expect(waiting.locator(".job-meta")).to_contain_text("Position 1 in the queue")
+    expect(page.locator("[data-section=queued] .count")).to_have_text("1")
+
+    waiting.locator("[data-action=cancel]").click()
+    expect(waiting).to_have_attribute("data-state", "cancelled")
+    card.locator("[data-action=cancel]").click()
+    expect(card).to_have_attribute("data-state", "cancelled")
+    expect(card.locator(".badge")).to_have_text("Cancelled")
+    expect(page.locator(".toast").filter(has_text="wait.ipynb cancelled").first).to_be_visible()
+    assert server.wait_for(running)["state"] == "cancelled"
+    pages.assert_no_page_errors()
+
+
+def test_files_drop_folder_rename_copy_delete_and_live_changes(server: ServerProcess, pages: PageSession) -> None:
+    page = open_app(pages, server)
+    files = page.locator(".files-card")
+
+    # Drag and drop a file onto the list.
+    drop = page.evaluate_handle(
+        """(text) => {
+            const data = new DataTransfer();
+            data.items.add(new File([text], 'dropped.ipynb', { type: 'application/x-ipynb+json' }));
+            return data;
+        }""",
+        support.wait_notebook(),
+    )
+    files.dispatch_event("dragenter", {"dataTransfer": drop})
+    expect(files).to_have_class(re.compile(r"\bdragging\b"))
+    expect(files.locator(".drop-text")).to_have_text("Drop to upload to the workspace")
+    files.dispatch_event("drop", {"dataTransfer": drop})
+    expect(files).not_to_have_class(re.compile(r"\bdragging\b"))
+    expect(page.locator(".file-row[data-path='dropped.ipynb']")).to_be_visible()
+
+    # New folder, then into it and back.
+    page.get_by_role("button", name="New folder").click()
+    prompt = page.locator("dialog.modal-small")
+    prompt.locator("input").fill("archive")
+    prompt.get_by_role("button", name="Create").click()
+    folder = page.locator(".file-row[data-path='archive']")
+    expect(folder).to_be_visible()
+    folder.locator(".file-open").click()
+    expect(page.locator(".crumb.current")).to_have_text("archive")
+    expect(page.locator(".file-list .empty")).to_contain_text("This folder is empty")
+    page.locator(".crumbs button.crumb").first.click()
+    expect(folder).to_be_visible()
+
+    # Rename, copy, delete with confirmation.
+    dropped = page.locator(".file-row[data-path='dropped.ipynb']")
+    dropped.locator("[data-action=more]").click()
+    page.get_by_role("menuitem", name="Rename").click()
+    prompt.locator("input").fill("kept.ipynb")
+    prompt.get_by_role("button", name="Rename").click()
+    kept = page.locator(".file-row[data-path='kept.ipynb']")
+    expect(kept).to_be_visible()
+    expect(dropped).to_have_count(0)
+
+    kept.locator("[data-action=more]").click()
+    page.get_by_role("menuitem", name="Make a copy").click()
+    copy = page.locator(".file-row[data-path='kept-Copy1.ipynb']")
+    expect(copy).to_be_visible()
+
+    copy.locator("[data-action=more]").click()
+    page.get_by_role("menuitem", name="Delete").click()
+    confirm = page.locator("dialog.modal-small")
+    expect(confirm).to_contain_text("kept-Copy1.ipynb will be deleted")
+    confirm.get_by_role("button", name="Cancel").click()
+    expect(copy).to_be_visible()
+    copy.locator("[data-action=more]").click()
+    page.get_by_role("menuitem", name="Delete").click()
+    confirm.get_by_role("button", name="Delete").click()
+    expect(copy).to_have_count(0)
+    assert not (server.workspace / "kept-Copy1.ipynb").exists()
+
+    # Changes made elsewhere (another client) arrive as file.changed events.
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+        folder.locator(".file-open").click()
+        expect(page.locator(".file-list .empty")).to_be_visible()
+        # A name that is also markup shows as text (never parsed as HTML).
+        assert api.put(f"/api/contents/archive/{MARKUP_NAME}", content=b"hi").status_code == 201
+        expect(page.locator(".file-name")).to_have_text(MARKUP_NAME)
+        assert api.delete(f"/api/contents/archive/{MARKUP_NAME}").status_code == 204
+        expect(page.locator(".file-list .empty")).to_be_visible()
+    pages.assert_no_page_errors()
+
+
+def test_connection_status_shows_the_sse_fallback(server: ServerProcess, pages: PageSession) -> None:
+    page = pages.open(f"{server.url}/", init_script=BLOCK_WEBSOCKET)
+    pill = page.locator(".conn")
+    expect(pill).to_have_attribute("data-status", "fallback")
+    expect(pill).to_have_text("Live · SSE")
+    job = submit(server, "hello.ipynb", name="SSE")
+    expect(job_card(page, job)).to_have_attribute("data-state", "succeeded")
+    expect(page.locator(".toast-success").filter(has_text="hello.ipynb succeeded")).to_be_visible()
+    pages.assert_no_page_errors()
+
+
+def test_readme_screenshot(server: ServerProcess, pages: PageSession) -> None:
+    """The page as the README shows it: a failure, a success, a run in progress with its ETA, one queued."""
+    page = open_app(pages, server)
+    failed = run_from_form(page, "fails.ipynb")
+    expect(job_card(page, failed)).to_have_attribute("data-state", "failed")
+    expect(page.locator(".toast-error").filter(has_text="fails.ipynb failed")).to_contain_text("ZeroDivisionError")
+    hello = run_from_form(page, "hello.ipynb", {"name": "Ada", "count": "2"})
+    expect(job_card(page, hello)).to_have_attribute("data-state", "succeeded")
+    page.locator(".toast-success .toast-close").first.click()
+
+    # A short run of wait.ipynb first, so the long one has an ETA to show.
+    short = run_from_form(page, "wait.ipynb", {"seconds": "5"})
+    expect(job_card(page, short)).to_have_attribute("data-state", "succeeded")
+    page.locator(".toast-success .toast-close").first.click()
+    running = run_from_form(page, "wait.ipynb", {"seconds": "90"})
+    queued = submit(server, "plot.ipynb", frequency=5)
+    expect(job_card(page, running).locator(".job-tail")).to_contain_text("waiting 90")
+    expect(job_card(page, running).locator(".job-meta")).to_contain_text(re.compile("left|longer than"))
+    expect(job_card(page, queued).locator(".job-meta")).to_contain_text("Position 1 in the queue")
+    page.mouse.move(0, 0)
+    support.SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(support.SCREENSHOT))
+
+    for job in (queued, running):
+        job_card(page, job).locator("[data-action=cancel]").click()
+        expect(job_card(page, job)).to_have_attribute("data-state", "cancelled")
+    pages.assert_no_page_errors()
