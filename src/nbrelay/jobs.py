@@ -82,6 +82,8 @@ class JobService:
         self.workspace = Workspace(settings.workspace)
         self.kernels = KernelNames()
         self.listeners: list[Listener] = []
+        # Owners of running jobs: a progress or output event then costs no read of the job's row.
+        self._owners: dict[int, str] = {}
         self._dispatch_lock = asyncio.Lock()
         self._dispatch_wanted = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -296,6 +298,7 @@ class JobService:
         job_id = event.job_id
         assert job_id is not None
         if event.type in TERMINAL_EVENTS:
+            self._owners.pop(job_id, None)
             job = await self.store.get_job(job_id)
             if job is not None and job.state is JobState.RUNNING:
                 await self._finish(
@@ -303,18 +306,20 @@ class JobService:
                 )
             self.kick()
             return
-        job = await self.store.get_job(job_id)
-        if job is None:
-            return
-        if event.type == "job.started":
-            await self.store.update_progress(job_id, 0, int(event.data.get("total", 0)))
-            job = replace(job, progress_total=int(event.data.get("total", 0)))
-            await self._publish(job_event(job, "job.started", total=job.progress_total))
-        elif event.type == "job.progress":
+        owner = self._owners.get(job_id)
+        if owner is None or event.type == "job.started":
+            job = await self.store.get_job(job_id)
+            if job is None:
+                return
+            owner = self._owners[job_id] = job.owner
+            if event.type == "job.started":
+                await self.store.update_progress(job_id, 0, int(event.data.get("total", 0)))
+                job = replace(job, progress_total=int(event.data.get("total", 0)))
+                await self._publish(job_event(job, "job.started", total=job.progress_total))
+                return
+        if event.type == "job.progress":
             await self.store.update_progress(job_id, int(event.data["cell"]), int(event.data["total"]))
-            await self._publish(replace(event, data={**event.data, "owner": job.owner}))
-        else:
-            await self._publish(replace(event, data={**event.data, "owner": job.owner}))
+        await self._publish(replace(event, data={**event.data, "owner": owner}))
 
     async def _finish(self, job: Job, state: JobState, error: dict[str, Any] | None, report: bool) -> None:
         report_path, output_path = self.report_paths(job)
