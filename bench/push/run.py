@@ -60,8 +60,6 @@ DELIVERY_TIMEOUT_S = 120.0
 # F5 and F6 run nbrelay twice: with its default hub (sql://, every event written to the job database first)
 # and with memory:// (fan-out only); the ratio and target use the default.
 VARIANTS = {"nbrelay": ("nbrelay", "sql://"), "nbrelay_memory": ("nbrelay", "memory://"), "socketio": ("socketio", "")}
-# --prototypes adds nbrelay with a proposed change patched in by bench/push/server.py (BENCH_PROTOTYPE), for F5
-PROTOTYPES = {"nbrelay_memory_encode_once": ("nbrelay", "memory://+encode-once")}
 
 _live: list[subprocess.Popen[Any]] = []  # every process group started here, ended in stop_all()
 
@@ -136,10 +134,7 @@ class Server:
             cmd = [str(PYTHON), str(HERE / "socketio_server.py"), "--port", str(self.port)]
             cmd += ["--heartbeat-s", f"{HEARTBEAT_S:g}"]
         env = bench_env(self.tmp)
-        broker, _, prototype = self.broker.partition("+")
-        env["NBRELAY_BROKER_URL"] = broker
-        if prototype:
-            env["BENCH_PROTOTYPE"] = prototype
+        env["NBRELAY_BROKER_URL"] = self.broker
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -636,9 +631,6 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller N and shorter runs, for a fast check")
     parser.add_argument("--only", default="F4,F5,F6", help="comma-separated subset of F4,F5,F6")
     parser.add_argument("--profile", action="store_true", help="py-spy raw profiles of both servers in F5")
-    parser.add_argument(
-        "--prototypes", action="store_true", help="F5 also with proposed product changes patched into the bench server"
-    )
     args = parser.parse_args()
     only = {part.strip().upper() for part in args.only.split(",") if part.strip()}
     if importlib.util.find_spec("socketio") is None:
@@ -711,8 +703,7 @@ def main() -> int:
             for n in f5_ns:
                 print(f"F5: broadcast to {n} clients for {f5_seconds:.0f} s ...", flush=True)
                 f5: dict[str, Any] = {}
-                variants = {**VARIANTS, **(PROTOTYPES if args.prototypes else {})}
-                for variant, (kind, broker) in variants.items():
+                for variant, (kind, broker) in VARIANTS.items():
                     spy = RESULTS.parent / f"push-F5-{n}-{variant}.pyspy.txt" if args.profile else None
                     f5[variant] = attempt(f5_broadcast, kind, tmp, n, f5_seconds, spy, broker)
                 results["F5"][str(n)] = f5

@@ -39,8 +39,6 @@ def main() -> None:
     args = parser.parse_args()
     raise_fd_limit(0)
 
-    if os.environ.get("BENCH_PROTOTYPE") == "encode-once":
-        prototype_encode_once()
     settings = Settings(port=args.port, workspace=args.workspace, data_dir=args.data_dir, workers=args.workers)
     app = create_app(settings)
 
@@ -86,45 +84,6 @@ def main() -> None:
         uvicorn.run(app, **uvicorn_options(settings.port, settings.heartbeat_s))
     else:
         Server(server_config(app, settings)).run()
-
-
-def prototype_encode_once() -> None:
-    """BENCH_PROTOTYPE=encode-once: a sketch of a proposed product change, measured without editing src/.
-    Each event is turned into its protocol-v1 text once (not once per recipient), and the events_sent counter
-    child is looked up once per connection. Session.deliver's dedupe rule is kept as it is (same positions)."""
-    from collections import OrderedDict
-
-    from nbrelay.transports import session as session_module
-    from nbrelay.transports import ws
-
-    texts: OrderedDict[tuple[Any, ...], str] = OrderedDict()
-
-    def wire(event: Any) -> str:
-        key = (event.stream, event.epoch, event.offset)
-        text = texts.get(key)
-        if text is None:
-            text = texts[key] = ws._dumps(session_module.event_message(event))
-            if len(texts) > 4096:
-                texts.popitem(last=False)
-        return text
-
-    async def _deliver(self: Any, events: list[Any]) -> None:
-        positions = self.session.positions
-        sent = 0
-        for event in events:
-            position = positions.get(event.stream)
-            if position is None or (position[0] == event.epoch and event.offset <= position[1]):
-                continue
-            positions[event.stream] = (event.epoch, event.offset)
-            await self.websocket.send_text(wire(event))
-            sent += 1
-        if sent:
-            counter = getattr(self, "_sent_counter", None)
-            if counter is None:
-                counter = self._sent_counter = self.push.metrics.events_sent.labels(self.transport)
-            counter.inc(sent)
-
-    ws.WebSocketConnection._deliver = _deliver  # type: ignore[method-assign]
 
 
 def add_tracemalloc_route(app: Any) -> None:
