@@ -143,16 +143,18 @@ class Push:
 
     async def follow(self, session: Session, subscriber: Subscriber, action: Subscribe) -> list[Send | Event]:
         """A subscribe the session accepted: what to send for it, in order. Refused: the error. Allowed: the
-        subscription starts at once (nothing published from now on is missed), then, for a resume, the
-        `recovered` answer and the missed events (the session drops any that live delivery sends twice)."""
+        subscription starts at once (nothing published from now on is missed), then, for a resume, what
+        `resume` gives (the session drops any event that live delivery sends twice)."""
         if not await self.may_follow(session.user, action.stream):
             return [session.refuse(action.stream)]
         self.hub.subscribe(subscriber, action.stream)
-        if action.since is None:
-            return []
-        resume = await self.hub.resume(action.stream, action.since)
+        return [] if action.since is None else await self.resume(session, action.stream, action.since)
+
+    async def resume(self, session: Session, stream: str, since: str) -> list[Send | Event]:
+        """The `recovered` answer for a resume from `since`, then the missed events (none if not recovered)."""
+        resume = await self.hub.resume(stream, since)
         self.metrics.resumes.labels(str(resume.recovered).lower()).inc()
-        return [session.resumed(action.stream, resume.recovered, resume.epoch, resume.last_offset), *resume.events]
+        return [session.resumed(stream, resume.recovered, resume.epoch, resume.last_offset), *resume.events]
 
     async def default_positions(self, user: User) -> dict[str, str]:
         streams = [f"user:{user.name}", "broadcast"]

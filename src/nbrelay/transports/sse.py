@@ -16,7 +16,7 @@ from nbrelay.auth import request_origin_allowed
 from nbrelay.hub.hub import STREAM_NAME, parse_position
 from nbrelay.models import Event
 from nbrelay.push import Push
-from nbrelay.transports.session import Close, Session
+from nbrelay.transports.session import Close, Send, Session
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -79,13 +79,10 @@ class SseConnection:
             for stream, since in resume_from.items():
                 if stream not in streams:
                     continue
-                resume = await push.hub.resume(stream, since)
-                push.metrics.resumes.labels(str(resume.recovered).lower()).inc()
-                yield _frame(
-                    "recovered", session.resumed(stream, resume.recovered, resume.epoch, resume.last_offset).message
-                )
-                for event in resume.events:
-                    if (frame := self._event(event)) is not None:
+                for item in await push.resume(session, stream, since):
+                    if isinstance(item, Send):
+                        yield _frame("recovered", item.message)
+                    elif (frame := self._event(item)) is not None:
                         yield frame
             while True:
                 try:
