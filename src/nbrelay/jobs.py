@@ -84,6 +84,7 @@ class JobService:
         self.listeners: list[Listener] = []
         # Owners of running jobs: a progress or output event then costs no read of the job's row.
         self._owners: dict[int, str] = {}
+        self._finishing: set[asyncio.Task[None]] = set()  # jobs whose post-run steps are running
         self._dispatch_lock = asyncio.Lock()
         self._dispatch_wanted = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -101,6 +102,7 @@ class JobService:
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             await asyncio.gather(self._dispatcher, return_exceptions=True)
+        await asyncio.gather(*self._finishing, return_exceptions=True)  # steps already under way end first
         await self.executor.stop()
 
     async def recover(self) -> None:
@@ -301,9 +303,15 @@ class JobService:
             self._owners.pop(job_id, None)
             job = await self.store.get_job(job_id)
             if job is not None and job.state is JobState.RUNNING:
-                await self._finish(
+                finish = self._finish(
                     job, EVENT_STATE[event.type], event.data.get("error"), bool(event.data.get("report"))
                 )
+                if job.steps:  # file steps may take long: other jobs' events go on meanwhile
+                    task = asyncio.create_task(finish, name=f"finish-{job_id}")
+                    self._finishing.add(task)
+                    task.add_done_callback(self._finishing.discard)
+                else:
+                    await finish
             self.kick()
             return
         owner = self._owners.get(job_id)
