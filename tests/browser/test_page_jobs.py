@@ -159,6 +159,38 @@ def test_run_again_shows_eta_and_streaming_output(server: ServerProcess, pages: 
     pages.assert_no_page_errors()
 
 
+def test_run_dialog_timeouts_and_post_run_steps(server: ServerProcess, pages: PageSession) -> None:
+    page = open_app(pages, server)
+    page.locator(".file-row[data-path='hello.ipynb'] [data-action=run]").click()
+    dialog = page.locator("dialog.run-dialog")
+    dialog.get_by_text("Timeouts and post-run steps").click()
+
+    # Errors of the advanced fields land next to them too: a timeout out of range, a step without a destination.
+    dialog.locator("#run-timeout_s").fill("-5")
+    dialog.locator("button[type=submit]").click()
+    expect(dialog.locator("[data-field=timeout_s] .field-error")).to_contain_text("greater than 0")
+    dialog.locator("#run-timeout_s").fill("300")
+    dialog.get_by_role("button", name="Add step").click()
+    step = dialog.locator(".step-row").first
+    step.get_by_label("Source").fill("report")
+    dialog.locator("button[type=submit]").click()
+    expect(step.locator(".field-error")).to_contain_text("steps[0]")
+    step.get_by_label("Destination").fill("published/{notebook}-{job}.html")
+    dialog.locator("button[type=submit]").click()
+    expect(dialog).to_have_count(0)
+
+    job = max(page.locator(".job").evaluate_all(JOB_IDS))
+    expect(job_card(page, job)).to_have_attribute("data-state", "succeeded")
+    assert server.wait_for(job)["timeout_s"] == 300
+    # The published copy shows up in the listing by itself (file.changed).
+    published = page.locator(".file-row[data-path='published']")
+    expect(published).to_be_visible()
+    published.locator(".file-open").click()
+    expect(page.locator(f".file-row[data-path='published/hello-{job}.html']")).to_be_visible()
+    page.locator(".crumbs button.crumb").first.click()
+    pages.assert_no_page_errors()
+
+
 def test_cancel_running_and_queued_jobs(server: ServerProcess, pages: PageSession) -> None:
     page = open_app(pages, server)
     running = run_from_form(page, "wait.ipynb", {"seconds": "120"})

@@ -109,12 +109,20 @@ export class FileBrowser {
     return this.open(this.folder);
   }
 
-  /** A file.changed event: reload when it touches the folder on screen. */
+  /** A file.changed event: reload when it happened in the folder on screen (at any depth: a new sub-folder may
+   * appear) or to a folder it is in. */
   onFileChanged(data) {
-    const paths = [data.path, data.from].filter((p) => typeof p === "string");
     const here = this.folder;
-    const touches = paths.some((p) => parentPath(p) === here || (here && (here === p || here.startsWith(`${p}/`))));
-    if (!touches) return;
+    const inside = (path) => here === "" || path === here || path.startsWith(`${here}/`) || here.startsWith(`${path}/`);
+    if ([data.path, data.from].some((path) => typeof path === "string" && inside(path))) this.scheduleRefresh();
+  }
+
+  /** Post-run steps write files without file.changed events: a job whose steps touched files reloads the list. */
+  onJobFinished(data) {
+    if ((data.steps ?? []).some((step) => step?.files?.length)) this.scheduleRefresh();
+  }
+
+  scheduleRefresh() {
     clearTimeout(this._refreshTimer);
     this._refreshTimer = setTimeout(() => this.refresh(), 120);
   }

@@ -203,8 +203,10 @@ function start(info) {
   client.on("status", showStatus);
   client.on("snapshot", ({ jobs }) => store.applySnapshot(jobs));
   client.on("*", (event) => {
-    if (event.type.startsWith("job.")) store.apply(event);
-    else if (event.type === "file.changed") files.onFileChanged(event.data ?? {});
+    if (event.type.startsWith("job.")) {
+      store.apply(event);
+      if (event.data?.steps) files.onJobFinished(event.data);
+    } else if (event.type === "file.changed") files.onFileChanged(event.data ?? {});
     else if (event.type === "notice")
       toasts.show({ kind: "info", title: "Notice", body: String(event.data?.text ?? "") });
   });
