@@ -225,3 +225,14 @@ def test_headers_of_every_kind_the_transports_have() -> None:
         assert not request_origin_allowed(Headers(raw=[*raw, extra]), "198.51.100.4", settings())
         doubled = WebsocketsHeaders([(k.decode(), v.decode()) for k, v in [*raw, extra]])
         assert not request_origin_allowed(doubled, "198.51.100.4", settings())
+
+
+def test_trusted_proxies_and_origins_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As docs/deploy.md writes them: comma lists (a JSON list works too)."""
+    monkeypatch.setenv("NBRELAY_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8")
+    monkeypatch.setenv("NBRELAY_ALLOWED_ORIGINS", '["https://app.example", "https://other.example"]')
+    monkeypatch.setenv("NBRELAY_ADMIN_USERS", "alice,bob")
+    read = Settings()
+    assert read.trusted_proxies == ["127.0.0.1", "10.0.0.0/8"]
+    assert read.allowed_origins == ["https://app.example", "https://other.example"]
+    assert read.admin_users == ["alice", "bob"]

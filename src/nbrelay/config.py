@@ -5,12 +5,13 @@ Backends are picked by URL: `database_url` sqlite:///… or postgresql://…
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_workers() -> int:
@@ -45,10 +46,11 @@ class Settings(BaseSettings):
     secret_key: str = ""  # signs session cookies; empty: generated once and kept in <data_dir>/secret_key
     session_max_age_s: float = Field(14 * 24 * 3600.0, gt=0)
     user_header: str = "X-Forwarded-User"
-    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
-    admin_users: list[str] = []
+    # NoDecode: the environment's text reaches _comma_list as it is (else it must be JSON, and "a,b" fails).
+    trusted_proxies: Annotated[list[str], NoDecode] = ["127.0.0.1", "::1"]
+    admin_users: Annotated[list[str], NoDecode] = []
     # Origins allowed for WebSocket/SSE and cookie-carrying writes; empty: the request's own host only.
-    allowed_origins: list[str] = []
+    allowed_origins: Annotated[list[str], NoDecode] = []
 
     # Workspace: in auth modes token and header each user has users/<name>/ and everyone the shared folder.
     home_dir: str = Field("users", pattern=r"^[A-Za-z0-9_.-]+$")
@@ -93,7 +95,9 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_list(cls, value: object) -> object:
         # NBRELAY_ADMIN_USERS=alice,bob reads as a list, as does a JSON list.
-        if isinstance(value, str) and not value.strip().startswith("["):
+        if isinstance(value, str) and value.strip().startswith("["):
+            return json.loads(value)
+        if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
