@@ -14,12 +14,11 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from nbrelay.auth import request_origin_allowed
 from nbrelay.jobs import User
 from nbrelay.models import TERMINAL_EVENTS, Event
 from nbrelay.push import Push
 from nbrelay.transports.session import Close, CloseCode, Session
-from nbrelay.transports.ws import WebSocketConnection, run_connection, websocket_user
+from nbrelay.transports.ws import WebSocketConnection, origin_refused, run_connection, websocket_user
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -94,8 +93,7 @@ async def legacy_user(websocket: WebSocket, push: Push) -> User | Close | None:
 
 
 async def serve_legacy(websocket: WebSocket, push: Push) -> None:
-    peer = websocket.client.host if websocket.client else None
-    if not request_origin_allowed(websocket.headers, peer, push.settings):
+    if origin_refused(websocket, push):
         await websocket.close(code=1008)  # before accept: HTTP 403
         return
     who = await legacy_user(websocket, push)
