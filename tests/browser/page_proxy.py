@@ -44,10 +44,18 @@ class PrefixProxy:
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self.loop.call_soon_threadsafe(self._server.close)
+        async def shut() -> None:
+            if self._server is not None:
+                self._server.close()
+            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in others:  # connections still open (the page's WebSocket, say)
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shut(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+        self.loop.close()
 
     def _backend_target(self, target: str) -> str | None:
         if target == self.prefix or target.startswith((f"{self.prefix}?", f"{self.prefix}#")):

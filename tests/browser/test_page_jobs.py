@@ -297,6 +297,44 @@ def test_connection_status_shows_the_sse_fallback(server: ServerProcess, pages: 
     pages.assert_no_page_errors()
 
 
+# The Notification API and a hidden tab cannot be had for real in headless Chromium: both are stood in for
+# here, recording what the page asks the browser to show.
+FAKE_NOTIFICATIONS = """
+(() => {
+  window.shown = [];
+  window.tabHidden = false;
+  Object.defineProperty(document, 'hidden', { get: () => window.tabHidden });
+  window.Notification = class {
+    static permission = 'default';
+    static requestPermission() { window.Notification.permission = 'granted'; return Promise.resolve('granted'); }
+    constructor(title, options) { window.shown.push({ title, body: options.body }); }
+    close() {}
+  };
+})();
+"""
+
+
+def test_browser_notification_when_the_tab_is_hidden(server: ServerProcess, pages: PageSession) -> None:
+    page = open_app(pages, server, init_script=FAKE_NOTIFICATIONS)
+    bell = page.locator(".topbar button[aria-pressed]")
+    expect(bell).to_have_attribute("aria-pressed", "false")
+    bell.click()
+    expect(bell).to_have_attribute("aria-pressed", "true")
+
+    shown = submit(server, "hello.ipynb", name="visible")
+    expect(job_card(page, shown)).to_have_attribute("data-state", "succeeded")
+    assert page.evaluate("() => window.shown") == []  # the tab is on screen: the toast is enough
+
+    page.evaluate("() => { window.tabHidden = true; }")
+    hidden = submit(server, "fails.ipynb")
+    expect(job_card(page, hidden)).to_have_attribute("data-state", "failed")
+    page.wait_for_function("() => window.shown.length > 0")
+    assert page.evaluate("() => window.shown") == [
+        {"title": "fails.ipynb failed", "body": f"Job #{hidden} · ZeroDivisionError: division by zero (cell 2)"}
+    ]
+    pages.assert_no_page_errors()
+
+
 def test_readme_screenshot(server: ServerProcess, pages: PageSession) -> None:
     """The page as the README shows it: a failure, a success, a run in progress with its ETA, one queued."""
     page = open_app(pages, server)
@@ -316,7 +354,9 @@ def test_readme_screenshot(server: ServerProcess, pages: PageSession) -> None:
     expect(job_card(page, running).locator(".job-tail")).to_contain_text("waiting 90")
     expect(job_card(page, running).locator(".job-meta")).to_contain_text(re.compile("left|longer than"))
     expect(job_card(page, queued).locator(".job-meta")).to_contain_text("Position 1 in the queue")
+    expect(job_card(page, running).locator(".job-meta")).to_contain_text(re.compile(r"\b[1-9]\.\d s elapsed"))
     page.mouse.move(0, 0)
+    page.evaluate("() => document.activeElement?.blur()")
     support.SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(support.SCREENSHOT))
 

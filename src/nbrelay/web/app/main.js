@@ -68,7 +68,9 @@ function showLogin(message = "") {
     submit.disabled = true;
     try {
       await api.post("api/session", { token: input.value.trim() });
-      start(await api.get("api/page"));
+      // Signed in again after a session ended: a fresh page, rather than a second app beside the old one's timers.
+      if (started) location.reload();
+      else start(await api.get("api/page"));
     } catch (err) {
       error.textContent = err.code === "bad_token" ? "That token is unknown or was revoked." : err.message;
       submit.disabled = false;
