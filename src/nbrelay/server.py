@@ -25,6 +25,9 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
         "http": "httptools",
         "log_level": "warning",
         "timeout_graceful_shutdown": 10,
+        # The service reads X-Forwarded-* itself, from settings.trusted_proxies only (nbrelay.forwarded); uvicorn's
+        # own rewrite would put a forwarded address where header auth must see the TCP peer.
+        "proxy_headers": False,
         **overrides,
     }
     # /ws is served by the WebSocket protocol itself (transports/ws_direct.py): no ASGI layer per connection

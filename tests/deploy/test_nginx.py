@@ -229,12 +229,6 @@ def test_ws_origin_check_sees_the_public_origin(stack: Stack, front: str) -> Non
         assert json.loads(ws.recv(timeout=30))["op"] == "welcome"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvicorn's proxy-headers middleware (on by default, trusting 127.0.0.1) replaces the ASGI client with "
-    "the X-Forwarded-For address, so the service no longer sees nginx as its peer; server_config must pass "
-    "proxy_headers=False (forwarded.py does this job, with NBRELAY_TRUSTED_PROXIES); remove this mark then",
-)
 def test_a_browser_with_a_public_address_behind_nginx(stack: Stack) -> None:
     """A real browser is not on 127.0.0.1: its address is what nginx appends to X-Forwarded-For. (Here the
     test's own X-Forwarded-For entry plays that part; nginx appends the loopback address after it.)"""

@@ -106,12 +106,6 @@ def test_header_mode_trusts_only_configured_proxies(live: Any) -> None:
     assert spoofed.status_code == 401
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvicorn's proxy-headers middleware (on by default, trusting 127.0.0.1) puts the X-Forwarded-For "
-    "address in the ASGI scope in place of the TCP peer; server_config must pass proxy_headers=False (the "
-    "service reads forwarded headers itself, nbrelay.forwarded); remove this mark then",
-)
 def test_header_mode_trusts_the_tcp_peer_never_x_forwarded_for(live: Any) -> None:
     """The proxy's address decides, not what X-Forwarded-For says: an SSO proxy on 127.0.0.1 that forwards a
     browser's address is trusted, and a client that names a trusted proxy in X-Forwarded-For is not."""
