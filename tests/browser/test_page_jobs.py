@@ -130,6 +130,15 @@ def test_upload_run_watch_progress_toast_and_report(server: ServerProcess, pages
     viewer.get_by_role("button", name="Back to the jobs").click()
     expect(page.locator(".workspace")).to_be_visible()
     expect(viewer).to_be_hidden()
+
+    # The notebook's history button opens its latest report too; the browser's back button closes it.
+    row.locator("[data-action=reports]").click()
+    expect(page).to_have_url(re.compile(rf"#report/{job}$"))
+    expect(viewer).to_be_visible()
+    expect(viewer.locator(".history-item.current")).to_contain_text(f"#{job}")
+    page.go_back()
+    expect(page.locator(".workspace")).to_be_visible()
+    expect(viewer).to_be_hidden()
     pages.assert_no_page_errors()
 
 

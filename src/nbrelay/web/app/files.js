@@ -27,6 +27,7 @@ export class FileBrowser {
     this.onReports = onReports;
     this.entries = [];
     this.folder = sessionStorage.getItem(FOLDER_KEY) ?? user.home ?? "";
+    this.target = null; // the folder being opened, until it is
     this._refreshTimer = null;
     this._loading = 0;
 
@@ -82,6 +83,7 @@ export class FileBrowser {
 
   async open(folder) {
     const ticket = ++this._loading;
+    this.target = folder; // where we are going: a refresh meanwhile must not take us back
     let model;
     try {
       model = await api.get(urls.contents(folder));
@@ -91,6 +93,7 @@ export class FileBrowser {
         this.open(this.user.home && folder !== this.user.home ? this.user.home : parentPath(folder));
         return;
       }
+      this.target = this.folder; // stay where we were
       this.toasts.show({ kind: "error", title: "Could not open the folder", body: error.message });
       return;
     }
@@ -106,7 +109,7 @@ export class FileBrowser {
   }
 
   refresh() {
-    return this.open(this.folder);
+    return this.open(this.target ?? this.folder);
   }
 
   /** A file.changed event: reload when it happened in the folder on screen (at any depth: a new sub-folder may

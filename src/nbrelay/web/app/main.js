@@ -311,17 +311,23 @@ function start(info) {
     h("main", { class: "main" }, grid, viewer.el),
   );
 
+  let routed = null;
   const route = () => {
     const match = /^#report\/(\d+)$/.exec(location.hash);
-    if (match) {
+    const target = match ? Number(match[1]) : null;
+    if (target === routed) return; // hashchange and popstate both report one move through the history
+    routed = target;
+    if (target !== null) {
       grid.hidden = true;
-      viewer.show(Number(match[1]));
+      viewer.show(target);
     } else {
       viewer.close();
       grid.hidden = false;
     }
   };
+  // A hash link fires hashchange; going back to an entry made by pushState (the viewer's Back) only popstate.
   window.onhashchange = route;
+  window.onpopstate = route;
 
   showStatus(client.status === "closed" ? "connecting" : client.status);
   client.connect();
