@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 from websockets.sync.client import connect
@@ -248,3 +249,16 @@ def test_other_asgi_servers_get_v1_from_the_app_route(tmp_path: Any, workspace: 
             assert recv(ws)["data"]["n"] == 7
     finally:
         server.stop()
+
+
+def test_a_failure_before_the_handshake_is_answered_gets_http_500(live: Any) -> None:
+    """An error while finding the user (say, the database is down) answers the handshake with 500, at once."""
+    server = live()
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the token table is unreachable")
+
+    server.app.state.push.auth.resolve = broken
+    with pytest.raises(InvalidStatus) as refused:
+        connect(server.ws_url, open_timeout=10)
+    assert refused.value.response.status_code == 500

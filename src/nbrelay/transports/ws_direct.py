@@ -32,6 +32,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from nbrelay.auth import request_origin_allowed
@@ -315,6 +316,10 @@ class DirectConnection(asyncio.Protocol):
         self.closing = True
         if self.task is not None:
             self.task.cancel()
+        if self.conn.state is State.CONNECTING:  # failed before the handshake was answered: say so in HTTP
+            self.closing = False
+            self._answer_and_close(self.conn.reject(500, "Internal Server Error\n"))
+            return
         with contextlib.suppress(InvalidState):
             self.conn.send_close(close.code, close.reason)
         self._flush()
