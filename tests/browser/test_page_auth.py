@@ -87,6 +87,7 @@ def test_two_users_see_only_their_own_jobs_and_files(
     # A file in the shared folder reaches Bob live: his page is connected and listening.
     alice.locator(".crumbs button.crumb").first.click()
     alice.locator(".file-row[data-path='shared'] .file-open").click()
+    expect(alice.locator(".crumbs")).to_contain_text("shared")  # the folder is open: uploads go there
     alice.locator("[data-testid=upload-input]").set_input_files(str(local))
     expect(alice.locator(".file-row[data-path='shared/private.ipynb']")).to_be_visible()
     bob.locator(".crumbs button.crumb").first.click()

@@ -259,7 +259,7 @@ export class FileBrowser {
   // --- actions ------------------------------------------------------------------------------------------------
 
   async upload(files) {
-    const folder = this.folder;
+    const folder = this.target ?? this.folder; // the folder being opened, if the user just clicked one
     if (!files.length) return;
     if (!this.canAdd(folder)) {
       this.toasts.show({ kind: "error", title: "You can't add files here", body: this.notHereMessage() });
