@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import random
+import ssl
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
 
+T = TypeVar("T")
 TERMINAL_EVENTS = frozenset({"job.succeeded", "job.failed", "job.cancelled", "job.timed_out"})
 
 
@@ -31,12 +35,95 @@ class NbrelayError(Exception):
         self.body = body or {}
 
 
+class _PushSocket:
+    """A WebSocket whose reads and writes all happen on one thread: websockets' asyncio client on an event loop
+    of its own, in a thread of its own (so it also works where a loop is already running, as in Jupyter).
+
+    The threaded client reads on one thread while the caller writes on another; over TLS 1.3 a server's
+    post-handshake messages then now and then cost the handshake request and the connect hangs (seen through
+    nginx about once in eight connects).
+    """
+
+    def __init__(self, url: str, tls: ssl.SSLContext | None = None):
+        self.url = url
+        self.tls = tls
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="nbrelay-push", daemon=True)
+        self.ws: ClientConnection | None = None
+
+    def __enter__(self) -> _PushSocket:
+        self.thread.start()
+        try:
+            self.ws = self._run(self._connect())
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.ws is not None:
+                with contextlib.suppress(Exception):
+                    self._run(self.ws.close())
+        finally:
+            self._stop()
+
+    async def _connect(self) -> ClientConnection:
+        return await connect(self.url, ssl=self.tls, open_timeout=10, close_timeout=2, max_size=2**22)
+
+    def _stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+    def _run(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result()
+
+    def recv(self, timeout: float) -> str:
+        assert self.ws is not None
+        message = self._run(asyncio.wait_for(self.ws.recv(), timeout))
+        return message if isinstance(message, str) else message.decode()
+
+    def send(self, text: str) -> None:
+        assert self.ws is not None
+        self._run(self.ws.send(text))
+
+    def tls_version(self) -> str | None:
+        """The TLS version of the connection (None for plain ws://)."""
+        assert self.ws is not None
+        ssl_object = self.ws.transport.get_extra_info("ssl_object")
+        return ssl_object.version() if ssl_object is not None else None
+
+
+def tls_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext:
+    """The TLS settings for https/wss: True the system's CAs, a path a CA bundle (a private CA), False none."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+
+
 class Client:
-    def __init__(self, base_url: str = "http://127.0.0.1:8765", *, token: str | None = None, timeout_s: float = 30):
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8765",
+        *,
+        token: str | None = None,
+        timeout_s: float = 30,
+        verify: bool | str | ssl.SSLContext = True,
+    ):
+        """`verify`: for an https server, True checks its certificate against the system's CAs, a path against
+        that CA bundle, False not at all (or pass an ssl.SSLContext)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self.token = token
-        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self.tls = tls_context(verify) if self.base_url.startswith("https:") else None
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, verify=self.tls or True)
         self.last_ids: dict[str, str] = {}  # stream → last event id seen, for resume across reconnects
 
     def close(self) -> None:
@@ -130,7 +217,7 @@ class Client:
         attempt = 0
         while True:
             try:
-                with connect(self._ws_url(), open_timeout=10, close_timeout=2, max_size=2**22) as ws:
+                with _PushSocket(self._ws_url(), self.tls) as ws:
                     attempt = 0
                     yield from self._session(ws, wanted, on_subscribed)
                     return
@@ -148,7 +235,7 @@ class Client:
             time.sleep(random.random() * min(max_backoff_s, 0.5 * 2**attempt))
 
     def _session(
-        self, ws: ClientConnection, wanted: list[str], on_subscribed: Callable[[], dict[str, Any] | None] | None
+        self, ws: _PushSocket, wanted: list[str], on_subscribed: Callable[[], dict[str, Any] | None] | None
     ) -> Iterator[dict[str, Any]]:
         welcome = json.loads(ws.recv(timeout=30))
         heartbeat_s = float(welcome.get("heartbeat_s", 25))

@@ -28,6 +28,7 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as connect_sync
 from websockets.typing import Origin
 
+from nbrelay.client import Client, _PushSocket
 from tests.conftest import NOTEBOOKS, ServerProcess
 from tests.deploy.conftest import SHIPPED, Certificate, Nginx, nginx_binary
 from tests.transports.sse_client import frames
@@ -289,3 +290,28 @@ def test_the_recipe_is_valid_as_shipped(stack: Stack, tmp_path: Path) -> None:
         text=True,
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_the_python_client_connects_over_tls_13_every_time(stack: Stack) -> None:
+    """The Python client's push socket behind nginx with TLS 1.3: 100 connects in a row, none hangs. (websockets'
+    threaded client lost its handshake request here about once in eight connects; see Stack.ws.)"""
+    nginx = stack.shipped
+    context = stack.certificate.client_context()
+    for _ in range(100):
+        with _PushSocket(f"{nginx.wss}/ws", context) as ws:  # raises TimeoutError after 10 s without an answer
+            assert json.loads(ws.recv(timeout=30))["op"] == "welcome"
+            assert ws.tls_version() == "TLSv1.3"
+
+
+def test_the_python_client_follows_events_over_wss(stack: Stack) -> None:
+    nginx = stack.shipped
+    client = Client(nginx.origin, verify=str(stack.certificate.cert))
+    try:
+        events = client.events(on_subscribed=lambda: client.http.put("/api/contents/via-client.txt?overwrite=1",
+                                                                    content=b"1").json())  # fmt: skip
+        assert next(events)["path"] == "via-client.txt"  # the PUT's answer, made once subscribed
+        changed = next(events)
+        assert changed["type"] == "file.changed" and changed["data"]["path"] == "via-client.txt"
+        events.close()
+    finally:
+        client.close()
