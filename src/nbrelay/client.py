@@ -136,13 +136,8 @@ class Client:
         self.close()
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kw)
-        except httpx.TransportError as exc:
-            raise NbrelayError(0, "unreachable", f"cannot reach the server at {self.http.base_url}: {exc}") from exc
-        if response.status_code >= 400:
-            raise _error_of(response)
-        return response.json()
+        """A request whose answer is JSON: the decoded answer, or NbrelayError."""
+        return self._send(method, path, **kw).json()
 
     def parameters(self, notebook: str) -> dict[str, Any]:
         return self._call("GET", f"/api/notebooks/{quote(notebook, safe='/')}/parameters")
@@ -294,7 +289,7 @@ class Client:
 
     # workspace files -------------------------------------------------------------------------------------------
     def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        """Like `_call`, for answers that are not JSON (204, downloads): the response, or NbrelayError."""
+        """A request: the response, or NbrelayError (unreachable server, or an error answer)."""
         try:
             response = self.http.request(method, path, **kw)
         except httpx.TransportError as exc:
