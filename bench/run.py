@@ -21,8 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,6 +106,27 @@ def warm_server(server: Server) -> None:
     time.sleep(SETTLE_S)
 
 
+@contextmanager
+def tiny_scenario(prefix: str, warmup_stem: str) -> Iterator[tuple[Path, dict[str, str], Server]]:
+    """F1 and F2's set-up: a scratch folder with the tiny notebook for both sides, a CLI pipeline run once
+    (disk cache, bytecode), and a started, warmed nbrelay server with 2 workers, stopped at the end."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        tmp = Path(scratch)
+        workspace = tmp / "workspace"
+        write_tiny(workspace)
+        folder = tmp / "cli"
+        write_tiny(folder)
+        env = clean_env(tmp)
+        cli_pipeline(folder, TINY_NAME, env, warmup_stem)
+        server = Server(tmp, workspace, workers=2)
+        try:
+            server.start()
+            warm_server(server)
+            yield folder, env, server
+        finally:
+            server.stop()
+
+
 # F1 ------------------------------------------------------------------------------------------------------------
 def bench_f1(quick: bool) -> Row:
     """Rounds of [2 nbrelay runs back to back, 2 runs each after an idle pause, 1 CLI pipeline].
@@ -120,43 +142,30 @@ def bench_f1(quick: bool) -> Row:
     server_durations: list[float] = []
     server_cpu: list[float] = []
     base_cpu: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="nbrelay-bench-f1-") as scratch:
-        tmp = Path(scratch)
-        workspace = tmp / "workspace"
-        write_tiny(workspace)
-        folder = tmp / "cli"
-        write_tiny(folder)
-        env = clean_env(tmp)
-        cli_pipeline(folder, TINY_NAME, env)  # warm-up: disk cache, bytecode
-        server = Server(tmp, workspace, workers=2)
-        try:
-            server.start()
-            warm_server(server)
-            assert server.proc is not None
-            for r in range(rounds):
-                cpu0 = tree_cpu_s(server.proc.pid)
-                for _ in range(2):
-                    start = time.perf_counter()
-                    job = server.run_one(TINY_NAME, PARAMS, POLL_S)
-                    nbrelay.add(time.perf_counter() - start)
-                    server_durations.append(float(job["duration_s"]))
-                server_cpu.append((tree_cpu_s(server.proc.pid) - cpu0) / 2)
-                for _ in range(2):
-                    time.sleep(spacing_s)
-                    start = time.perf_counter()
-                    server.run_one(TINY_NAME, PARAMS, POLL_S)
-                    spaced.add(time.perf_counter() - start)
-                cpu0 = children_cpu_s()
-                baseline.add(retries.run(lambda: cli_pipeline(folder, TINY_NAME, env)))
-                base_cpu.append(children_cpu_s() - cpu0)  # a failed attempt's CPU is included: rare, and small
-                say(
-                    f"  round {r + 1}/{rounds}: nbrelay back to back "
-                    f"{', '.join(fmt_seconds(v) for v in nbrelay.values[-2:])}; "
-                    f"{spacing_s:g} s apart {', '.join(fmt_seconds(v) for v in spaced.values[-2:])}; "
-                    f"CLI pipeline {fmt_seconds(baseline.values[-1])}"
-                )
-        finally:
-            server.stop()
+    with tiny_scenario("nbrelay-bench-f1-", "out") as (folder, env, server):
+        assert server.proc is not None
+        for r in range(rounds):
+            cpu0 = tree_cpu_s(server.proc.pid)
+            for _ in range(2):
+                start = time.perf_counter()
+                job = server.run_one(TINY_NAME, PARAMS, POLL_S)
+                nbrelay.add(time.perf_counter() - start)
+                server_durations.append(float(job["duration_s"]))
+            server_cpu.append((tree_cpu_s(server.proc.pid) - cpu0) / 2)
+            for _ in range(2):
+                time.sleep(spacing_s)
+                start = time.perf_counter()
+                server.run_one(TINY_NAME, PARAMS, POLL_S)
+                spaced.add(time.perf_counter() - start)
+            cpu0 = children_cpu_s()
+            baseline.add(retries.run(lambda: cli_pipeline(folder, TINY_NAME, env)))
+            base_cpu.append(children_cpu_s() - cpu0)  # a failed attempt's CPU is included: rare, and small
+            say(
+                f"  round {r + 1}/{rounds}: nbrelay back to back "
+                f"{', '.join(fmt_seconds(v) for v in nbrelay.values[-2:])}; "
+                f"{spacing_s:g} s apart {', '.join(fmt_seconds(v) for v in spaced.values[-2:])}; "
+                f"CLI pipeline {fmt_seconds(baseline.values[-1])}"
+            )
     server_cpu_per_job = Sample(server_cpu).median
     base_cpu_per_job = Sample(base_cpu).median
 
@@ -223,42 +232,27 @@ def bench_f2(quick: bool) -> Row:
     nbrelay, baseline = Sample(), Sample()
     cpu_per_job: list[float] = []
     base_cpu_per_job: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="nbrelay-bench-f2-") as scratch:
-        tmp = Path(scratch)
-        workspace = tmp / "workspace"
-        write_tiny(workspace)
-        folder = tmp / "cli"
-        write_tiny(folder)
-        env = clean_env(tmp)
-        cli_pipeline(folder, TINY_NAME, env, "warmup")
-        server = Server(tmp, workspace, workers=2)
-        try:
-            server.start()
-            warm_server(server)
-            assert server.proc is not None
-            for i in range(rounds):
-                if i:
-                    time.sleep(SETTLE_S)
-                cpu0 = tree_cpu_s(server.proc.pid)
-                start = time.perf_counter()
-                ids = [server.submit(TINY_NAME, PARAMS) for _ in range(jobs)]
-                done = [server.wait_done(job_id, BATCH_POLL_S) for job_id in ids]
-                elapsed = time.perf_counter() - start
-                cpu_per_job.append((tree_cpu_s(server.proc.pid) - cpu0) / jobs)
-                for job in done:  # checked, not timed: every job has its report
-                    server.wait_report(job["report_url"], POLL_S, timeout_s=5)
-                nbrelay.add(jobs / elapsed * 60)
-                say(f"  nbrelay batch {i + 1}/{rounds}: {jobs} jobs in {elapsed:.2f} s = {nbrelay.values[-1]:.0f}/min")
+    with tiny_scenario("nbrelay-bench-f2-", "warmup") as (folder, env, server):
+        assert server.proc is not None
+        for i in range(rounds):
+            if i:
+                time.sleep(SETTLE_S)
+            cpu0 = tree_cpu_s(server.proc.pid)
+            start = time.perf_counter()
+            ids = [server.submit(TINY_NAME, PARAMS) for _ in range(jobs)]
+            done = [server.wait_done(job_id, BATCH_POLL_S) for job_id in ids]
+            elapsed = time.perf_counter() - start
+            cpu_per_job.append((tree_cpu_s(server.proc.pid) - cpu0) / jobs)
+            for job in done:  # checked, not timed: every job has its report
+                server.wait_report(job["report_url"], POLL_S, timeout_s=5)
+            nbrelay.add(jobs / elapsed * 60)
+            say(f"  nbrelay batch {i + 1}/{rounds}: {jobs} jobs in {elapsed:.2f} s = {nbrelay.values[-1]:.0f}/min")
 
-                cpu0 = children_cpu_s()
-                elapsed = retries.run(lambda: cli_batch(folder, env, jobs))
-                base_cpu_per_job.append((children_cpu_s() - cpu0) / jobs)
-                baseline.add(jobs / elapsed * 60)
-                say(
-                    f"  CLI batch {i + 1}/{rounds}: {jobs} pipelines in {elapsed:.2f} s = {baseline.values[-1]:.0f}/min"
-                )
-        finally:
-            server.stop()
+            cpu0 = children_cpu_s()
+            elapsed = retries.run(lambda: cli_batch(folder, env, jobs))
+            base_cpu_per_job.append((children_cpu_s() - cpu0) / jobs)
+            baseline.add(jobs / elapsed * 60)
+            say(f"  CLI batch {i + 1}/{rounds}: {jobs} pipelines in {elapsed:.2f} s = {baseline.values[-1]:.0f}/min")
 
     row = Row(
         "F2",
