@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from nbrelay.app import create_app
+from nbrelay.auth import hash_token, new_token
 from nbrelay.config import Settings
 from nbrelay.server import Server, server_config
 from tests.conftest import free_port
@@ -78,3 +79,14 @@ class LiveServer:
         if self.server is not None and self.thread is not None and self.thread.is_alive():
             self.server.should_exit = True
             self.thread.join(30)
+
+
+def make_token(server: LiveServer, name: str, *, admin: bool = False) -> str:
+    """An API token for `name`, stored in the server's database as `nbrelay token create` does."""
+    token = new_token()
+    server.call(server.app.state.jobs.store.add_token(name, hash_token(token), admin=admin))
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -20,9 +20,8 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from nbrelay.auth import hash_token, new_token
 from tests.conftest import NOTEBOOKS
-from tests.live import LiveServer
+from tests.live import LiveServer, bearer, make_token
 from tests.transports.conftest import live  # noqa: F401
 
 TINY = (NOTEBOOKS / "tiny.ipynb").read_bytes()
@@ -74,16 +73,6 @@ def tree(folder: Path) -> dict[str, bytes | None]:
         p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() and not p.is_symlink() else None)
         for p in sorted(folder.rglob("*"))
     }
-
-
-def make_token(server: LiveServer, name: str, *, admin: bool = False) -> str:
-    token = new_token()
-    server.call(server.app.state.jobs.store.add_token(name, hash_token(token), admin=admin))
-    return token
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def notebook(text: str = "1 + 1") -> dict[str, Any]:

@@ -16,12 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from nbrelay.auth import hash_token, new_token
 from nbrelay.models import Job, JobState, transition, utcnow
 from nbrelay.store import NewJob
 from nbrelay.store.base import JobStore
 from nbrelay.store.sql import SqlJobStore
-from tests.live import LiveServer
+from tests.live import LiveServer, bearer, make_token
 
 HTML = b"<html><body>report</body></html>"
 IPYNB = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
@@ -80,16 +79,6 @@ async def add_running(store: JobStore, owner: str = "local") -> Job:
 
 def report(server: LiveServer, **kw: Any) -> Job:
     return server.call(add_report(server.app.state.jobs.store, server.settings.reports_dir, **kw))
-
-
-def make_token(server: LiveServer, name: str, *, admin: bool = False) -> str:
-    token = new_token()
-    server.call(server.app.state.jobs.store.add_token(name, hash_token(token), admin=admin))
-    return token
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_list_newest_first_filter_page_and_delete(live: Any) -> None:

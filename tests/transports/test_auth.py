@@ -10,17 +10,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from nbrelay.auth import hash_token, new_token
-
-
-def make_token(server: Any, name: str, *, admin: bool = False) -> str:
-    token = new_token()
-    server.call(server.app.state.jobs.store.add_token(name, hash_token(token), admin=admin))
-    return token
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from tests.live import bearer, make_token
 
 
 def test_token_mode_isolates_users(live: Any) -> None:
