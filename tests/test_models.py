@@ -1,9 +1,10 @@
+import json
 from datetime import UTC, datetime
 
 import pytest
 
 from nbrelay.errors import InvalidTransition
-from nbrelay.models import TERMINAL_STATES, Event, Job, JobState, transition
+from nbrelay.models import TERMINAL_STATES, Event, Job, JobError, JobState, transition
 
 
 def job(state: JobState = JobState.QUEUED) -> Job:
@@ -13,6 +14,7 @@ def job(state: JobState = JobState.QUEUED) -> Job:
 ALLOWED = {
     (JobState.QUEUED, JobState.RUNNING),
     (JobState.QUEUED, JobState.CANCELLED),
+    (JobState.RUNNING, JobState.QUEUED),
     (JobState.RUNNING, JobState.SUCCEEDED),
     (JobState.RUNNING, JobState.FAILED),
     (JobState.RUNNING, JobState.CANCELLED),
@@ -41,6 +43,14 @@ def test_transition_stamps_start_and_finish_times() -> None:
     assert done.duration_s == 60.0
 
 
+def test_requeue_starts_a_new_attempt_with_nothing_of_the_lost_one() -> None:
+    running = transition(job(), JobState.RUNNING, worker="w1", progress_cell=3, progress_total=9)
+    requeued = transition(running, JobState.QUEUED)
+    assert requeued.attempt == 2 and requeued.worker is None and requeued.lease_expires_at is None
+    assert requeued.started_at is None and (requeued.progress_cell, requeued.progress_total) == (0, 0)
+    assert transition(transition(requeued, JobState.RUNNING), JobState.QUEUED).attempt == 3
+
+
 def test_transition_returns_a_new_job_and_keeps_the_old() -> None:
     queued = job()
     running = transition(queued, JobState.RUNNING, progress_total=3)
@@ -66,7 +76,7 @@ def test_invalid_transition_survives_pickling() -> None:
 def test_event_id_and_wire_form() -> None:
     event = Event("job.progress", {"job": 3, "cell": 1}, ts=datetime(2026, 1, 1, tzinfo=UTC))
     assert event.id is None and event.job_id == 3
-    positioned = Event(event.type, event.data, ts=event.ts, stream="job:3", offset=42, epoch="k3f9")
+    positioned = event.positioned("job:3", 42, "k3f9")
     assert positioned.to_dict() == {
         "stream": "job:3",
         "offset": 42,
@@ -76,3 +86,35 @@ def test_event_id_and_wire_form() -> None:
         "ts": "2026-01-01T00:00:00.000Z",
         "data": {"job": 3, "cell": 1},
     }
+
+
+def test_an_event_reads_back_from_its_wire_form() -> None:
+    event = Event("notice", {"text": "naïve ✓", "n": [1, 2]}).positioned("broadcast", 7, "e1")
+    again = Event.from_dict(json.loads(event.json()))
+    assert again.to_dict() == event.to_dict() and again.json() == event.json()
+    unpositioned = Event.from_dict(json.loads(Event("job.queued", {"job": 1}).json()))
+    assert (unpositioned.stream, unpositioned.offset, unpositioned.epoch, unpositioned.id) == (None, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("state", "cell", "total", "phase"),
+    [
+        (JobState.QUEUED, 0, 0, None),
+        (JobState.RUNNING, 0, 0, "starting_kernel"),  # no cell counted before the kernel is up
+        (JobState.RUNNING, 0, 40, "running_cells"),
+        (JobState.RUNNING, 39, 40, "running_cells"),
+        (JobState.RUNNING, 40, 40, "writing_report"),
+        (JobState.SUCCEEDED, 40, 40, None),
+    ],
+)
+def test_phase_of_a_job(state: JobState, cell: int, total: int, phase: str | None) -> None:
+    assert Job(7, "alice", "a.ipynb", "python3", state=state, progress_cell=cell, progress_total=total).phase == phase
+
+
+def test_an_error_names_its_cell_1_based_and_old_0_based_indexes_are_not_taken_for_it() -> None:
+    error = JobError("cell 3 raised ValueError", cell=3, ename="ValueError")
+    assert JobError.from_dict(error.to_dict()) == error and error.to_dict()["cell"] == 3
+    assert "cell_index" not in error.to_dict()
+    # Stored before the one numbering: its 0-based index counted markdown cells too, so it has no cell number.
+    old = JobError.from_dict({"reason": "cell 1 raised ValueError", "cell_index": 1, "ename": "ValueError"})
+    assert old is not None and old.cell is None and old.reason == "cell 1 raised ValueError"

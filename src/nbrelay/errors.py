@@ -2,13 +2,17 @@
 
 NbrelayError
 ├── BadRequest (400)            malformed input
+│   ├── InvalidJson             a body that is not JSON: says where (line, column)
 │   └── PathRefused             a path that would leave the workspace
 ├── NotFound (404)
 ├── Forbidden (403)
 ├── Conflict (409)
 │   └── InvalidTransition       a job state change the rules do not allow
 ├── Unprocessable (422)         well-formed but wrong: unknown parameter, bad notebook, unknown kernel
-└── PayloadTooLarge (413)
+├── PayloadTooLarge (413)
+├── Unavailable (503)           a service we depend on cannot be reached now; try again later
+│   └── HubUnavailable          the hub's broker (Redis) did not answer
+└── RemoteError (any status)    what the Python client (nbrelay.client) got: a server's error answer, or none
 """
 
 from __future__ import annotations
@@ -40,6 +44,22 @@ class NbrelayError(Exception):
 class BadRequest(NbrelayError):
     status = 400
     code = "bad_request"
+
+
+class InvalidJson(BadRequest):
+    code = "invalid_json"
+
+    def __init__(self, reason: str, document: str = "", position: int = 0):
+        # 1-based, as editors count: the place to look, not a field name.
+        line = document.count("\n", 0, position) + 1
+        column = position - (document.rfind("\n", 0, position) + 1) + 1
+        super().__init__(
+            f"the request body is not valid JSON: {reason} at line {line}, column {column}", line=line, column=column
+        )
+        self.reason, self.document, self.position = reason, document, position
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.reason, self.document, self.position))
 
 
 class PathRefused(BadRequest):
@@ -87,3 +107,30 @@ class PayloadTooLarge(NbrelayError):
 class Unprocessable(NbrelayError):
     status = 422
     code = "unprocessable"
+
+
+class Unavailable(NbrelayError):
+    status = 503
+    code = "unavailable"
+
+
+class HubUnavailable(Unavailable):
+    code = "hub_unavailable"
+
+
+class RemoteError(NbrelayError):
+    """An error the Python client met: the server's answer (its HTTP status, or a WebSocket close code of
+    4500-4999), code, message and hint, and the whole JSON body it sent; status 0 when it could not be reached."""
+
+    def __init__(
+        self, status: int, code: str, message: str, body: dict[str, Any] | None = None, *, hint: str | None = None
+    ):
+        super().__init__(message, code=code, hint=hint)
+        self.status = status
+        self.body = body or {}
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.status} {self.code})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status, self.code, self.message, self.body), {"hint": self.hint})

@@ -33,7 +33,10 @@ UNFINISHED_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
 
 _ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
-    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT}),
+    # running -> queued: the worker running it was lost and the job goes back to the queue as a new attempt.
+    JobState.RUNNING: frozenset(
+        {JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT}
+    ),
 }
 
 # The event type announced when a job enters each state.
@@ -49,7 +52,9 @@ EVENT_STATE: dict[str, JobState] = {kind: state for state, kind in STATE_EVENT.i
 TERMINAL_EVENTS = frozenset(STATE_EVENT[s] for s in TERMINAL_STATES)
 
 
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# The JSON text nbrelay sends and stores: no spaces, non-ASCII characters as they are (UTF-8 on the wire). One
+# encoder, so the same value is the same bytes wherever it goes (events, webhook bodies that are signed).
+compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def utcnow() -> datetime:
@@ -64,10 +69,15 @@ def isoformat(ts: datetime | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class JobError:
-    """Why a job did not succeed: the failing cell when there is one, else a reason."""
+    """Why a job did not succeed: the failing cell when there is one, else a reason.
+
+    `cell` counts as people do and as the report shows it: the n-th code cell that runs is cell n, In [n] in the
+    report (runner/notebook.runs). Errors recorded before this numbering (a 0-based `cell_index`) read back
+    without a cell: that index counted every cell, so it cannot be turned into this number.
+    """
 
     reason: str
-    cell_index: int | None = None
+    cell: int | None = None
     ename: str | None = None
     evalue: str | None = None
     traceback: list[str] = field(default_factory=list)
@@ -81,7 +91,7 @@ class JobError:
             return None
         return cls(
             reason=str(data.get("reason", "")),
-            cell_index=data.get("cell_index"),
+            cell=data.get("cell"),
             ename=data.get("ename"),
             evalue=data.get("evalue"),
             traceback=list(data.get("traceback") or []),
@@ -109,6 +119,23 @@ class Job:
     cancel_requested: bool = False
     steps: list[dict[str, Any]] = field(default_factory=list)  # post-run file steps (nbrelay.steps), validated
     step_results: list[dict[str, Any]] | None = None  # one result per step once they ran; None: they did not
+    attempt: int = 1  # 2, 3, … when the job was re-queued after its worker was lost
+    # Who runs it: the worker's id, and until when its lease holds (renewed by the worker's heartbeat; a lease
+    # that runs out means the worker is lost). No lease (None) on the embedded default, where the server is it.
+    worker: str | None = None
+    lease_expires_at: datetime | None = None
+    schedule_id: int | None = None  # the schedule whose tick (or run now) started the job
+
+    @property
+    def phase(self) -> str | None:
+        """What a running job is doing: "starting_kernel" until its cells are counted (job.started), then
+        "running_cells", then "writing_report" after its last cell; None unless running. A notebook without code
+        cells counts none, so it shows "starting_kernel" until it ends (a moment)."""
+        if self.state is not JobState.RUNNING:
+            return None
+        if self.progress_total <= 0:
+            return "starting_kernel"
+        return "running_cells" if self.progress_cell < self.progress_total else "writing_report"
 
     @property
     def duration_s(self) -> float | None:
@@ -116,6 +143,16 @@ class Job:
             return None
         end = self.finished_at or utcnow()
         return max(0.0, (end - self.started_at).total_seconds())
+
+    @property
+    def report_url(self) -> str | None:
+        """Where the service serves the job's HTML report (a path from its root); None until there is one."""
+        return f"/api/jobs/{self.id}/report" if self.report_path else None
+
+    @property
+    def notebook_url(self) -> str | None:
+        """Where the service serves the executed notebook; None until there is one."""
+        return f"/api/jobs/{self.id}/notebook" if self.output_path else None
 
 
 def transition(job: Job, to: JobState, *, at: datetime | None = None, **changes: Any) -> Job:
@@ -125,6 +162,16 @@ def transition(job: Job, to: JobState, *, at: datetime | None = None, **changes:
     at = at or utcnow()
     if to is JobState.RUNNING:
         changes.setdefault("started_at", at)
+    elif to is JobState.QUEUED:  # a new attempt: nothing of the lost one carries over
+        changes = {
+            "started_at": None,
+            "progress_cell": 0,
+            "progress_total": 0,
+            "worker": None,
+            "lease_expires_at": None,
+            "attempt": job.attempt + 1,
+            **changes,
+        }
     elif to.terminal:
         changes.setdefault("finished_at", at)
     return dataclasses.replace(job, state=to, **changes)
@@ -162,7 +209,7 @@ class Event:
         """The event as compact JSON text (the SSE `data:`), built on first use and kept."""
         text = self._json
         if text is None:
-            text = _encode(self.to_dict())
+            text = compact_json(self.to_dict())
             object.__setattr__(self, "_json", text)
         return text
 
@@ -193,6 +240,24 @@ class Event:
     def job_id(self) -> int | None:
         job = self.data.get("job")
         return int(job) if job is not None else None
+
+    def positioned(self, stream: str, offset: int, epoch: str) -> Event:
+        """This event as published on `stream`: the same type, data and time, at (epoch, offset)."""
+        return Event(self.type, self.data, ts=self.ts, stream=stream, offset=offset, epoch=epoch)
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> Event:
+        """The event that to_dict() (or json(), once decoded) describes."""
+        ts = value.get("ts")
+        offset = value.get("offset")
+        return cls(
+            str(value["type"]),
+            dict(value.get("data") or {}),
+            ts=datetime.fromisoformat(ts) if ts else utcnow(),
+            stream=value.get("stream"),
+            offset=int(offset) if offset is not None else None,
+            epoch=value.get("epoch"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from functools import partial
 from typing import Any
 
@@ -9,7 +10,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from nbrelay.config import Settings
-from nbrelay.transports.ws_direct import PushWebSocketProtocol
+from nbrelay.push.transports.ws_direct import PushWebSocketProtocol
 
 
 def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
@@ -35,9 +36,26 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
     return uvicorn.Config(app, **options)
 
 
+def _exit(signum: int, frame: Any) -> None:
+    raise SystemExit(0)  # the stop that was asked for went well (systemd counts a death by SIGTERM clean, too)
+
+
 class Server(uvicorn.Server):
     """uvicorn closes WebSockets with 1012 before the app hears of the shutdown; close ours first with 4001
     (server restarting: reconnect and resume), as the protocol says."""
+
+    def run(self, sockets: Any = None) -> None:
+        # After a graceful shutdown uvicorn raises the signal that asked for it again, to end as if it had not been
+        # handled: SIGTERM's death skips the exit handlers (multiprocessing's, which remove the worker queues'
+        # semaphores: "leaked semaphore objects" at every stop), Ctrl+C's KeyboardInterrupt ends the command as
+        # "Aborted!" with status 1. Either ends as an exit with status 0 instead, after the exit handlers.
+        stops = (signal.SIGTERM, signal.SIGINT)
+        previous = {sig: signal.signal(sig, _exit) for sig in stops}
+        try:
+            super().run(sockets)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     async def shutdown(self, sockets: Any = None) -> None:
         push = getattr(getattr(self.config.app, "state", None), "push", None)

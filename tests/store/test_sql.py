@@ -1,4 +1,4 @@
-"""SqlJobStore against SQLite and PostgreSQL: every test that takes `store` or `db_url` runs on both."""
+"""The JobStore contract: every test that takes `store` or `db_url` runs unchanged on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -45,6 +45,15 @@ async def test_add_and_get_round_trip(store: SqlJobStore) -> None:
     assert (await store.get_job(second.id)) == second
     assert second.parameters == {}
     assert second.timeout_s is None
+
+
+async def test_get_jobs_reads_those_that_exist_in_id_order(store: SqlJobStore) -> None:
+    a, b, c = [await store.add_job(new(notebook=f"{i}.ipynb")) for i in range(3)]
+    await store.claim("w1", lease_s=None, job_id=b.id)
+    found = await store.get_jobs([c.id, 999_999, a.id, b.id])
+    assert [job.id for job in found] == [a.id, b.id, c.id]
+    assert [job.state for job in found] == [JobState.QUEUED, JobState.RUNNING, JobState.QUEUED]
+    assert await store.get_jobs([]) == []
 
 
 async def test_get_missing_job(store: SqlJobStore) -> None:
@@ -191,6 +200,14 @@ async def test_queue_position(store: SqlJobStore) -> None:
     assert await store.queue_position(999_999) is None
 
 
+async def test_queue_positions_of_several_jobs_at_once(store: SqlJobStore) -> None:
+    a, b, c, d = [await store.add_job(new()) for _ in range(4)]
+    await start(store, b)
+    assert await store.queue_positions([d.id, a.id, b.id, c.id, 999_999]) == {a.id: 1, c.id: 2, d.id: 3}
+    assert await store.queue_positions([c.id, c.id]) == {c.id: 2}
+    assert await store.queue_positions([]) == {}
+
+
 async def test_jobs_in_state(store: SqlJobStore) -> None:
     a, b, c = [await store.add_job(new()) for _ in range(3)]
     ra = await start(store, a)
@@ -206,7 +223,7 @@ async def test_error_json_round_trip(store: SqlJobStore) -> None:
     running = await start(store, job)
     error = JobError(
         reason="cell raised",
-        cell_index=4,
+        cell=4,
         ename="ZeroDivisionError",
         evalue="division by zero",
         traceback=["Traceback (most recent call last):", '  File "<cell>", line 1', "ZeroDivisionError: ∅ 🙃"],
@@ -245,6 +262,77 @@ async def test_concurrent_cas_saves_have_one_winner(store: SqlJobStore) -> None:
         assert sorted(results) == [False, True]
         winner = running if results[0] else cancelled
         assert await store.get_job(job.id) == winner
+
+
+async def test_claim_takes_the_oldest_queued_job_with_a_lease(store: SqlJobStore) -> None:
+    first, second = await store.add_job(new()), await store.add_job(new())
+    before = datetime.now(UTC)
+    claimed = await store.claim("w1", lease_s=30)
+    assert claimed is not None and claimed.id == first.id
+    assert claimed.state is JobState.RUNNING and claimed.worker == "w1" and claimed.started_at is not None
+    assert claimed.lease_expires_at is not None
+    assert before + timedelta(seconds=29) < claimed.lease_expires_at < before + timedelta(seconds=32)
+    assert await store.get_job(first.id) == claimed
+    by_id = await store.claim("w2", lease_s=None, job_id=second.id)
+    assert by_id is not None and by_id.worker == "w2" and by_id.lease_expires_at is None
+    assert await store.claim("w1", lease_s=30) is None  # nothing queued is left
+    assert await store.claim("w1", lease_s=30, job_id=second.id) is None  # no longer queued
+
+
+async def test_concurrent_claims_from_two_stores_have_one_winner_per_job(db_url: str) -> None:
+    stores = [SqlJobStore(db_url), SqlJobStore(db_url)]
+    for each in stores:
+        await each.start()
+    try:
+        added = [await stores[0].add_job(new(notebook=f"{i}.ipynb")) for i in range(12)]
+        claims = await asyncio.gather(
+            *(stores[i % 2].claim(f"w{i}", lease_s=30) for i in range(20)), return_exceptions=True
+        )
+        won = [c for c in claims if isinstance(c, Job)]
+        assert not [c for c in claims if isinstance(c, BaseException)]
+        assert sorted(c.id for c in won) == [j.id for j in added]  # each job once, none twice
+        assert await stores[1].count_jobs(states=[JobState.QUEUED]) == 0
+    finally:
+        for each in stores:
+            await each.close()
+
+
+async def test_renew_extends_only_the_holders_leases_and_tells_of_cancels(store: SqlJobStore) -> None:
+    a = await store.add_job(new())
+    b = await store.add_job(new())
+    held_a = await store.claim("w1", lease_s=1, job_id=a.id)
+    await store.claim("w2", lease_s=1, job_id=b.id)
+    assert held_a is not None and held_a.lease_expires_at is not None
+    await store.set_cancel_requested(a.id)
+    renewed = await store.renew_leases("w1", [a.id, b.id], lease_s=60)
+    assert renewed == {a.id: True}  # b is w2's: not renewed, not reported
+    after = await store.get_job(a.id)
+    assert after is not None and after.lease_expires_at is not None
+    assert after.lease_expires_at > held_a.lease_expires_at + timedelta(seconds=50)
+    assert await store.renew_leases("w1", [], lease_s=60) == {}
+
+
+async def test_expired_leases_and_saves_fenced_by_worker(store: SqlJobStore) -> None:
+    a = await store.add_job(new())
+    b = await store.add_job(new())
+    held = await store.claim("w1", lease_s=0.01, job_id=a.id)
+    await store.claim("w2", lease_s=60, job_id=b.id)
+    await store.claim("w3", lease_s=None)  # nothing left; a lease-less claim never expires either
+    await asyncio.sleep(0.05)
+    assert [j.id for j in await store.expired_leases()] == [a.id]
+    assert held is not None
+    requeued = transition(held, JobState.QUEUED)
+    assert await store.save(requeued, expect_state=JobState.RUNNING, expect_worker="w1")
+    assert (await store.renew_leases("w1", [a.id], lease_s=60)) == {}  # the lost worker learns it
+    # The lost worker's late result is refused: the job is no longer running under its name.
+    late = transition(held, JobState.SUCCEEDED)
+    assert not await store.save(late, expect_state=JobState.RUNNING, expect_worker="w1")
+    again = await store.claim("w2", lease_s=60)
+    assert again is not None and again.id == a.id and again.attempt == 2
+    assert not await store.save(
+        transition(again, JobState.SUCCEEDED), expect_state=JobState.RUNNING, expect_worker="w1"
+    )
+    assert await store.save(transition(again, JobState.SUCCEEDED), expect_state=JobState.RUNNING, expect_worker="w2")
 
 
 async def test_concurrent_mixed_calls(store: SqlJobStore) -> None:

@@ -1,30 +1,33 @@
-"""The executor interface: run a job on a free slot, cancel it, and report everything as Events."""
+"""The executor interface: what the job service asks of whatever runs its queued jobs.
+
+An executor claims queued jobs from the store (one conditional UPDATE, so each job runs once), runs them, and
+records their events through the JobRecorder (store first, then push). `local` does that in this process with
+worker processes of its own; `celery` has workers on other machines do it, told by Celery that jobs wait.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from nbrelay.models import Event
-from nbrelay.runner.execute import RunSpec
-
-# Called for every event of a job, in order, one at a time; terminal events carry the outcome in `data`.
-OnEvent = Callable[[Event], Awaitable[None]]
+from nbrelay.models import Job
 
 
 class Executor(Protocol):
-    async def start(self, on_event: OnEvent) -> None: ...
+    name: str
 
-    async def stop(self) -> None: ...
+    async def start(self) -> None:
+        """Take up the queue: jobs that were queued before the start run too."""
 
-    def free_slots(self) -> int:
-        """How many more jobs `run` accepts right now."""
+    async def stop(self) -> None:
+        """Stop taking jobs; what this process runs itself ends (failed: interrupted) or finishes first."""
 
-    def running(self) -> set[int]:
-        """Ids of the jobs this executor is running."""
-
-    async def run(self, spec: RunSpec) -> None:
-        """Start the job on a free slot (the caller checked `free_slots`)."""
+    def queued(self, job: Job) -> None:
+        """`job` entered the queue (submitted, or re-queued after its worker was lost)."""
 
     async def cancel(self, job_id: int) -> None:
-        """Stop a running job: interrupt, then kill after the grace period; ends with a job.cancelled event."""
+        """The store already says cancel_requested for this running job: make the cancel reach its run, which
+        ends with a job.cancelled event (interrupt, then kill after the grace period)."""
+
+    async def slots(self) -> int:
+        """How many jobs can run at once now (the concurrency cap): worker processes here, or the slots of the
+        live workers."""

@@ -1,220 +1,85 @@
-"""The local executor: a fixed set of worker processes on this machine, one job each at a time.
+"""The local executor (the embedded default): this server runs the jobs on worker processes of its own.
 
-The parent side here only hands out jobs and relays what workers report; it watches the workers, and when one
-dies (or overruns its job's deadline by far) it kills the job's kernel, reports the job ended, and starts a new one.
+Dispatch hands the oldest queued job to a free worker process once the store's claim succeeded, so the queue
+order and the concurrency cap are the store's and the pool's. Jobs a dead server left running cannot be resumed:
+at start they fail and say why.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import multiprocessing
-import os
-import signal
-import threading
-import time
-from dataclasses import dataclass, field
-from multiprocessing.process import BaseProcess
-from typing import Any
 
 from nbrelay.config import Settings
-from nbrelay.executor.base import OnEvent
-from nbrelay.executor.worker import WorkerConfig
-from nbrelay.executor.worker import main as worker_main
-from nbrelay.models import STATE_EVENT, Event, JobState
-from nbrelay.runner.execute import RunSpec
+from nbrelay.executor.pool import WorkerPool
+from nbrelay.models import TERMINAL_EVENTS, Event, Job, JobState
+from nbrelay.recorder import JobRecorder
+from nbrelay.store.base import JobStore
 
 log = logging.getLogger(__name__)
-_WATCH_INTERVAL_S = 0.5
-# Past its own timeout and grace, a worker that still has not reported its job is killed after this long.
-_HARD_DEADLINE_SLACK_S = 15.0
+RESTART_REASON = "interrupted: server restarted"
 
 
-@dataclass
-class _Worker:
-    index: int
-    process: BaseProcess
-    inbox: Any
-    job_id: int | None = None
-    kernel_pid: int | None = None
-    hard_deadline: float | None = None
-    cancel_requested: bool = False
-    ready: bool = False
-    idle_since: float = field(default_factory=time.monotonic)
-
-
-@dataclass
 class LocalExecutor:
-    settings: Settings
-    _workers: list[_Worker] = field(default_factory=list)
-    _on_event: OnEvent | None = None
-    _messages: asyncio.Queue[tuple[Any, ...]] | None = None
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _stopping: bool = False
+    name = "local"
 
-    def __post_init__(self) -> None:
-        self._ctx = multiprocessing.get_context("spawn")  # never fork a process that runs an event loop
-        self._outbox: Any = self._ctx.Queue()
-        self._config = WorkerConfig(
-            cwd=self.settings.workspace,
-            kernel_pool_size=self.settings.kernel_pool_size,
-            kernel_startup_timeout_s=self.settings.kernel_startup_timeout_s,
-            fork_kernels=self.settings.fork_kernels,
-        )
+    def __init__(self, settings: Settings, store: JobStore, recorder: JobRecorder):
+        self.settings = settings
+        self.store = store
+        self.recorder = recorder
+        self.pool = WorkerPool(settings)
+        self._lock = asyncio.Lock()
+        self._wanted = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
 
-    async def start(self, on_event: OnEvent) -> None:
-        loop = asyncio.get_running_loop()
-        self._on_event = on_event
-        self._messages = asyncio.Queue()
-        messages = self._messages
-
-        def read_outbox() -> None:
-            while True:
-                message = self._outbox.get()
-                if message is None:
-                    return
-                loop.call_soon_threadsafe(messages.put_nowait, message)
-
-        threading.Thread(target=read_outbox, name="executor-outbox", daemon=True).start()
-        self._workers = [self._spawn(i) for i in range(self.settings.workers)]
-        self._tasks = [asyncio.create_task(self._pump()), asyncio.create_task(self._watch())]
-
-    def _spawn(self, index: int) -> _Worker:
-        inbox = self._ctx.Queue()
-        process = self._ctx.Process(
-            target=worker_main,
-            args=(index, self._config, inbox, self._outbox),
-            name=f"nbrelay-worker-{index}",
-            daemon=True,
-        )
-        process.start()
-        return _Worker(index=index, process=process, inbox=inbox)
-
-    def free_slots(self) -> int:
-        if self._stopping:
-            return 0
-        return sum(1 for w in self._workers if w.job_id is None and w.process.is_alive())
-
-    def running(self) -> set[int]:
-        return {w.job_id for w in self._workers if w.job_id is not None}
-
-    async def run(self, spec: RunSpec) -> None:
-        free = [w for w in self._workers if w.job_id is None and w.process.is_alive()]
-        if not free:
-            raise RuntimeError("no free worker: check free_slots() first")
-        # The worker idle longest has had the most time to refill its warm kernels.
-        worker = min(free, key=lambda w: w.idle_since)
-        worker.job_id = spec.job_id
-        worker.kernel_pid = None
-        worker.cancel_requested = False
-        worker.hard_deadline = (
-            time.monotonic() + spec.timeout_s + spec.interrupt_grace_s + _HARD_DEADLINE_SLACK_S
-            if spec.timeout_s
-            else None
-        )
-        worker.inbox.put(("run", spec))
-
-    async def cancel(self, job_id: int) -> None:
-        for worker in self._workers:
-            if worker.job_id == job_id:
-                worker.cancel_requested = True
-                grace = self.settings.interrupt_grace_s + _HARD_DEADLINE_SLACK_S
-                worker.hard_deadline = min(worker.hard_deadline or float("inf"), time.monotonic() + grace)
-                worker.inbox.put(("cancel", job_id))
-
-    async def _emit(self, kind: str, job_id: int, data: dict[str, Any]) -> None:
-        assert self._on_event is not None
-        try:
-            await self._on_event(Event(kind, {"job": job_id, **data}))
-        except Exception:
-            log.exception("handling %s of job %s", kind, job_id)
-
-    def _worker_of(self, job_id: int) -> _Worker | None:
-        return next((w for w in self._workers if w.job_id == job_id), None)
-
-    async def _pump(self) -> None:
-        assert self._messages is not None
-        while True:
-            message = await self._messages.get()
-            try:
-                await self._handle(message)
-            finally:
-                self._messages.task_done()
-
-    async def _handle(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "ready":
-            self._workers[message[1]].ready = True
-        elif kind == "event":
-            _, job_id, event_type, data = message
-            worker = self._worker_of(job_id)
-            if event_type == "job.started" and worker is not None:
-                worker.kernel_pid = data.get("pid")
-            await self._emit(event_type, job_id, data)
-        elif kind == "done":
-            _, job_id, state, error, report_written = message
-            worker = self._worker_of(job_id)
-            if worker is not None:
-                worker.job_id = worker.kernel_pid = worker.hard_deadline = None
-                worker.idle_since = time.monotonic()
-            if self._stopping and state == JobState.CANCELLED and not (worker and worker.cancel_requested):
-                state, error = JobState.FAILED.value, {**(error or {}), "reason": "interrupted: server stopped"}
-            await self._emit(
-                STATE_EVENT[JobState(state)], job_id, {"state": state, "error": error, "report": report_written}
-            )
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(_WATCH_INTERVAL_S)
-            now = time.monotonic()
-            for i, worker in enumerate(self._workers):
-                if worker.process.is_alive() and worker.hard_deadline is not None and now > worker.hard_deadline:
-                    log.warning("worker %s overran job %s: killing it", worker.index, worker.job_id)
-                    worker.process.kill()
-                    await asyncio.to_thread(worker.process.join, 5)
-                if not worker.process.is_alive() and not self._stopping:
-                    self._workers[i] = self._spawn(worker.index)
-                    await self._bury(worker)
-
-    async def _bury(self, worker: _Worker) -> None:
-        """A worker died: make sure its kernel died too, and report its job as ended."""
-        if worker.kernel_pid:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(worker.kernel_pid, signal.SIGKILL)
-        if worker.job_id is None:
-            return
-        if self._stopping:
-            state, reason = JobState.FAILED, "interrupted: server stopped"
-        elif worker.cancel_requested:
-            state, reason = JobState.CANCELLED, "cancelled by request (worker killed after the grace period)"
-        elif worker.hard_deadline is not None and time.monotonic() > worker.hard_deadline:
-            state, reason = JobState.TIMED_OUT, "job exceeded its timeout (worker killed)"
-        else:
-            state, reason = JobState.FAILED, f"worker process died (exit code {worker.process.exitcode})"
-        await self._emit(
-            STATE_EVENT[state], worker.job_id, {"state": state.value, "error": {"reason": reason}, "report": False}
-        )
+    async def start(self) -> None:
+        await self.recover()
+        await self.pool.start(self._on_event)
+        await self.dispatch()
+        self._dispatcher = asyncio.create_task(self._dispatch_forever(), name="dispatch")
 
     async def stop(self) -> None:
-        self._stopping = True
-        for worker in self._workers:
-            if worker.process.is_alive():
-                worker.inbox.put(("stop",))
-        deadline = time.monotonic() + self.settings.interrupt_grace_s + 10
-        for worker in self._workers:
-            await asyncio.to_thread(worker.process.join, max(0.1, deadline - time.monotonic()))
-            if worker.process.is_alive():
-                worker.process.kill()
-                await asyncio.to_thread(worker.process.join, 5)
-        # Let the pump relay what the workers said before they stopped.
-        assert self._messages is not None
-        await asyncio.sleep(0.05)  # the outbox reader thread hands messages over through the loop
-        await self._messages.join()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for worker in self._workers:
-            if worker.job_id is not None:
-                await self._bury(worker)
-        self._outbox.put(None)
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        await self.recorder.drain()  # steps already under way end first
+        await self.pool.stop()
+
+    async def recover(self) -> None:
+        """Jobs a dead server left running fail, and say why. Queued jobs stay queued."""
+        for job in await self.store.jobs_in_state(JobState.RUNNING):
+            await self.recorder.end(job, JobState.FAILED, RESTART_REASON)
+
+    def queued(self, job: Job) -> None:
+        self._wanted.set()
+
+    async def cancel(self, job_id: int) -> None:
+        await self.pool.cancel(job_id)
+
+    async def slots(self) -> int:
+        return self.settings.workers
+
+    async def _on_event(self, event: Event) -> None:
+        await self.recorder.on_event(event)
+        if event.type in TERMINAL_EVENTS:
+            self._wanted.set()  # a worker is free again
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            try:
+                await self.dispatch()
+            except Exception:
+                log.exception("dispatch failed; retrying on the next event")
+
+    async def dispatch(self) -> None:
+        """Hand queued jobs, oldest first, to free worker processes; the store's claim decides who runs."""
+        async with self._lock:
+            while self.pool.free_slots() > 0:
+                job = await self.store.claim(self.recorder.worker, lease_s=None)
+                if job is None:
+                    return
+                spec = await self.recorder.spec_or_fail(job)
+                if spec is not None:
+                    await self.pool.run(spec)

@@ -7,11 +7,10 @@ Commands arrive on `inbox` ("run", spec) / ("cancel", job_id) / ("stop",); every
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
+import os
 import signal
-import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
@@ -23,9 +22,9 @@ import nbformat
 from nbrelay.runner.execute import RunSpec, run_job
 from nbrelay.runner.html import ReportWriter
 from nbrelay.runner.kernels import KernelPool
+from nbrelay.runner.lifeline import die_with_parent
 
 log = logging.getLogger(__name__)
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -34,14 +33,9 @@ class WorkerConfig:
     kernel_pool_size: int
     kernel_startup_timeout_s: float
     fork_kernels: bool
+    kernel_memory_max_mb: int  # 0: no limit
+    runtime_dir: Path  # private (0700): kernel connection files, IPC sockets, temporary files (nbrelay.runtime)
     warm_kernels: tuple[str, ...] = ("python3",)
-
-
-def _die_with_parent() -> None:
-    """A worker must not outlive the server that dispatched its jobs (its kernels follow it, see kernels.py)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _warm_exporter(reports: ReportWriter) -> None:
@@ -51,7 +45,11 @@ def _warm_exporter(reports: ReportWriter) -> None:
 
 
 def main(index: int, config: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
-    _die_with_parent()
+    die_with_parent()  # a worker must not outlive the server that dispatched its jobs (its kernels follow it)
+    # Kernels inherit these: their connection files, sockets and temporary files go to the private folder.
+    runtime = str(config.runtime_dir)
+    os.environ.update(JUPYTER_RUNTIME_DIR=runtime, NBRELAY_RUNTIME_DIR=runtime, TMPDIR=runtime)
+    tempfile.tempdir = None  # read TMPDIR again
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the server's terminal is the server's to handle
     logging.basicConfig(level=logging.WARNING, format=f"worker {index}: %(levelname)s %(name)s: %(message)s")
     asyncio.run(_serve(index, config, inbox, outbox))
@@ -74,6 +72,7 @@ async def _serve(index: int, config: WorkerConfig, inbox: Queue[Any], outbox: Qu
         cwd=config.cwd,
         startup_timeout_s=config.kernel_startup_timeout_s,
         fork=config.fork_kernels,
+        memory_max_bytes=config.kernel_memory_max_mb * 2**20,
     )
     reports = ReportWriter()
     for name in config.warm_kernels:

@@ -8,29 +8,34 @@ full is marked overflowed and its transport closes it (4008); the client resumes
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from nbrelay.errors import HubUnavailable
+from nbrelay.hub.backends.base import HubBackend, stop
+from nbrelay.models import Event, utcnow
 
-from nbrelay.hub.backends.base import HubBackend
-from nbrelay.models import Event
-
+log = logging.getLogger(__name__)
 STREAM_NAME = re.compile(r"^(broadcast|user:[A-Za-z0-9_.@+-]{1,128}|job:[0-9]{1,18})$")
 COALESCIBLE = frozenset({"job.progress"})
 
 
+MAX_OFFSET = 2**63 - 1  # what every backend stores (a signed 64-bit integer); a position past it is nobody's
+
+
 def parse_position(value: str | None) -> tuple[str, int] | None:
-    """ "k3f9:42" → ("k3f9", 42); None for anything else."""
+    """ "k3f9:42" → ("k3f9", 42); None for anything else (an offset in other digits than 0-9, or past MAX_OFFSET)."""
     if not value:
         return None
     epoch, sep, offset = value.rpartition(":")
-    if not sep or not epoch or not offset.isdigit():
+    if not sep or not epoch or not (offset.isascii() and offset.isdigit()) or len(offset) > len(str(MAX_OFFSET)):
         return None
-    return epoch, int(offset)
+    number = int(offset)
+    return (epoch, number) if number <= MAX_OFFSET else None
 
 
 class Subscriber(Protocol):
@@ -54,6 +59,12 @@ class Subscription:
         # Called once when the queue overflows: the transport may be stuck in a send to a peer that stopped
         # reading, and must be interrupted to close the connection.
         self.on_overflow: Callable[[], None] | None = None
+        self.interrupted = False
+
+    def interrupt(self) -> None:
+        """Make next_batch return now, with what it has (maybe nothing): the transport has to act, e.g. close."""
+        self.interrupted = True
+        self.wakeup.set()
 
     def offer(self, event: Event) -> None:
         if self.overflowed:
@@ -83,8 +94,8 @@ class Subscription:
         return False
 
     async def next_batch(self) -> list[Event]:
-        """Wait for events and take all that are pending (empty when overflowed)."""
-        while not self.queue and not self.overflowed:
+        """Wait for events and take all that are pending (empty when overflowed or interrupted)."""
+        while not self.queue and not self.overflowed and not self.interrupted:
             self.wakeup.clear()
             await self.wakeup.wait()
         batch = list(self.queue)
@@ -103,38 +114,69 @@ class Resume:
 
 
 class Hub:
-    def __init__(self, backend: HubBackend, *, subscriber_queue_size: int = 1000):
+    """Streams, resume and the local subscribers; the backend keeps history and brings in the live events."""
+
+    def __init__(self, backend: HubBackend, *, subscriber_queue_size: int = 1000, watch_timeout_s: float = 10.0):
         self.backend = backend
         self.subscriber_queue_size = subscriber_queue_size
+        self.watch_timeout_s = watch_timeout_s
         self._subscribers: dict[str, set[Subscriber]] = {}
+        # One watch per stream with local subscribers: the backend's answer to "send me this stream's events",
+        # awaited by follow(). Unwatches run as tasks too, in order behind the watches (see _spawn).
+        self._watches: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.published = 0
+        # Told how long each delivered event took from its publisher's clock to this node (metrics: hub lag;
+        # near 0 for events published here, the fan-out's delay for those from other nodes).
+        self.observe_lag: Callable[[float], None] | None = None
 
     async def start(self) -> None:
         await self.backend.start(self._deliver)
 
     async def close(self) -> None:
+        await stop(list(self._tasks))
         await self.backend.close()
 
     def _deliver(self, event: Event) -> None:
         assert event.stream is not None
+        if self.observe_lag is not None:
+            self.observe_lag((utcnow() - event.ts).total_seconds())
         for subscription in self._subscribers.get(event.stream, ()):
             subscription.offer(event)
 
-    async def publish(self, stream: str, kind: str, data: dict[str, Any]) -> Event:
-        self.published += 1
-        return await self.backend.publish(stream, kind, data)
-
-    async def publish_many(self, streams: list[str], kind: str, data: dict[str, Any]) -> list[Event]:
-        """One event on several streams (a job's owner stream and its own), atomically where the backend can."""
+    async def publish(self, event: Event, streams: Sequence[str]) -> list[Event]:
+        """`event` on each of `streams` (a job's owner stream and its own: atomically where the backend can);
+        the positioned copies, one per stream."""
         self.published += len(streams)
-        return await self.backend.publish_many(streams, kind, data)
+        return await self.backend.publish(event, streams)
 
     def subscription(self) -> Subscription:
         return Subscription(self.subscriber_queue_size)
 
     def subscribe(self, subscription: Subscriber, stream: str) -> None:
-        self._subscribers.setdefault(stream, set()).add(subscription)
+        """Start handing the stream's events to `subscription`. Events reach it once the backend watches the
+        stream, which may take a round trip to the broker: callers that must not miss one use follow()."""
+        followers = self._subscribers.get(stream)
+        if followers is None:
+            followers = self._subscribers[stream] = set()
+            self._watches[stream] = self._spawn(self.backend.watch(stream))
+        followers.add(subscription)
         subscription.streams.add(stream)
+
+    async def follow(self, subscription: Subscriber, stream: str) -> None:
+        """subscribe(), then wait until the backend really receives the stream's live events: nothing published
+        after this returns is missed. HubUnavailable when the broker does not confirm in time."""
+        self.subscribe(subscription, stream)
+        watch = self._watches[stream]
+        if not watch.done():
+            await asyncio.wait({watch}, timeout=self.watch_timeout_s)  # never cancels the watch itself
+        failed = watch.exception() if watch.done() and not watch.cancelled() else None
+        if not watch.done() or failed is not None:
+            raise HubUnavailable(
+                f"the hub could not start following {stream} within {self.watch_timeout_s:g} s: its broker "
+                "did not answer",
+                hint="try again shortly; the server's log says why the broker is unreachable",
+            ) from failed
 
     def unsubscribe(self, subscription: Subscriber, streams: Iterable[str] | None = None) -> None:
         for stream in list(streams if streams is not None else subscription.streams):
@@ -143,7 +185,24 @@ class Hub:
                 followers.discard(subscription)
                 if not followers:
                     del self._subscribers[stream]
+                    # A watch still under way is left to finish (the unwatch behind it releases it): cut off in
+                    # the middle of talking to the broker, it could leave the backend's bookkeeping half done.
+                    del self._watches[stream]
+                    self._spawn(self.backend.unwatch(stream))
             subscription.streams.discard(stream)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a watch or unwatch. Tasks start in the order they are made, so a stream's watch and unwatch
+        reach the backend in the order the subscribers came and went (backends keep that order)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("hub backend: watch or unwatch failed", exc_info=task.exception())
 
     async def position(self, stream: str) -> str:
         epoch, offset = await self.backend.position(stream)
@@ -164,17 +223,23 @@ class Hub:
         return len({s for followers in self._subscribers.values() for s in followers})
 
 
+BROKER_SCHEMES = (
+    "sql:// (history in the job database), memory:// (this process only) or redis://host:port/db (several nodes)"
+)
+
+
 def open_hub(
     url: str,
     *,
+    database_url: str | None = None,
     history_size: int,
     history_ttl_s: float,
     subscriber_queue_size: int,
-    engine: AsyncEngine | None = None,
 ) -> Hub:
-    """The hub for a broker URL: sql:// (history in the job database, `engine`) or memory:// (this process only;
-    history is lost on restart, and clients resuming then get recovered=false)."""
-    scheme = url.split("://", 1)[0]
+    """The hub for a broker URL: sql:// keeps history in the job database at `database_url` (fan-out within
+    this process); memory:// keeps it in this process (lost on restart: clients resuming then get
+    recovered=false); redis://host:port/db[?prefix=name] shares history and fan-out between nodes."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
     backend: HubBackend
     if scheme == "memory":
         from nbrelay.hub.backends.memory import MemoryBackend
@@ -183,9 +248,13 @@ def open_hub(
     elif scheme == "sql":
         from nbrelay.hub.backends.sql import SqlBackend
 
-        if engine is None:
-            raise ValueError("the sql:// hub keeps its history in the job database: pass its engine")
-        backend = SqlBackend(engine, history_size=history_size, history_ttl_s=history_ttl_s)
+        if not database_url:
+            raise ValueError("the sql:// hub keeps its history in the job database: pass its database_url")
+        backend = SqlBackend(database_url, history_size=history_size, history_ttl_s=history_ttl_s)
+    elif scheme in ("redis", "rediss"):
+        from nbrelay.hub.backends.redis import RedisBackend
+
+        backend = RedisBackend(url, history_size=history_size, history_ttl_s=history_ttl_s)
     else:
-        raise ValueError(f"unsupported broker URL {url!r}: use sql:// (default) or memory://")
+        raise ValueError(f"unsupported broker URL {url!r} (NBRELAY_BROKER_URL): use {BROKER_SCHEMES}")
     return Hub(backend, subscriber_queue_size=subscriber_queue_size)

@@ -20,8 +20,11 @@ class NewJob:
     timeout_s: float | None = None
     cell_timeout_s: float | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)  # validated post-run steps (nbrelay.steps)
+    schedule_id: int | None = None  # the schedule that started it (nbrelay.schedules)
 
 
+# The largest id and offset the stores take: PostgreSQL's INTEGER (ids are INTEGER columns on both backends).
+MAX_ID = 2**31 - 1
 USER_NAME_MAX = 128
 TOKEN_HASH_MAX = 128
 _USER_NAME = re.compile(r"[A-Za-z0-9_.@+-]+")
@@ -66,12 +69,16 @@ class JobStore(Protocol):
 
     async def get_job(self, job_id: int) -> Job | None: ...
 
+    async def get_jobs(self, job_ids: Iterable[int]) -> Sequence[Job]:
+        """The jobs with these ids that exist, read in one statement (so their states agree with each other)."""
+
     async def list_jobs(
         self,
         *,
         owner: str | None = None,
         states: Iterable[JobState] | None = None,
         notebook: str | None = None,
+        schedule_id: int | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> Sequence[Job]:
@@ -83,10 +90,25 @@ class JobStore(Protocol):
         owner: str | None = None,
         states: Iterable[JobState] | None = None,
         notebook: str | None = None,
+        schedule_id: int | None = None,
     ) -> int: ...
 
-    async def save(self, job: Job, *, expect_state: JobState) -> bool:
-        """Write `job` only if the stored row is still in `expect_state` (compare-and-set). True if written."""
+    async def save(self, job: Job, *, expect_state: JobState, expect_worker: str | None = None) -> bool:
+        """Write `job` only if the stored row is still in `expect_state` (compare-and-set), and with
+        `expect_worker`, only while that worker holds the job. True if written."""
+
+    # Leases: who runs a job. A claim is one conditional UPDATE, so of several claimers exactly one wins.
+
+    async def claim(self, worker: str, *, lease_s: float | None, job_id: int | None = None) -> Job | None:
+        """Move the oldest queued job (or job `job_id`, if still queued) to running for `worker`, with a lease
+        of `lease_s` seconds (None: no lease). The claimed job, or None when there was nothing to claim."""
+
+    async def renew_leases(self, worker: str, job_ids: Iterable[int], *, lease_s: float) -> dict[int, bool]:
+        """Extend the leases `worker` still holds among `job_ids`: {job id: cancel requested} for each of those;
+        a job missing from the answer is no longer this worker's (its lease ran out and it was reaped)."""
+
+    async def expired_leases(self, *, limit: int = 100) -> Sequence[Job]:
+        """Running jobs whose lease has run out (their worker is lost), oldest first."""
 
     async def update_progress(self, job_id: int, cell: int, total: int) -> None:
         """Record progress of a running job (no state change)."""
@@ -98,6 +120,10 @@ class JobStore(Protocol):
 
     async def queue_position(self, job_id: int) -> int | None:
         """1-based position among queued jobs, None when the job is not queued."""
+
+    async def queue_positions(self, job_ids: Iterable[int]) -> dict[int, int]:
+        """{job id: 1-based position among queued jobs} for those of `job_ids` that are queued, read at one
+        moment."""
 
     async def jobs_in_state(self, state: JobState) -> Sequence[Job]: ...
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from nbrelay.models import Job, JobError, JobState, utcnow
 from nbrelay.store.base import TOKEN_HASH_MAX, NewJob, TokenRecord, check_user_name
 
-__all__ = ["MIGRATIONS_DIR", "SqlJobStore", "engine_url", "hub_events", "hub_streams", "jobs", "metadata", "tokens"]
+__all__ = ["MIGRATIONS_DIR", "SqlJobStore", "UtcDateTime", "engine_url", "jobs", "metadata", "sqlite_pragmas", "tokens"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -90,9 +90,17 @@ jobs = sa.Table(
     # Post-run file steps and their results (migrations/versions/*_steps.py).
     sa.Column("steps", sa.JSON, nullable=False, server_default="[]"),
     sa.Column("step_results", sa.JSON(none_as_null=True), nullable=True),
+    # Leases (migrations/versions/0005_leases.py).
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("worker", sa.String(200), nullable=True),
+    sa.Column("lease_expires_at", UtcDateTime, nullable=True),
+    # The schedule that started the job (migrations/versions/0006_schedules.py); no foreign key, it outlives it.
+    sa.Column("schedule_id", sa.Integer, nullable=True),
     sa.Index("ix_jobs_state_id", "state", "id"),
+    sa.Index("ix_jobs_state_lease", "state", "lease_expires_at"),
     sa.Index("ix_jobs_owner_id", "owner", "id"),
     sa.Index("ix_jobs_notebook", "notebook"),
+    sa.Index("ix_jobs_schedule_id", "schedule_id", "id"),
     sqlite_autoincrement=True,
 )
 
@@ -108,26 +116,6 @@ tokens = sa.Table(
     sa.UniqueConstraint("token_hash", name="uq_tokens_token_hash"),
     sa.Index("ix_tokens_name", "name"),
     sqlite_autoincrement=True,
-)
-
-
-# The hub's durable history (hub/backends/sql.py); also in migrations/versions/0003.
-hub_streams = sa.Table(
-    "hub_streams",
-    metadata,
-    sa.Column("name", sa.String(160), primary_key=True),
-    sa.Column("epoch", sa.String(32), nullable=False),
-    sa.Column("last_offset", sa.BigInteger, nullable=False),
-)
-hub_events = sa.Table(
-    "hub_events",
-    metadata,
-    sa.Column("stream", sa.String(160), primary_key=True),
-    sa.Column("offset", sa.BigInteger, primary_key=True),
-    sa.Column("type", sa.String(64), nullable=False),
-    sa.Column("data", sa.JSON, nullable=False),
-    sa.Column("ts", UtcDateTime, nullable=False),
-    sa.Index("ix_hub_events_ts", "ts"),
 )
 
 
@@ -205,6 +193,10 @@ def _row_values(job: Job) -> dict[str, Any]:
         "cancel_requested": job.cancel_requested,
         "steps": job.steps,
         "step_results": job.step_results,
+        "attempt": job.attempt,
+        "worker": job.worker,
+        "lease_expires_at": _aware(job.lease_expires_at) if job.lease_expires_at else None,
+        "schedule_id": job.schedule_id,
     }
 
 
@@ -230,6 +222,10 @@ def _to_job(row: Row[Any]) -> Job:
         cancel_requested=bool(m["cancel_requested"]),
         steps=list(m["steps"] or []),
         step_results=m["step_results"],
+        attempt=int(m["attempt"]),
+        worker=m["worker"],
+        lease_expires_at=m["lease_expires_at"],
+        schedule_id=m["schedule_id"],
     )
 
 
@@ -246,7 +242,7 @@ def _to_token(row: Row[Any]) -> TokenRecord:
 
 
 def _filters(
-    owner: str | None, states: Iterable[JobState] | None, notebook: str | None
+    owner: str | None, states: Iterable[JobState] | None, notebook: str | None, schedule_id: int | None = None
 ) -> list[sa.ColumnElement[bool]]:
     clauses: list[sa.ColumnElement[bool]] = []
     if owner is not None:
@@ -255,6 +251,8 @@ def _filters(
         clauses.append(jobs.c.state.in_([JobState(s).value for s in states]))
     if notebook is not None:
         clauses.append(jobs.c.notebook == notebook)
+    if schedule_id is not None:
+        clauses.append(jobs.c.schedule_id == schedule_id)
     return clauses
 
 
@@ -306,6 +304,7 @@ class SqlJobStore:
             timeout_s=new.timeout_s,
             cell_timeout_s=new.cell_timeout_s,
             steps=list(new.steps),
+            schedule_id=new.schedule_id,
         )
         async with self._engine.begin() as conn:
             result = await conn.execute(jobs.insert().values(_row_values(job)))
@@ -318,18 +317,23 @@ class SqlJobStore:
             row = (await conn.execute(jobs.select().where(jobs.c.id == job_id))).first()
         return _to_job(row) if row is not None else None
 
+    async def get_jobs(self, job_ids: Iterable[int]) -> Sequence[Job]:
+        ids = list(job_ids)
+        return await self._fetch(jobs.select().where(jobs.c.id.in_(ids)).order_by(jobs.c.id)) if ids else []
+
     async def list_jobs(
         self,
         *,
         owner: str | None = None,
         states: Iterable[JobState] | None = None,
         notebook: str | None = None,
+        schedule_id: int | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> Sequence[Job]:
         query = (
             jobs.select()
-            .where(*_filters(owner, states, notebook))
+            .where(*_filters(owner, states, notebook, schedule_id))
             .order_by(jobs.c.id.desc())
             .limit(limit)
             .offset(offset)
@@ -342,20 +346,70 @@ class SqlJobStore:
         owner: str | None = None,
         states: Iterable[JobState] | None = None,
         notebook: str | None = None,
+        schedule_id: int | None = None,
     ) -> int:
-        query = sa.select(sa.func.count()).select_from(jobs).where(*_filters(owner, states, notebook))
+        query = sa.select(sa.func.count()).select_from(jobs).where(*_filters(owner, states, notebook, schedule_id))
         async with self._engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
-    async def save(self, job: Job, *, expect_state: JobState) -> bool:
+    async def save(self, job: Job, *, expect_state: JobState, expect_worker: str | None = None) -> bool:
         values = _row_values(job)
         if not job.cancel_requested:
             # Cancel requests come from another actor than the saver: a stale copy must not clear one.
             del values["cancel_requested"]
         query = jobs.update().where(jobs.c.id == job.id, jobs.c.state == expect_state.value).values(values)
+        if expect_worker is not None:
+            query = query.where(jobs.c.worker == expect_worker)
         async with self._engine.begin() as conn:
             result = await conn.execute(query)
+            if result.rowcount == 1 and job.state.terminal and not expect_state.terminal:
+                # The notifications owed for this end go into the outbox with it: written together or not at all.
+                await nbrelay.store.notifications.enqueue(conn, job)
         return result.rowcount == 1
+
+    async def claim(self, worker: str, *, lease_s: float | None, job_id: int | None = None) -> Job | None:
+        now = utcnow()
+        pick = sa.select(jobs.c.id).where(jobs.c.state == JobState.QUEUED.value)
+        pick = pick.where(jobs.c.id == job_id) if job_id is not None else pick.order_by(jobs.c.id).limit(1)
+        if not self._sqlite:
+            # Claimers skip a row another claimer holds instead of queueing behind it (SQLite has one writer).
+            pick = pick.with_for_update(skip_locked=True)
+        query = (
+            jobs.update()
+            .where(jobs.c.id == pick.scalar_subquery(), jobs.c.state == JobState.QUEUED.value)
+            .values(
+                state=JobState.RUNNING.value,
+                started_at=now,
+                worker=worker,
+                lease_expires_at=now + timedelta(seconds=lease_s) if lease_s is not None else None,
+            )
+            .returning(*jobs.c)
+        )
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(query)).first()
+        return _to_job(row) if row is not None else None
+
+    async def renew_leases(self, worker: str, job_ids: Iterable[int], *, lease_s: float) -> dict[int, bool]:
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        query = (
+            jobs.update()
+            .where(jobs.c.id.in_(ids), jobs.c.worker == worker, jobs.c.state == JobState.RUNNING.value)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+            .returning(jobs.c.id, jobs.c.cancel_requested)
+        )
+        async with self._engine.begin() as conn:
+            return {int(row.id): bool(row.cancel_requested) for row in await conn.execute(query)}
+
+    async def expired_leases(self, *, limit: int = 100) -> Sequence[Job]:
+        query = (
+            jobs.select()
+            .where(jobs.c.state == JobState.RUNNING.value, jobs.c.lease_expires_at < utcnow())
+            .order_by(jobs.c.id)
+            .limit(limit)
+        )
+        return await self._fetch(query)
 
     async def update_progress(self, job_id: int, cell: int, total: int) -> None:
         query = jobs.update().where(jobs.c.id == job_id).values(progress_cell=cell, progress_total=total)
@@ -371,14 +425,26 @@ class SqlJobStore:
         return await self._fetch(query)
 
     async def queue_position(self, job_id: int) -> int | None:
+        return (await self.queue_positions([job_id])).get(job_id)
+
+    async def queue_positions(self, job_ids: Iterable[int]) -> dict[int, int]:
+        wanted = sorted(set(job_ids))
+        if not wanted:
+            return {}
         queued = jobs.c.state == JobState.QUEUED.value
-        ahead = sa.select(sa.func.count()).select_from(jobs).where(queued, jobs.c.id < job_id).scalar_subquery()
-        is_queued = sa.exists().where(jobs.c.id == job_id, queued)
-        # One statement, so the answer comes from a single snapshot: no row unless the job is queued.
-        query = sa.select(ahead + 1).where(is_queued)
+        ahead = sa.alias(jobs, "ahead")
+        # One statement, so the positions come from a single snapshot; each is an index range count on
+        # (state, id), and only the asked-for rows are read: no queued job is loaded whole.
+        count = (
+            sa.select(sa.func.count())
+            .select_from(ahead)
+            .where(ahead.c.state == JobState.QUEUED.value, ahead.c.id <= jobs.c.id)
+            .scalar_subquery()
+        )
+        query = sa.select(jobs.c.id, count).where(queued, jobs.c.id.in_(wanted))
         async with self._engine.connect() as conn:
-            position = (await conn.execute(query)).scalar_one_or_none()
-        return int(position) if position is not None else None
+            rows = (await conn.execute(query)).all()
+        return {int(job_id): int(position) for job_id, position in rows}
 
     async def jobs_in_state(self, state: JobState) -> Sequence[Job]:
         return await self._fetch(jobs.select().where(jobs.c.state == state.value).order_by(jobs.c.id))
@@ -460,3 +526,9 @@ class SqlJobStore:
     async def _fetch(self, query: sa.Select[Any]) -> list[Job]:
         async with self._engine.connect() as conn:
             return [_to_job(row) for row in await conn.execute(query)]
+
+
+# The schedules' tables join `metadata` (their store lives in its own module on the same engine), and so do the
+# notification tables and the outbox that `save` writes (nbrelay.store.notifications).
+import nbrelay.store.notifications  # noqa: E402
+import nbrelay.store.schedules  # noqa: E402

@@ -1,15 +1,15 @@
-"""The in-process hub backend (the embedded default): history in bounded deques, a new epoch per process."""
+"""The in-process hub backend: history in bounded deques, a new epoch per process, fan-out within the process."""
 
 from __future__ import annotations
 
 import secrets
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from nbrelay.hub.backends.base import Deliver, History
-from nbrelay.models import Event, utcnow
+from nbrelay.models import Event
 
 
 @dataclass
@@ -34,6 +34,12 @@ class MemoryBackend:
     async def close(self) -> None:
         self._streams.clear()
 
+    async def watch(self, stream: str) -> None:
+        """Nothing to do: every event published in this process is delivered in it."""
+
+    async def unwatch(self, stream: str) -> None:
+        """Nothing to do (see watch)."""
+
     def _stream(self, name: str) -> _Stream:
         stream = self._streams.get(name)
         if stream is None:
@@ -54,22 +60,22 @@ class MemoryBackend:
         for name in [n for n, s in self._streams.items() if now - s.touched > self.history_ttl_s]:
             del self._streams[name]
 
-    async def publish(self, stream: str, kind: str, data: dict[str, Any]) -> Event:
+    async def publish(self, event: Event, streams: Sequence[str]) -> list[Event]:
         now = time.monotonic()
         self._sweep(now)
-        state = self._stream(stream)
-        state.offset += 1
-        state.touched = now
-        event = Event(kind, data, ts=utcnow(), stream=stream, offset=state.offset, epoch=state.epoch)
-        state.kept.append((now, event))
-        if len(state.kept) > self.history_size:
-            state.kept.popleft()
-        if self._deliver is not None:
-            self._deliver(event)
-        return event
-
-    async def publish_many(self, streams: list[str], kind: str, data: dict[str, Any]) -> list[Event]:
-        return [await self.publish(stream, kind, data) for stream in streams]
+        published = []
+        for stream in streams:
+            state = self._stream(stream)
+            state.offset += 1
+            state.touched = now
+            positioned = event.positioned(stream, state.offset, state.epoch)
+            state.kept.append((now, positioned))
+            if len(state.kept) > self.history_size:
+                state.kept.popleft()
+            published.append(positioned)
+            if self._deliver is not None:
+                self._deliver(positioned)
+        return published
 
     async def position(self, stream: str) -> tuple[str, int]:
         state = self._stream(stream)

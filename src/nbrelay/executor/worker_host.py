@@ -1,0 +1,261 @@
+"""`nbrelay worker`: a Celery worker whose tasks run jobs on this machine's worker processes.
+
+One event loop thread holds what the runs need: the store (PostgreSQL), the hub (Redis), the WorkerPool (the same
+worker processes, warm kernels and exporter as the embedded default) and a JobRecorder. A wake-up on one of
+Celery's task threads (one per slot) makes that slot claim queued jobs, oldest first, and run them one after
+another until none is left. The lease of every job running here is
+renewed every second, and that renewal also brings cancel requests; a job whose lease this worker lost (it was
+re-queued or failed by a reaper) is killed here, and its late results are refused by the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+from nbrelay.config import Settings
+from nbrelay.executor.celery_app import TASK_NAME, make_celery, queue_name
+from nbrelay.executor.pool import WorkerPool
+from nbrelay.hub import Hub, open_hub
+from nbrelay.models import TERMINAL_EVENTS, Event, Job
+from nbrelay.recorder import JobRecorder, job_streams, worker_id
+from nbrelay.store import open_store
+from nbrelay.store.base import JobStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_RENEW_EVERY_S = 1.0
+_FENCE_AT = 0.8  # of lease_timeout_s without a successful renewal: stop our runs before a reaper re-queues them
+
+
+def check_shared_folders(settings: Settings) -> None:
+    """Fail at start, clearly, when this machine cannot write the folders every node shares."""
+    for what, folder in (("workspace", settings.workspace), ("reports folder", settings.reports_dir)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".nbrelay-write-check-"):
+                pass
+        except OSError as exc:
+            raise SystemExit(
+                f"nbrelay worker: cannot write the {what} {folder} ({exc.strerror or exc}). Workers and web nodes "
+                "share it (an NFS mount in production): mount it here, writable, or set "
+                f"NBRELAY_{'WORKSPACE' if what == 'workspace' else 'REPORTS_DIR'}."
+            ) from exc
+
+
+class WorkerHost:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.worker = worker_id(settings)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="nbrelay-host", daemon=True)
+        self.store: JobStore | None = None
+        self.hub: Hub | None = None
+        self.recorder: JobRecorder | None = None
+        self.pool = WorkerPool(settings, stopping_reason="interrupted: worker stopped")
+        self._ends: dict[int, asyncio.Future[None]] = {}
+        self._cancelled: set[int] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.claimed = 0
+        self.lost = 0
+
+    # life cycle (called from Celery's threads) ---------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+        self._call(self._start())
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._call(self._stop())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+
+    def run_job(self, hint: int | None) -> int:
+        """A wake-up arrived (for job `hint`): run queued jobs, oldest first, until none is left."""
+        return self._call(self._run(hint))
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    async def _start(self) -> None:
+        settings = self.settings
+        self.store = open_store(settings.database_url)
+        await self.store.start()
+        self.hub = open_hub(
+            settings.broker_url,
+            database_url=settings.database_url,
+            history_size=settings.history_size,
+            history_ttl_s=settings.history_ttl_s,
+            subscriber_queue_size=settings.subscriber_queue_size,
+        )
+        await self.hub.start()
+        self.recorder = JobRecorder(settings, self.store, self.worker)
+        self.recorder.listeners.append(self._publish)
+        await self.pool.start(self._on_event)
+        self._heartbeat = asyncio.create_task(self._renew_forever(), name="leases")
+        log.info("worker %s: %s slots, lease %.0f s", self.worker, settings.workers, settings.lease_timeout_s)
+
+    async def _stop(self) -> None:
+        self._stopping = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        await self.stop_runs()
+        if self.recorder is not None:
+            await self.recorder.drain()
+        if self.hub is not None:
+            await self.hub.close()
+        if self.store is not None:
+            await self.store.close()
+
+    async def stop_runs(self) -> None:
+        """Take no more jobs; runs under way end as failed: "interrupted: worker stopped"."""
+        self._stopping = True
+        await self.pool.stop()  # a second call (Celery's shutdown signal, then ours) waits for the first
+
+    # runs ------------------------------------------------------------------------------------------------------
+    async def _publish(self, event: Event) -> None:
+        assert self.hub is not None
+        await self.hub.publish(event, job_streams(event))
+
+    async def _run(self, hint: int | None) -> int:
+        """Claim and run jobs, oldest first, until the queue is empty; how many ran. A wake-up only starts this
+        slot: going on to the next queued job without a message in between keeps the slot busy without a round
+        trip through the broker, and the wake-ups left over find the queue empty (one claim each)."""
+        assert self.store is not None
+        ran = 0
+        while not self._stopping:
+            while self.pool.free_slots() == 0:  # noqa: ASYNC110 (rare: a worker process being replaced after it died)
+                await asyncio.sleep(0.1)
+            job = await self.store.claim(self.worker, lease_s=self.settings.lease_timeout_s)
+            if job is None:
+                break  # another worker took it, or it was cancelled: wake-ups are only hints
+            self.claimed += 1
+            ran += 1
+            log.info("job %s (attempt %s) claimed on a wake-up for job %s", job.id, job.attempt, hint)
+            await self._run_claimed(job)
+        return ran
+
+    async def _run_claimed(self, job: Job) -> None:
+        assert self.recorder is not None
+        end = self._ends[job.id] = self.loop.create_future()
+        try:
+            spec = await self.recorder.spec_or_fail(job)
+            if spec is None:
+                return
+            await self.pool.run(spec)
+            await end
+            await self.recorder.finished(job.id)
+        finally:
+            self._ends.pop(job.id, None)
+            self._cancelled.discard(job.id)
+
+    async def _on_event(self, event: Event) -> None:
+        assert self.recorder is not None
+        await self.recorder.on_event(event)
+        if event.type in TERMINAL_EVENTS and event.job_id is not None:
+            end = self._ends.get(event.job_id)
+            if end is not None and not end.done():
+                end.set_result(None)
+
+    # leases ----------------------------------------------------------------------------------------------------
+    async def _renew_forever(self) -> None:
+        assert self.store is not None
+        lease_s = self.settings.lease_timeout_s
+        last_ok = time.monotonic()
+        while True:
+            await asyncio.sleep(min(_RENEW_EVERY_S, lease_s / 3))
+            running = self.pool.running()
+            if not running:
+                last_ok = time.monotonic()
+                continue
+            try:
+                held = await self.store.renew_leases(self.worker, running, lease_s=lease_s)
+                last_ok = time.monotonic()
+            except Exception as exc:
+                log.warning("could not renew leases: %s", exc)
+                if time.monotonic() - last_ok > _FENCE_AT * lease_s:
+                    # Cut off from the store: a reaper will soon give these jobs to others. Stop them first.
+                    for job_id in running:
+                        await self._stop_run(job_id, "lease could not be renewed")
+                continue
+            for job_id in running:
+                if job_id not in held:
+                    self.lost += 1
+                    await self._stop_run(job_id, "lease lost")
+                elif held[job_id]:
+                    await self._stop_run(job_id, "cancel requested")
+
+    async def _stop_run(self, job_id: int, why: str) -> None:
+        if job_id in self._cancelled:
+            return
+        self._cancelled.add(job_id)
+        log.info("stopping job %s: %s", job_id, why)
+        await self.pool.cancel(job_id)
+
+
+def serve_metrics(host: WorkerHost, port: int) -> None:
+    """/metrics of this worker on `port` (Prometheus): its slots, running jobs, claims and lost leases."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.core import Metric
+
+    from nbrelay.metrics import JobCollector, JobFigures
+
+    figures = JobFigures()
+
+    class Live(JobCollector):
+        def collect(self) -> Iterator[Metric]:
+            figures.slots, figures.running = host.settings.workers, len(host.pool.running())
+            figures.claimed, figures.leases_lost = host.claimed, host.lost
+            return super().collect()
+
+    registry = CollectorRegistry()
+    registry.register(Live(figures))
+    start_http_server(port, addr=host.settings.host, registry=registry)
+    log.info("worker metrics on http://%s:%s/metrics", host.settings.host, port)
+
+
+def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
+    """Start the Celery worker with NBRELAY_WORKERS slots; returns when it has stopped."""
+    from celery import signals
+
+    check_shared_folders(settings)
+    app = make_celery(settings)
+    host = WorkerHost(settings)
+
+    @app.task(name=TASK_NAME, ignore_result=True)
+    def run(job_id: int | None = None) -> int:
+        return host.run_job(job_id)
+
+    def shutting_down(**_kw: Any) -> None:
+        # Warm shutdown waits for the tasks: end the runs, so it does not wait hours for them.
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(host.stop_runs(), host.loop)
+
+    signals.worker_shutting_down.connect(shutting_down, weak=False)
+    host.start()
+    if settings.worker_metrics_port:
+        serve_metrics(host, settings.worker_metrics_port)
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--pool=threads",
+                f"--concurrency={settings.workers}",
+                f"--queues={queue_name(settings)}",
+                f"--hostname=nbrelay-{os.getpid()}@{settings.node_name}",
+                f"--loglevel={loglevel}",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    finally:
+        host.stop()

@@ -1,0 +1,396 @@
+"""The hub backend shared by several web nodes and workers (NBRELAY_BROKER_URL=redis://host:port/db): history in
+Redis Streams, offsets and epochs assigned in Redis, fan-out by pub/sub to the nodes that watch a stream.
+
+Keys and channels, all under the prefix (`?prefix=name`, default "nbrelay"), so installations and tests can
+share one Redis:
+    <prefix>:hub:<stream>:meta     hash {epoch, last}: the stream's epoch and last offset
+    <prefix>:hub:<stream>:events   Redis Stream, entry ids "<offset>-0", fields t (ms) and e (the event's JSON)
+    <prefix>:hub:<stream>          pub/sub channel: "<epoch>:<offset> <the event's JSON>" per new event
+One Lua script assigns the offsets, appends and publishes, for all streams of an event at once, so the order on
+a channel is the offset order and nothing is published that history does not hold. A node subscribes to the
+channel of a stream only while it has a subscriber for it; it re-reads history where it sees a gap in the offsets
+and, after its pub/sub connection comes back, for every stream it watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import RedisError
+
+from nbrelay.errors import HubUnavailable
+from nbrelay.hub.backends.base import Deliver, History, stop
+from nbrelay.models import Event
+
+log = logging.getLogger(__name__)
+
+PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+DEFAULT_PREFIX = "nbrelay"
+# A stream's epoch and last offset outlive its events: an idle stream whose events expired keeps its epoch, so
+# its live clients are not told "history lost" for history they never needed. A day, or the TTL if longer.
+_META_TTL_MIN_S = 86_400.0
+_COMMAND_TIMEOUT_S = 2.0  # a publish waits no longer than this (and a couple of quick retries) for Redis
+_MAX_CONNECTIONS = 32  # commands in flight at once from this node (publishes, history reads)
+_PING_EVERY_S = 5.0  # a silent pub/sub connection is pinged; no pong in as long again: it is dead
+_RECONNECT_FIRST_S, _RECONNECT_MAX_S = 0.1, 5.0
+_MAX_OFFSET = 2**52  # what Lua's numbers hold exactly
+
+# A stream's epoch, made when its meta is gone: a new stream, or one whose data Redis lost (restarted empty,
+# evicted, expired). What is left of its old events goes too, so nobody resumes into a hole.
+_POSITION = """
+local function position(meta, events, fresh, meta_ttl)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if epoch then
+    return epoch
+  end
+  redis.call('DEL', events)
+  redis.call('HSET', meta, 'epoch', fresh, 'last', 0)
+  redis.call('PEXPIRE', meta, meta_ttl)
+  return fresh
+end
+"""
+# KEYS: each stream's meta and events keys, in pairs. ARGV: a fresh epoch, history size, events TTL (ms), meta
+# TTL (ms), the event's time (ms), its JSON, then each stream's channel. Returns epoch and offset per stream.
+_PUBLISH = (
+    _POSITION
+    + """
+local fresh, size, ttl, meta_ttl, ts, body = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local placed = {}
+for i = 1, #KEYS / 2 do
+  local meta, events = KEYS[2 * i - 1], KEYS[2 * i]
+  local epoch = position(meta, events, fresh, meta_ttl)
+  local offset = string.format('%d', redis.call('HINCRBY', meta, 'last', 1))
+  redis.call('XADD', events, 'MAXLEN', '~', size, offset .. '-0', 't', ts, 'e', body)
+  redis.call('PEXPIRE', events, ttl)
+  redis.call('PEXPIRE', meta, meta_ttl)
+  redis.call('PUBLISH', ARGV[6 + i], epoch .. ':' .. offset .. ' ' .. body)
+  placed[2 * i - 1] = epoch
+  placed[2 * i] = offset
+end
+return placed
+"""
+)
+# KEYS: the stream's meta and events keys. ARGV: a fresh epoch, meta TTL (ms), the offset to read after ('':
+# none), history size. Returns epoch, last offset and the kept entries after that offset, in one snapshot.
+_READ = (
+    _POSITION
+    + """
+local epoch = position(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+local last = tonumber(redis.call('HGET', KEYS[1], 'last'))
+if ARGV[3] == '' then
+  return {epoch, last}
+end
+local from = math.max(tonumber(ARGV[3]) + 1, last - tonumber(ARGV[4]) + 1)
+return {epoch, last, redis.call('XRANGE', KEYS[2], string.format('%d', from) .. '-0', '+')}
+"""
+)
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """redis://host:port/db?prefix=name → (the URL for redis-py, the prefix); ValueError for what is not one."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"unusable broker URL {url!r}: expected redis://host:port/db (or rediss:// for TLS)")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((value for key, value in query if key == "prefix"), DEFAULT_PREFIX)
+    if not PREFIX.match(prefix):
+        raise ValueError(f"unusable prefix {prefix!r} in the broker URL: letters, digits, '_', '.' or '-', up to 64")
+    rest = urlencode([(key, value) for key, value in query if key != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+@dataclass(eq=False)
+class _Watch:
+    """A stream this node follows: what it has handed on (to see gaps) and whether Redis confirmed it."""
+
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    epoch: str | None = None  # of the last event handed on (or of the stream when watched); None: not known
+    last: int = 0
+    subscribed_on: PubSub | None = None  # the pub/sub connection its SUBSCRIBE went out on
+    reread: bool = False  # the connection dropped: re-read history once subscribed again
+
+
+class RedisBackend:
+    def __init__(self, url: str, *, history_size: int = 1000, history_ttl_s: float = 3600.0):
+        address, self.prefix = parse_url(url)
+        parts = urlsplit(address)
+        self.where = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"  # for messages: no password
+        self.history_size = history_size
+        self.history_ttl_s = history_ttl_s
+        self._ttl_ms = max(1, int(history_ttl_s * 1000))
+        self._meta_ttl_ms = int(max(history_ttl_s, _META_TTL_MIN_S) * 1000)
+        self._keys = f"{self.prefix}:hub:"
+        common: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": _COMMAND_TIMEOUT_S}
+        # At most _MAX_CONNECTIONS commands at once; more publishes wait for a connection (as long as a command
+        # may take) instead of failing: redis-py's default pool refuses the 101st at once ("Too many connections").
+        pool = aioredis.BlockingConnectionPool.from_url(
+            address,
+            max_connections=_MAX_CONNECTIONS,
+            timeout=_COMMAND_TIMEOUT_S,
+            socket_timeout=_COMMAND_TIMEOUT_S,
+            retry=Retry(ExponentialBackoff(0.5, 0.05), 2),
+            client_name=f"{self.prefix}:hub",  # CLIENT LIST tells whose connections these are
+            **common,
+        )
+        self._client = aioredis.Redis(connection_pool=pool)
+        self._client.auto_close_connection_pool = True
+        # The pub/sub connection is reconnected by _listen, not by redis-py, so that every reconnect is seen and
+        # followed by the re-read of what may have been published meanwhile.
+        self._listener_client = aioredis.Redis.from_url(
+            address, retry=Retry(NoBackoff(), 0), client_name=f"{self.prefix}:hub-pubsub", **common
+        )
+        self._publish = self._client.register_script(_PUBLISH)
+        self._read = self._client.register_script(_READ)
+        self._deliver: Deliver | None = None
+        self._watched: dict[str, _Watch] = {}
+        self._confirming: dict[str, deque[_Watch]] = {}  # per channel, the watches whose SUBSCRIBE is unanswered
+        self._pubsub: PubSub | None = None
+        # Commands on the pub/sub connection go out one at a time and in the order asked (asyncio.Lock is FIFO):
+        # a stream's SUBSCRIBE and UNSUBSCRIBE must reach Redis in the order the hub watched and unwatched it.
+        self._send_lock = asyncio.Lock()
+        self._listener: asyncio.Task[None] | None = None
+
+    # life cycle ----------------------------------------------------------------------------------------------
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            # Not fatal: the service runs, events fail to publish (and say so) until Redis is back.
+            log.error("hub: Redis at %s is not reachable (%s); retrying in the background", self.where, exc)
+        self._listener = asyncio.create_task(self._listen(), name="hub-redis-listener")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await stop([self._listener])
+            self._listener = None
+        self._deliver = None
+        await self._client.aclose()
+        await self._listener_client.aclose()
+
+    # keys ----------------------------------------------------------------------------------------------------
+    def channel(self, stream: str) -> str:
+        return self._keys + stream
+
+    def _stream_keys(self, stream: str) -> list[str]:
+        return [f"{self._keys}{stream}:meta", f"{self._keys}{stream}:events"]
+
+    # publish and read ----------------------------------------------------------------------------------------
+    async def publish(self, event: Event, streams: Sequence[str]) -> list[Event]:
+        body = event.json() if event.stream is None else Event(event.type, event.data, ts=event.ts).json()
+        keys = [key for stream in streams for key in self._stream_keys(stream)]
+        args: list[str | int] = [secrets.token_hex(4), self.history_size, self._ttl_ms, self._meta_ttl_ms]
+        args += [int(event.ts.timestamp() * 1000), body, *(self.channel(stream) for stream in streams)]
+        try:
+            placed = await self._publish(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise HubUnavailable(f"the hub's Redis at {self.where} did not take a {event.type} event: {exc}") from exc
+        published = []
+        for i, stream in enumerate(streams):
+            epoch, offset = str(placed[2 * i]), int(placed[2 * i + 1])
+            published.append(event.positioned(stream, offset, epoch))
+        return published
+
+    async def position(self, stream: str) -> tuple[str, int]:
+        """Where the stream stands. A stream this node watches is known here (its live events keep it current,
+        give or take one in flight, which a resume from it replays); any other is read from Redis, since the
+        other nodes may have published to it meanwhile: a position remembered from earlier would send the
+        client's resume back into history that may be gone (recovered: false for nothing lost)."""
+        watch = self._watched.get(stream)
+        if watch is not None and watch.epoch is not None and watch.ready.is_set() and watch.subscribed_on:
+            return watch.epoch, watch.last
+        epoch, last = await self._call_read(stream, "")
+        return str(epoch), int(last)
+
+    async def history(self, stream: str, after: int) -> History:
+        epoch, last, entries = await self._call_read(stream, min(after, _MAX_OFFSET))
+        epoch, last = str(epoch), int(last)
+        cutoff_ms = (time.time() - self.history_ttl_s) * 1000
+        events: list[Event] = []
+        for entry_id, fields in entries:
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            if not events and float(values["t"]) < cutoff_ms:
+                continue  # older than the TTL (only from the front: what is kept has no holes)
+            offset = int(entry_id.partition("-")[0])
+            events.append(Event.from_dict(json.loads(values["e"])).positioned(stream, offset, epoch))
+        # The oldest kept offset after `after`: what a resume decides by (see History).
+        first = events[0].offset if events and events[0].offset is not None else last + 1
+        return History(epoch=epoch, last_offset=last, first_offset=first, events=events)
+
+    async def _call_read(self, stream: str, after: int | str) -> list[Any]:
+        args: list[str | int] = [secrets.token_hex(4), self._meta_ttl_ms, after, self.history_size]
+        try:
+            return list(await self._read(keys=self._stream_keys(stream), args=args))
+        except (RedisError, OSError) as exc:
+            raise HubUnavailable(f"the hub's Redis at {self.where} did not answer for {stream}: {exc}") from exc
+
+    # watching ------------------------------------------------------------------------------------------------
+    async def watch(self, stream: str) -> None:
+        watch = self._watched.get(stream)
+        if watch is None:
+            watch = self._watched[stream] = _Watch()
+        await self._baseline(stream, watch)
+        async with self._send_lock:
+            # Without a connection (Redis away), _listen subscribes to every watched stream once it has one; and
+            # a stream unwatched (or watched anew) meanwhile is not this watch's business any more.
+            pubsub = self._pubsub
+            if pubsub is not None and self._watched.get(stream) is watch and watch.subscribed_on is not pubsub:
+                await self._subscribe(pubsub, [stream])
+        await watch.ready.wait()
+
+    async def unwatch(self, stream: str) -> None:
+        watch = self._watched.pop(stream, None)
+        if watch is None:
+            return
+        watch.ready.set()  # nobody waits for it any more
+        async with self._send_lock:
+            if self._pubsub is not None and stream not in self._watched:  # not watched again meanwhile
+                with contextlib.suppress(RedisError, OSError):  # a lost connection unsubscribes by itself
+                    await self._pubsub.unsubscribe(self.channel(stream))
+
+    async def _baseline(self, stream: str, watch: _Watch) -> None:
+        """Note where the stream is before its SUBSCRIBE goes out: whatever comes after is handed on, live or,
+        after a gap or a reconnect, from history. (An event or two from just before the subscription may come
+        too; a subscriber's session drops those it already has.) Without Redis, only what arrives live is."""
+        if watch.epoch is None:
+            with contextlib.suppress(HubUnavailable):
+                epoch, last = await self._call_read(stream, "")
+                if watch.epoch is None:
+                    watch.epoch, watch.last = str(epoch), int(last)
+
+    async def _subscribe(self, pubsub: PubSub, streams: list[str]) -> None:
+        """Send one SUBSCRIBE for `streams` (the send lock held); the confirmations make them ready."""
+        for stream in streams:
+            watch = self._watched[stream]
+            watch.subscribed_on = pubsub
+            self._confirming.setdefault(self.channel(stream), deque()).append(watch)
+        with contextlib.suppress(RedisError, OSError):  # the connection is lost: _listen starts over
+            await pubsub.subscribe(*(self.channel(stream) for stream in streams))
+
+    # the pub/sub connection ----------------------------------------------------------------------------------
+    async def _listen(self) -> None:
+        """The one pub/sub connection: connect, subscribe to every watched stream, hand on what arrives; when it
+        fails, log it and connect again, backing off while Redis stays away. Never ends but by cancellation."""
+        delay = _RECONNECT_FIRST_S
+        failing = False
+        while True:
+            pubsub = self._listener_client.pubsub()
+            try:
+                await pubsub.connect()
+                for stream, watch in list(self._watched.items()):
+                    await self._baseline(stream, watch)
+                async with self._send_lock:
+                    self._pubsub = pubsub
+                    if self._watched:
+                        await self._subscribe(pubsub, list(self._watched))
+                if failing:
+                    log.warning("hub: the Redis pub/sub connection to %s is back", self.where)
+                failing, delay = False, _RECONNECT_FIRST_S
+                await self._receive(pubsub)
+            except (RedisError, OSError) as exc:
+                if not failing:
+                    log.warning("hub: lost the Redis pub/sub connection to %s (%s); reconnecting", self.where, exc)
+                failing = True
+            except Exception:  # a bug must not end fan-out for good: say so, and start over
+                log.exception("hub: the Redis listener failed; reconnecting")
+                failing = True
+            finally:
+                self._pubsub = None
+                self._confirming.clear()
+                for watch in self._watched.values():
+                    watch.subscribed_on = None
+                    watch.reread = watch.epoch is not None  # what was published while away comes from history
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RECONNECT_MAX_S)
+
+    async def _receive(self, pubsub: PubSub) -> None:
+        pinged = False
+        while True:
+            message = await pubsub.get_message(timeout=_PING_EVERY_S)
+            if message is None:
+                if pinged:
+                    raise ConnectionError(f"no answer to a ping in {_PING_EVERY_S:g} s")
+                async with self._send_lock:
+                    await pubsub.ping()
+                pinged = True
+                continue
+            pinged = False  # anything that arrives shows the connection is alive
+            kind = message["type"]
+            if kind == "message":
+                await self._on_message(message["channel"], message["data"])
+            elif kind == "subscribe":
+                await self._on_subscribed(message["channel"])
+
+    async def _on_subscribed(self, channel: str) -> None:
+        waiting = self._confirming.get(channel)
+        watch = waiting.popleft() if waiting else None
+        if waiting is not None and not waiting:
+            del self._confirming[channel]
+        stream = channel[len(self._keys) :]
+        if watch is None or self._watched.get(stream) is not watch:
+            return  # unwatched (or watched anew) since that SUBSCRIBE went out
+        if watch.reread:
+            watch.reread = False
+            await self._catch_up(stream, watch)
+        watch.ready.set()
+
+    async def _on_message(self, channel: str, text: str) -> None:
+        stream = channel[len(self._keys) :]
+        watch = self._watched.get(stream)
+        if watch is None:
+            return  # unwatched meanwhile
+        head, _, body = text.partition(" ")
+        epoch, _, offset_text = head.rpartition(":")
+        offset = int(offset_text)
+        if watch.epoch is not None and epoch != watch.epoch:
+            watch.epoch, watch.last = epoch, 0  # the stream started over (Redis lost it): a new epoch from 1
+        if watch.epoch == epoch and offset > watch.last + 1:
+            await self._catch_up(stream, watch)  # a gap: what is missing is in history
+        self._hand_on(stream, watch, Event.from_dict(json.loads(body)).positioned(stream, offset, epoch))
+
+    async def _catch_up(self, stream: str, watch: _Watch) -> None:
+        """Hand on, from history, what came after the last event handed on (after a gap or a reconnect)."""
+        if watch.epoch is None:
+            return
+        try:
+            history = await self.history(stream, after=watch.last)
+            if history.epoch != watch.epoch:  # lost meanwhile: all of the new epoch
+                watch.epoch, watch.last = history.epoch, 0
+                history = await self.history(stream, after=0)
+        except HubUnavailable as exc:
+            log.warning("hub: could not re-read %s: %s", stream, exc)
+            return
+        if history.first_offset > watch.last + 1:
+            log.warning(
+                "hub: events %d to %d of %s are no longer in history; this node's subscribers miss them",
+                watch.last + 1,
+                history.first_offset - 1,
+                stream,
+            )
+        for event in history.events:
+            self._hand_on(stream, watch, event)
+
+    def _hand_on(self, stream: str, watch: _Watch, event: Event) -> None:
+        assert event.offset is not None and event.epoch is not None
+        if watch.epoch == event.epoch and event.offset <= watch.last:
+            return  # handed on already (a re-read overlaps what pub/sub brings)
+        watch.epoch, watch.last = event.epoch, event.offset
+        if self._deliver is not None:
+            self._deliver(event)
