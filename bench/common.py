@@ -106,11 +106,33 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def stop_tree(proc: subprocess.Popen[bytes], grace_s: float = 25.0) -> None:
+    """SIGTERM (graceful: workers shut their kernels down), then SIGKILL whatever of the process tree is left."""
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    _gone, alive = psutil.wait_procs(descendants, timeout=5)
+    for child in alive:  # forked kernels live in sessions of their own: end them by pid
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
 class Server:
     """An nbrelay server in its own session, on a free port; `stop()` ends it and everything it started."""
 
-    def __init__(self, tmp: Path, workspace: Path, *, workers: int):
+    def __init__(self, tmp: Path, workspace: Path, *, workers: int, env: dict[str, str] | None = None):
         self.tmp = tmp
+        self.env = env or {}
         self.workspace = workspace
         self.data_dir = tmp / "data"
         self.port = free_port()
@@ -140,7 +162,7 @@ class Server:
             self.proc = subprocess.Popen(
                 cmd,
                 cwd=self.tmp,
-                env=clean_env(self.tmp),
+                env={**clean_env(self.tmp), **self.env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -166,25 +188,8 @@ class Server:
         """SIGTERM (graceful: workers shut their kernels down), then SIGKILL whatever of ours is left."""
         self.http.close()
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        try:
-            descendants = psutil.Process(proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            descendants = []
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        _gone, alive = psutil.wait_procs(descendants, timeout=5)
-        for child in alive:  # forked kernels live in sessions of their own: end them by pid
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.kill()
-        psutil.wait_procs(alive, timeout=5)
+        if proc is not None:
+            stop_tree(proc)
 
     def __enter__(self) -> Server:
         self.start()

@@ -26,10 +26,3 @@ def write_tiny(folder: Path, name: str = TINY_NAME) -> Path:
     path = folder / name
     nbformat.write(tiny_notebook(), path)
     return path
-
-
-def load_big200() -> nbformat.NotebookNode:
-    nb = nbformat.read(BIG200, as_version=4)
-    if len(nb.cells) != 200:
-        raise RuntimeError(f"{BIG200} has {len(nb.cells)} cells, expected 200")
-    return nb

@@ -1,10 +1,15 @@
-"""Push benchmarks, each against python-socketio measured by the same command in the same run.
+"""Push benchmarks, each against a baseline measured by the same command in the same run.
 
-    .venv/bin/python bench/push/run.py [--quick] [--only F4,F5,F6] [--profile]
+    .venv/bin/python bench/push/run.py [--quick] [--only F4,F5,F6,F6C] [--profile]
 
 F4  server memory per idle WebSocket, N held by one process     vs  python-socketio AsyncServer, same N
 F5  server CPU per delivered message, broadcast to N clients    vs  `await sio.emit(...)` to all N clients
 F6  per-user event latency publish → client (200 users)         vs  `await sio.emit(..., to=sid)`
+F6C F6 across two nodes: published on node A, clients on node B,  vs  F6 on one node (sql://)
+    the events going through Redis (redis://)
+
+F6C needs the Redis at BENCH_REDIS_URL (default redis://127.0.0.1:6379/0); its keys go under a prefix of the
+run's own, deleted at the end.
 
 Needs python-socketio (benchmark only, not a dependency of nbrelay):  uv pip install -p .venv python-socketio
 --profile also needs py-spy:  uv pip install -p .venv py-spy
@@ -28,6 +33,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,6 +61,7 @@ DELIVERED_PER_S = 10_000  # F5: events/s is chosen so that N clients receive thi
 F5_SECONDS = 10.0
 F6_USERS = 200
 F6_RATE = 500.0
+F6C_TARGET_P99_MS = 20.0
 OPEN_CONCURRENCY = 500  # WebSocket handshakes in flight at once, over all load-client processes
 DELIVERY_TIMEOUT_S = 120.0
 # F5 and F6 run nbrelay twice: with its default hub (sql://, every event written to the job database first)
@@ -62,6 +69,31 @@ DELIVERY_TIMEOUT_S = 120.0
 VARIANTS = {"nbrelay": ("nbrelay", "sql://"), "nbrelay_memory": ("nbrelay", "memory://"), "socketio": ("socketio", "")}
 
 _live: list[subprocess.Popen[Any]] = []  # every process group started here, ended in stop_all()
+# --database-url: the job database (and sql:// hub history) of every nbrelay server, in a schema of its own
+DATABASE: dict[str, str] = {"url": ""}
+_schemas: list[tuple[str, str]] = []  # (libpq URL, schema) made here, dropped in stop_all()
+
+
+def postgres_schema(url: str, schema: str) -> str:
+    """A new schema on the PostgreSQL at `url` (dropped at the end of the run): the URL that works in it."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    libpq = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+    _schemas.append((libpq, schema))
+    return base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+
+
+def drop_schemas() -> None:
+    import psycopg
+
+    for libpq, schema in _schemas:
+        with contextlib.suppress(psycopg.Error), psycopg.connect(libpq, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    _schemas.clear()
 
 
 # processes ---------------------------------------------------------------------------------------------------
@@ -115,9 +147,11 @@ def bench_env(tmp: Path) -> dict[str, str]:
 class Server:
     """nbrelay (bench/push/server.py) or the python-socketio baseline, in its own process group."""
 
-    def __init__(self, kind: str, tmp: Path, broker: str = "sql://"):
+    def __init__(self, kind: str, tmp: Path, broker: str = "sql://", src: str = ""):
+        assert kind == "nbrelay" or not broker.startswith("redis"), "only nbrelay speaks redis://"
         self.kind = kind
         self.broker = broker
+        self.src = src  # another nbrelay source tree to run (PYTHONPATH), e.g. a `git worktree` of an older commit
         self.tmp = tmp / f"{kind}-{free_port()}"
         self.tmp.mkdir(parents=True)
         self.port = free_port()
@@ -135,6 +169,10 @@ class Server:
             cmd += ["--heartbeat-s", f"{HEARTBEAT_S:g}"]
         env = bench_env(self.tmp)
         env["NBRELAY_BROKER_URL"] = self.broker
+        if self.src:
+            env["PYTHONPATH"] = self.src
+        if self.kind == "nbrelay" and DATABASE["url"]:
+            env["NBRELAY_DATABASE_URL"] = postgres_schema(DATABASE["url"], f"nbrelay_bench_{os.getpid()}_{self.port}")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -164,6 +202,13 @@ class Server:
                 raise RuntimeError(f"nbrelay: the first connection failed: {ready['errors']}\n{self.log_tail()}")
         finally:
             one.stop()
+
+    def proc_cpu_s(self) -> float:
+        """CPU seconds (user + system, every thread) of the server process, read from outside in /proc/<pid>/stat:
+        needs nothing of the server (its /bench/rusage should agree)."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rusage(self) -> dict[str, Any]:
         response = self.http.get("/bench/rusage")
@@ -358,23 +403,35 @@ class MachineLoad:
 
 @contextlib.contextmanager
 def server_and_clients(
-    kind: str, tmp: Path, n: int, procs: int, stream: str, settle_s: float, broker: str = "sql://"
+    kind: str,
+    tmp: Path,
+    n: int,
+    procs: int,
+    stream: str,
+    settle_s: float,
+    broker: str = "sql://",
+    nodes: int = 1,
+    src: str = "",
 ) -> Any:
-    server = Server(kind, tmp, broker).start()
+    """`nodes` servers on one broker, n clients on the last one; yields (the servers, clients, ready)."""
+    servers: list[Server] = []
     clients: LoadClients | None = None
     try:
+        for _ in range(nodes):
+            servers.append(Server(kind, tmp, broker, src).start())
         time.sleep(settle_s)
-        clients = LoadClients(server, n, procs, stream)
+        clients = LoadClients(servers[-1], n, procs, stream)
         ready = clients.wait_ready(timeout_s=max(120.0, n / 40))
         if ready["ready"] < n:
             raise RuntimeError(
-                f"{kind}: only {ready['ready']} of {n} connections opened: {ready['errors']}\n{server.log_tail()}"
+                f"{kind}: only {ready['ready']} of {n} connections opened: {ready['errors']}\n{servers[-1].log_tail()}"
             )
-        yield server, clients, ready
+        yield servers, clients, ready
     finally:
         if clients is not None:
             clients.stop()
-        server.stop()
+        for server in servers:
+            server.stop()
 
 
 def settle_for(kind: str) -> float:
@@ -452,7 +509,7 @@ def f5_broadcast(
     rate = max(1.0, DELIVERED_PER_S / n)
     events = max(10, int(rate * seconds))
     stream = "broadcast" if kind == "nbrelay" else ""
-    with server_and_clients(kind, tmp, n, 2, stream, settle_for(kind), broker) as (server, clients, ready):
+    with server_and_clients(kind, tmp, n, 2, stream, settle_for(kind), broker) as ((server,), clients, ready):
         warm = server.publish_body(stream="broadcast", count=3, rate=10)
         server.publish(warm, timeout_s=30)
         clients.wait_received(3 * n, timeout_s=60)
@@ -500,39 +557,130 @@ def f5_broadcast(
 
 
 def f6_per_user(
-    kind: str, tmp: Path, users: int, rate: float, seconds: float, broker: str = "sql://"
+    kind: str, tmp: Path, users: int, rate: float, seconds: float, broker: str = "sql://", nodes: int = 1, src: str = ""
 ) -> dict[str, Any]:
-    """Publish→client latency of events addressed to one user each, round-robin over `users` connections."""
+    """Publish→client latency of events addressed to one user each, round-robin over `users` connections.
+    With nodes=2 (a shared broker), the events are published on the first node and the clients are on the
+    second; CPU figures are the sum over the nodes."""
     stream = "user:u{i}" if kind == "nbrelay" else ""
     count = int(rate * seconds)
-    with server_and_clients(kind, tmp, users, 2, stream, settle_for(kind), broker) as (server, clients, _ready):
-        server.publish(server.publish_body(stream=None, count=users, rate=rate, users=users), timeout_s=30)
+    with server_and_clients(kind, tmp, users, 2, stream, settle_for(kind), broker, nodes, src) as (
+        servers,
+        clients,
+        _ready,
+    ):
+        publisher = servers[0]
+        publisher.publish(publisher.publish_body(stream=None, count=users, rate=rate, users=users), timeout_s=30)
         clients.wait_received(users, timeout_s=60)
         clients.command("reset")
         client_cpu0 = clients.stats()["cpu_s"]
         load = MachineLoad()
-        before = server.rusage()
-        published = server.publish(server.publish_body(stream=None, count=count, rate=rate, users=users), 60 + seconds)
+        before = [server.rusage() for server in servers]
+        proc_before = sum(server.proc_cpu_s() for server in servers)
+        body = publisher.publish_body(stream=None, count=count, rate=rate, users=users)
+        published = publisher.publish(body, 60 + seconds)
         stats = clients.wait_received(count, timeout_s=DELIVERY_TIMEOUT_S)
-        after = server.rusage()
+        proc_after = sum(server.proc_cpu_s() for server in servers)
+        after = [server.rusage() for server in servers]
         busy = load.busy_cores()
         latencies = clients.latencies()
-    cpu = after["cpu_s"] - before["cpu_s"]
+    cpu, user, sys_ = (
+        sum(a[k] - b[k] for a, b in zip(after, before, strict=True)) for k in ("cpu_s", "user_s", "sys_s")
+    )
+    wall = after[-1]["time"] - before[-1]["time"]
     return {
+        "nodes": nodes,
         "users": users,
         "rate_events_per_s": rate,
         "events": count,
         "published": published,
         "delivered": stats["received"],
         "server_cpu_s": cpu,
-        "server_user_s": after["user_s"] - before["user_s"],
-        "server_sys_s": after["sys_s"] - before["sys_s"],
+        "server_user_s": user,
+        "server_sys_s": sys_,
         "cpu_us_per_msg": cpu / max(1, stats["received"]) * 1e6,
+        "cpu_us_per_msg_proc": (proc_after - proc_before) / max(1, stats["received"]) * 1e6,
         "machine_busy_cores": busy,
-        "ours_cores": (cpu + stats["cpu_s"] - client_cpu0) / max(1e-9, after["time"] - before["time"]),
+        "ours_cores": (cpu + stats["cpu_s"] - client_cpu0) / max(1e-9, wall),
         "latency": latency_summary(latencies),
         "closed": stats["closed"],
     }
+
+
+@contextlib.contextmanager
+def redis_broker() -> Any:
+    """A redis:// broker URL under a prefix of this run's own; its keys are deleted afterwards (only those)."""
+    import redis
+
+    base = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    prefix = f"nbrelay-bench-{os.getpid()}-{int(time.time())}"
+    with redis.Redis.from_url(base, socket_connect_timeout=2) as client:
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise RuntimeError(
+                f"F6C needs Redis at {base} ({exc}); start one: redis-server --daemonize yes --bind 127.0.0.1 "
+                '--port 6379 --save "" --appendonly no, or set BENCH_REDIS_URL'
+            ) from None
+        try:
+            yield f"{base}?prefix={prefix}"
+        finally:
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+
+
+def f6_cluster(tmp: Path, users: int, rate: float, seconds: float) -> dict[str, Any]:
+    """F6 with the events published on node A and the clients on node B, through Redis."""
+    with redis_broker() as broker:
+        return f6_per_user("nbrelay", tmp, users, rate, seconds, broker, nodes=2)
+
+
+def f6_note(variant: str, r: dict[str, Any]) -> str:
+    """One line of figures for an F6 measurement."""
+    if "error" in r:
+        return f"{variant}: FAILED {r['error']}"
+    return (
+        f"{variant}: p50 {r['latency']['p50_ms']:.2f} ms, p99 {r['latency']['p99_ms']:.2f} ms, max "
+        f"{r['latency']['max_ms']:.1f} ms; {r['delivered']}/{r['events']} delivered; server CPU "
+        f"{r.get('cpu_us_per_msg_proc', float('nan')):.0f} us/msg (/proc; rusage {r['cpu_us_per_msg']:.0f}); "
+        f"publishes late by >10 ms: {r['published']['late']} (open-loop "
+        f"p99 {r['latency']['open_loop_p99_ms']:.1f} ms); machine busy {r['machine_busy_cores']:.2f} "
+        f"cores, ours {r['ours_cores']:.2f}"
+    )
+
+
+def median_of(runs: list[dict[str, Any]], *keys: str) -> float:
+    values = sorted(_dig(r, keys) for r in runs if "error" not in r)
+    return statistics.median(values) if values else float("nan")
+
+
+def _dig(r: dict[str, Any], keys: tuple[str, ...]) -> float:
+    for key in keys:
+        r = r[key]
+    return float(r)  # type: ignore[arg-type]
+
+
+def f6_summary(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Per variant: median (min..max) over the rounds of p50, p99 and server CPU per message (/proc), and the
+    ratios of the medians to python-socketio's."""
+    figures = {
+        "p50": (("latency", "p50_ms"), "ms"),
+        "p99": (("latency", "p99_ms"), "ms"),
+        "CPU": (("cpu_us_per_msg_proc",), "us/msg"),
+    }
+    lines = []
+    for variant, rs in runs.items():
+        ok = [r for r in rs if "error" not in r]
+        parts = []
+        for name, (keys, unit) in figures.items():
+            values = sorted(_dig(r, keys) for r in ok)
+            if not values:
+                continue
+            mid, base = statistics.median(values), median_of(runs.get("socketio", []), *keys)
+            parts.append(f"{name} {mid:.2f} {unit} ({values[0]:.2f}..{values[-1]:.2f}; x{mid / base:.2f} socketio)")
+        lines.append(f"{variant}, median of {len(ok)}/{len(rs)}: " + "; ".join(parts))
+    return lines
 
 
 # report ------------------------------------------------------------------------------------------------------
@@ -546,6 +694,7 @@ class Row:
     target: str
     passed: bool
     notes: list[str] = field(default_factory=list)
+    baseline_name: str = "python-socketio"
 
     @property
     def ratio(self) -> float:
@@ -559,7 +708,7 @@ def fmt(value: float, unit: str) -> str:
 def print_row(row: Row) -> None:
     verdict = "PASS" if row.passed else "MISS"
     print(
-        f"{row.key} {row.name}: nbrelay {fmt(row.figure, row.unit)}; baseline python-socketio "
+        f"{row.key} {row.name}: nbrelay {fmt(row.figure, row.unit)}; baseline {row.baseline_name} "
         f"{fmt(row.baseline, row.unit)}; ratio {row.ratio:.2f}; target {row.target} -> {verdict}",
         flush=True,
     )
@@ -568,10 +717,10 @@ def print_row(row: Row) -> None:
 
 
 def print_table(rows: list[Row]) -> None:
-    header = ("", "benchmark", "nbrelay", "python-socketio", "ratio", "target", "")
+    header = ("", "benchmark", "nbrelay", "baseline", "ratio", "target", "")
     lines = [
-        (r.key, r.name, fmt(r.figure, r.unit), fmt(r.baseline, r.unit), f"{r.ratio:.2f}", r.target,
-         "PASS" if r.passed else "MISS")
+        (r.key, r.name, fmt(r.figure, r.unit), f"{fmt(r.baseline, r.unit)} ({r.baseline_name})", f"{r.ratio:.2f}",
+         r.target, "PASS" if r.passed else "MISS")
         for r in rows
     ]  # fmt: skip
     widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
@@ -629,11 +778,29 @@ def check_fd_limits(n: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller N and shorter runs, for a fast check")
-    parser.add_argument("--only", default="F4,F5,F6", help="comma-separated subset of F4,F5,F6")
+    parser.add_argument("--only", default="F4,F5,F6,F6C", help="comma-separated subset of F4,F5,F6,F6C")
     parser.add_argument("--profile", action="store_true", help="py-spy raw profiles of both servers in F5")
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="postgresql://…: every nbrelay server keeps its jobs and sql:// hub history there, in a schema of its "
+        "own (default: SQLite in the server's data folder)",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="F6: rounds of every variant (medians and spread)")
+    parser.add_argument(
+        "--src",
+        action="append",
+        default=[],
+        type=lambda value: tuple(value.split("=", 1)),
+        metavar="NAME=DIR",
+        help="F6: also run nbrelay (sql://) from another source tree, e.g. before=/tmp/hub-before/src made by "
+        "`git worktree add /tmp/hub-before <commit>` (never a stash or reset of the shared tree)",
+    )
     args = parser.parse_args()
     only = {part.strip().upper() for part in args.only.split(",") if part.strip()}
-    if importlib.util.find_spec("socketio") is None:
+    DATABASE["url"] = args.database_url
+    results_database = args.database_url.split("@")[-1] if args.database_url else "sqlite"
+    if only & {"F4", "F5", "F6"} and importlib.util.find_spec("socketio") is None:
         print(
             "bench/push/run.py needs python-socketio for its baseline (not an nbrelay dependency):\n"
             "    uv pip install -p .venv python-socketio",
@@ -650,6 +817,7 @@ def main() -> int:
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick}
     results["machine"] = machine()
     results["source"] = source_state()
+    results["database"] = results_database
     idle_check = MachineLoad()
     time.sleep(2.0)
     results["machine_busy_cores_before"] = busy = idle_check.busy_cores()
@@ -725,29 +893,43 @@ def main() -> int:
                 print_row(row)
                 rows.append(row)
         if "F6" in only:
-            print(f"F6: {F6_USERS} users, {F6_RATE:.0f} events/s for {f6_seconds:.0f} s ...", flush=True)
-            f6 = {
-                variant: attempt(f6_per_user, kind, tmp, F6_USERS, F6_RATE, f6_seconds, broker)
-                for variant, (kind, broker) in VARIANTS.items()
-            }
-            results["F6"] = f6
-            mine, base = (f6[v].get("latency", {}).get("p99_ms", float("nan")) for v in ("nbrelay", "socketio"))
+            variants = {name: (kind, broker, "") for name, (kind, broker) in VARIANTS.items()}
+            for name, src in args.src:
+                variants[f"nbrelay@{name}"] = ("nbrelay", "sql://", src)
+            print(f"F6: {F6_USERS} users, {F6_RATE:.0f} events/s for {f6_seconds:.0f} s, {args.repeat} round(s) of "
+                  f"{', '.join(variants)} ...", flush=True)  # fmt: skip
+            runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
+            for _ in range(args.repeat):  # rounds of every variant in turn: all see the same neighbours
+                for variant, (kind, broker, src) in variants.items():
+                    runs[variant].append(attempt(f6_per_user, kind, tmp, F6_USERS, F6_RATE, f6_seconds, broker, 1, src))
+                    print(f"    {f6_note(variant, runs[variant][-1])}", flush=True)
+            results["F6"] = {variant: rs[-1] for variant, rs in runs.items()}
+            results["F6_runs"] = runs
+            mine, base = (median_of(runs[v], "latency", "p99_ms") for v in ("nbrelay", "socketio"))
             row = Row("F6", f"per-user event latency p99 ({F6_USERS} users)", mine, base, "ms", "<= 10 ms", mine <= 10)
-            for variant, r in f6.items():
-                if "error" in r:
-                    row.notes.append(f"{variant}: FAILED {r['error']}")
-                    continue
-                row.notes.append(
-                    f"{variant}: p50 {r['latency']['p50_ms']:.2f} ms, p99 {r['latency']['p99_ms']:.2f} ms, max "
-                    f"{r['latency']['max_ms']:.1f} ms; {r['delivered']}/{r['events']} delivered; server CPU "
-                    f"{r['cpu_us_per_msg']:.0f} us/msg; publishes late by >10 ms: {r['published']['late']} (open-loop "
-                    f"p99 {r['latency']['open_loop_p99_ms']:.1f} ms); machine busy {r['machine_busy_cores']:.2f} "
-                    f"cores, ours {r['ours_cores']:.2f}"
-                )
+            row.notes += f6_summary(runs)
+            print_row(row)
+            rows.append(row)
+        if "F6C" in only:
+            print(f"F6C: {F6_USERS} users on node B, {F6_RATE:.0f} events/s published on node A through Redis, "
+                  f"for {f6_seconds:.0f} s; and on one node (sql://) ...", flush=True)  # fmt: skip
+            single = results.get("F6", {}).get("nbrelay") or attempt(
+                f6_per_user, "nbrelay", tmp, F6_USERS, F6_RATE, f6_seconds, "sql://"
+            )
+            cluster = attempt(f6_cluster, tmp, F6_USERS, F6_RATE, f6_seconds)
+            results["F6C"] = {"nbrelay_cluster": cluster, "nbrelay": single}
+            mine, base = (r.get("latency", {}).get("p99_ms", float("nan")) for r in (cluster, single))
+            target = F6C_TARGET_P99_MS
+            name = f"per-user latency p99, node A -> Redis -> node B ({F6_USERS} users)"
+            row = Row(
+                "F6C", name, mine, base, "ms", f"<= {target:g} ms", mine <= target, baseline_name="one node, sql://"
+            )
+            row.notes += [f6_note("two nodes, redis://", cluster), f6_note("one node, sql://", single)]
             print_row(row)
             rows.append(row)
     finally:
         stop_all()
+        drop_schemas()
         shutil.rmtree(tmp, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

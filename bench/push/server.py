@@ -28,6 +28,7 @@ from shared import paced, payload, raise_fd_limit, rusage, uvicorn_options
 
 from nbrelay.app import create_app
 from nbrelay.config import Settings
+from nbrelay.models import Event
 
 
 def main() -> None:
@@ -49,7 +50,7 @@ def main() -> None:
         size = int(body.get("size", 100))
 
         async def one(i: int, due: float) -> None:
-            await hub.publish(streams[i % len(streams)], "notice", payload(size, i, due))
+            await hub.publish(Event("notice", payload(size, i, due)), [streams[i % len(streams)]])
 
         return await paced(int(body.get("count", 1)), float(body.get("rate", 0)), one)
 

@@ -70,8 +70,8 @@ def report_entry(job: Job, size_bytes: int) -> dict[str, Any]:
         "finished_at": isoformat(job.finished_at),
         "duration_s": job.duration_s,
         "size_bytes": size_bytes,
-        "report_url": f"/api/jobs/{job.id}/report" if job.report_path else None,
-        "notebook_url": f"/api/jobs/{job.id}/notebook" if job.output_path else None,
+        "report_url": job.report_url,
+        "notebook_url": job.notebook_url,
     }
 
 

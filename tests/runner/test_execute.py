@@ -6,6 +6,7 @@ import asyncio
 import collections
 import itertools
 import os
+import re
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -85,10 +86,12 @@ def run(workspace: Path, pool: KernelPool, tmp_path: Path) -> Run:
 async def test_success_with_parameters_writes_report_and_events(run: Run) -> None:
     outcome = await run("params.ipynb", parameters={"n": 5, "label": "zebra-42", "items": [1, 2]})
     assert outcome.state is JobState.SUCCEEDED and outcome.error is None and outcome.report_written
-    assert run.kinds()[0] == "job.started"
+    assert run.kinds()[:2] == ["job.starting", "job.started"]  # the kernel starts, then the cells are counted
+    assert run.first("job.starting") == {"kernel": "python3"}
     total = run.first("job.started")["total"]
     progress = [data for _, kind, data in run.events if kind == "job.progress"]
     assert [p["cell"] for p in progress] == list(range(1, total + 1))
+    assert [p["phase"] for p in progress] == ["running_cells"] * (total - 1) + ["writing_report"]
     assert all(p["total"] == total and p["cell_duration_s"] >= 0 for p in progress)
     output = "".join(data["text"] for _, kind, data in run.events if kind == "job.output")
     assert "n=5 x=0.5 label=zebra-42 flag=False items=[1, 2]" in output
@@ -102,7 +105,7 @@ async def test_failing_cell_records_error_and_writes_partial_report(run: Run) ->
     assert outcome.state is JobState.FAILED
     error = outcome.error
     assert error is not None
-    assert (error.cell_index, error.ename) == (1, "ValueError")
+    assert (error.cell, error.ename, error.reason) == (2, "ValueError", "cell 2 raised ValueError")
     assert "boom in cell 2" in (error.evalue or "")
     assert any("boom in cell 2" in line for line in error.traceback)
     assert not any("\x1b[" in line for line in error.traceback)  # colour codes stripped
@@ -172,8 +175,11 @@ async def test_kernel_that_kills_itself(run: Run) -> None:
     outcome = await run("kill_self.ipynb")
     assert outcome.state is JobState.FAILED
     assert outcome.error is not None and outcome.error.reason.startswith("kernel died (signal 9")
-    assert outcome.error.cell_index == 2
+    assert outcome.error.cell == 3
     assert outcome.report_written
+    # The killed cell got no reply, hence no execution count from nbclient: it is numbered as the error says.
+    executed = nbformat.read(run.tmp_path / "out" / "executed.ipynb", as_version=4)
+    assert [c.execution_count for c in executed.cells] == [1, 2, 3, None]
 
 
 async def test_stream_output_is_throttled_and_complete(run: Run) -> None:
@@ -192,3 +198,101 @@ async def test_missing_notebook_fails_cleanly(run: Run) -> None:
     assert outcome.state is JobState.FAILED
     assert outcome.error is not None and outcome.error.reason.startswith("could not read the notebook")
     assert run.events == []
+
+
+async def test_ipython_history_works_as_under_nbclient(run: Run) -> None:
+    """Notebooks that read their history (%history, In/_ih, history_manager) end as they do under nbclient."""
+    cells = [
+        "a = 1",
+        "%history -l 1",
+        "hm = get_ipython().history_manager\nassert hm.enabled\nprint(len(list(hm.get_range())))",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, run.workspace / "history.ipynb")
+    outcome = await run("history.ipynb")
+    assert outcome.state is JobState.SUCCEEDED, outcome.error
+    output = "".join(data["text"] for _, kind, data in run.events if kind == "job.output")
+    assert "a = 1" in output  # %history printed the first cell
+    assert int(output.strip().splitlines()[-1]) >= 2
+
+
+async def test_an_output_flood_is_capped_in_the_notebook_and_report(run: Run) -> None:
+    source = "import sys\nfor i in range(200_000):\n    sys.stdout.write(f'line {i:06d}\\n')"  # 2.6 M characters
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(source), nbformat.v4.new_code_cell("print('after')")]
+    )
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, run.workspace / "flood.ipynb")
+    outcome = await run("flood.ipynb", cell_output_max_chars=20_000, job_output_max_chars=100_000)
+    assert outcome.state is JobState.SUCCEEDED, outcome.error
+    executed = nbformat.read(run.tmp_path / "out" / "executed.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for o in executed.cells[0].outputs)
+    assert len(text) < 21_000
+    assert text.startswith("line 000000\n") and text.endswith("line 199999\n")  # head and tail kept
+    assert "of output over the limits" in text
+    assert "after" in "".join(o.get("text", "") for o in executed.cells[1].outputs)
+    assert len(run.report()) < 1_000_000
+    live = [data for _, kind, data in run.events if kind == "job.output"]
+    assert all(len(data["text"]) <= 4000 for data in live) and live[-1]["text"].endswith("after\n")
+
+
+async def test_cells_are_numbered_as_the_report_shows_them(run: Run, workspace: Path) -> None:
+    """Cell n is the n-th code cell that runs (markdown and empty cells have no number), In [n] in the report: in
+    the error, the progress and the output events."""
+    outcome = await run("compat/raises_in_cell_3.ipynb")
+    assert outcome.state is JobState.FAILED and outcome.error is not None
+    assert (outcome.error.cell, outcome.error.reason) == (3, "cell 3 raised ValueError")
+    assert run.first("job.started")["total"] == 4
+    progress = [d for _, k, d in run.events if k == "job.progress"]
+    assert [p["cell"] for p in progress] == [1, 2, 3]
+    executed = nbformat.read(run.tmp_path / "out" / "executed.ipynb", as_version=4)
+    failing = next(c for c in executed.cells if "raised in cell 3" in c.source)
+    assert failing.execution_count == 3
+    assert re.search(r"In\s\[3\]:</div>", run.report())  # nbconvert's prompt (its space is a no-break one)
+
+
+async def test_output_events_name_their_cell(run: Run) -> None:
+    outcome = await run("compat/display_outputs.ipynb")
+    assert outcome.state is JobState.SUCCEEDED, outcome.error
+    outputs = [d for _, k, d in run.events if k == "job.output"]
+    assert {(d["cell"], d["name"]) for d in outputs if "to std" in d["text"]} == {(2, "stderr"), (2, "stdout")}
+
+
+async def test_a_cell_timeout_names_the_cell_as_the_report_numbers_it(run: Run) -> None:
+    # sleep.ipynb with parameters: the parameters cell, the injected one, import, print, then the sleep (cell 5).
+    outcome = await run("sleep.ipynb", parameters={"seconds": 60}, cell_timeout_s=1)
+    assert outcome.state is JobState.TIMED_OUT and outcome.error is not None
+    assert (outcome.error.cell, outcome.error.reason) == (5, "cell 5 exceeded the cell timeout of 1 s")
+    executed = nbformat.read(run.tmp_path / "out" / "executed.ipynb", as_version=4)
+    assert [c.execution_count for c in executed.cells] == [1, 2, 3, 4, 5, None]
+
+
+async def test_input_is_refused_as_under_nbclient(run: Run) -> None:
+    """input() raises at once (nbclient's allow_stdin = False) instead of waiting for an answer nobody can give."""
+    outcome = await run("compat/input_refused.ipynb", timeout_s=60)
+    assert outcome.state is JobState.FAILED and outcome.error is not None
+    assert (outcome.error.cell, outcome.error.ename) == (2, "StdinNotImplementedError")
+
+
+async def test_skipped_and_allowed_to_fail_cells_as_under_nbclient(run: Run) -> None:
+    """A cell tagged skip-execution does not run and has no number; one tagged raises-exception may fail."""
+    outcome = await run("compat/tags.ipynb")
+    assert outcome.state is JobState.FAILED and outcome.error is not None
+    assert (outcome.error.cell, outcome.error.ename) == (3, "AttributeError")
+    assert run.first("job.started")["total"] == 3
+
+
+@pytest.mark.parametrize(
+    "notebook",
+    ["compat/kernelspec_without_name.ipynb", "compat/no_kernelspec.ipynb", "compat/nbformat_4_1.ipynb"],
+)
+async def test_metadata_nbclient_accepts_runs_and_the_executed_notebook_is_valid(run: Run, notebook: str) -> None:
+    outcome = await run(notebook)
+    assert outcome.state is JobState.SUCCEEDED, outcome.error
+    executed = nbformat.reads((run.tmp_path / "out" / "executed.ipynb").read_text(), as_version=4)
+    nbformat.validate(executed)
+    assert executed.nbformat_minor == 5
+    assert executed.metadata.language_info.name == "python"  # from the kernel, as nbclient records it
+    kernelspec = executed.metadata.get("kernelspec")
+    assert kernelspec is None or kernelspec.name == "python3"

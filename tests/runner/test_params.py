@@ -83,3 +83,51 @@ def test_inject_adds_the_papermill_cell_after_parameters() -> None:
     index = next(i for i, t in enumerate(tags) if "injected-parameters" in t)
     assert "parameters" in tags[index - 1]
     assert "n = 5" in nb.cells[index].source and 'label = "x"' in nb.cells[index].source
+
+
+def untyped(source: str) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": ["parameters"]}))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def test_an_untyped_parameter_takes_the_type_of_its_literal_default() -> None:
+    source = 'n = 3\nx = 1.5\nflag = True\nname = "a"\nitems = [1]\nopts = {"a": 1}\nneg = -2\npair = (1, 2)'
+    declared = {p.name: p.type for p in declared_parameters(untyped(source)) or []}
+    assert declared == {
+        "n": "int",
+        "x": "float",
+        "flag": "bool",
+        "name": "str",
+        "items": "list",
+        "opts": "dict",
+        "neg": "int",
+        "pair": "tuple",
+    }
+
+
+@pytest.mark.parametrize(
+    ("given", "fragment"),
+    [
+        ({"n": "abc"}, "parameter 'n': expected an integer (int), got 'abc'"),
+        ({"n": 1.5}, "parameter 'n': expected an integer"),
+        ({"x": "1.5"}, "parameter 'x': expected a number (float)"),
+        ({"flag": "yes"}, "parameter 'flag': expected true or false"),
+        ({"name": 1}, "parameter 'name': expected a string"),
+        ({"items": {"a": 1}}, "parameter 'items': expected a list"),
+        ({"opts": [1]}, "parameter 'opts': expected an object"),
+    ],
+)
+def test_a_value_unlike_the_literal_default_is_refused_naming_the_parameter(given: dict, fragment: str) -> None:
+    declared = declared_parameters(untyped('n = 3\nx = 1.5\nflag = True\nname = "a"\nitems = [1]\nopts = {"a": 1}'))
+    with pytest.raises(Unprocessable) as caught:
+        check_parameters(declared, given)
+    assert caught.value.status == 422 and fragment in caught.value.message
+
+
+def test_without_a_literal_default_any_json_value_goes() -> None:
+    declared = declared_parameters(untyped("anything = None\ncomputed = 2 * 3\ncalled = len('ab')"))
+    assert {p.name: p.type for p in declared or []} == {"anything": "None", "computed": "None", "called": "None"}
+    check_parameters(declared, {"anything": [1], "computed": "text", "called": {"a": None}})
+    check_parameters(declared_parameters(untyped("x = 1.5")), {"x": 2})  # an int is a fine float

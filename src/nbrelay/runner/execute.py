@@ -7,11 +7,13 @@ The caller gives a `RunSpec`, a kernel pool, a report writer, an `emit(type, dat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,15 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbrelay.models import JobError, JobState
 from nbrelay.runner.html import ReportWriter
 from nbrelay.runner.kernels import Kernel, KernelPool
+from nbrelay.runner.notebook import complete_kernelspec, parse, runs
+from nbrelay.runner.output_cap import OutputCap
 from nbrelay.runner.params import inject_parameters
+from nbrelay.runner.report_pieces import ReportPieces
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[str, dict[str, Any]], None]
+REPORT_SWITCH_INTERVAL_S = 0.0005
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -43,7 +49,10 @@ class RunSpec:
     cell_timeout_s: float | None = None
     interrupt_grace_s: float = 3.0
     output_throttle_s: float = 0.25
-    output_max_chars: int = 4000
+    output_max_chars: int = 4000  # of one live job.output event
+    cell_output_max_chars: int = 2_000_000  # kept in the notebook and report per cell (head and tail)
+    job_output_max_chars: int = 20_000_000  # kept in all
+    kernel_memory_max_mb: int = 0  # the kernel's memory limit (set where it starts, see lifeline.py); 0: none
 
 
 @dataclass
@@ -52,6 +61,17 @@ class Outcome:
     error: JobError | None = None
     report_written: bool = False
     steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def raised(cell: int | None, ename: str | None, memory_max_mb: int = 0) -> str:
+    """Why a job failed in `cell` with exception `ename`, for people: MemoryError says out of memory, and which
+    limit, when there is one (it is the likely cause)."""
+    if ename == "MemoryError":
+        limit = (
+            f" (the kernel memory limit is {memory_max_mb} MB: NBRELAY_KERNEL_MEMORY_MAX_MB)" if memory_max_mb else ""
+        )
+        return f"cell {cell} ran out of memory{limit}"
+    return f"cell {cell} raised {ename or 'an error'}"
 
 
 def _signal_name(code: int | None) -> str:
@@ -68,58 +88,94 @@ def strip_ansi(lines: list[str]) -> list[str]:
 
 
 class _JobClient(NotebookClient):
-    """nbclient with its hooks turned into progress and throttled output events."""
+    """nbclient with its hooks turned into progress and throttled output events.
 
-    def __init__(self, nb: nbformat.NotebookNode, spec: RunSpec, emit: Emit, **kw: Any):
+    Cells are numbered as people count them and as the report shows them: the code cells nbclient runs (with
+    source, not tagged skip-execution), from 1; cell n is In [n] in the report. Markdown and empty cells have no
+    number. `cell` is the number of the cell running, or of the last one run.
+    """
+
+    def __init__(self, nb: nbformat.NotebookNode, spec: RunSpec, emit: Emit, pieces: ReportPieces, **kw: Any):
         super().__init__(
             nb,
             timeout=None,  # cell and job timeouts are enforced by the supervisor, which interrupts first
             allow_errors=False,
             record_timing=True,
             on_cell_start=self._cell_start,
+            on_cell_execute=self._cell_execute,
             on_cell_executed=self._cell_executed,
             on_cell_error=self._cell_error,
             **kw,
         )
         self.spec = spec
         self.emit = emit
-        self.total = sum(1 for c in nb.cells if c.cell_type == "code" and c.source.strip())
-        self.done = 0
+        self.pieces = pieces
+        self._metadata_known = False
+        self.total = sum(1 for c in nb.cells if runs(c))
         self.started = time.monotonic()
-        self.cell_index: int | None = None
-        self.cell_started: float | None = None
+        self.cell: int | None = None
+        self.cell_started: float | None = None  # None between cells
+        self._running: nbformat.NotebookNode | None = None
         self.error: JobError | None = None
         self._pending: list[str] = []
         self._pending_name = "stdout"
+        self._pending_chars = 0
         self._last_flush = 0.0
         self._flush_handle: asyncio.TimerHandle | None = None
+        self.cap = OutputCap(spec.cell_output_max_chars, spec.job_output_max_chars)
 
     # hooks ---------------------------------------------------------------------------------------------------
     def _cell_start(self, cell: Any, cell_index: int) -> None:
-        self.cell_index = cell_index
+        # Called for every cell; by the first, nbclient has set the kernel's language_info in the metadata.
+        if not self._metadata_known:
+            self._metadata_known = True
+            self.pieces.metadata_known()
+
+    def _cell_execute(self, cell: Any, cell_index: int) -> None:
+        # Called for the cells nbclient runs only, just before it sends them; it counts them as it numbers them.
+        self.cell = self.code_cells_executed + 1
         self.cell_started = time.monotonic()
+        self._running = cell
+        self.error = None
+        self.cap.new_cell()
+
+    @property
+    def running(self) -> int | None:
+        """The number of the cell running now, None between cells."""
+        return self.cell if self.cell_started is not None else None
+
+    def number_running_cell(self) -> None:
+        """Give a cell stopped without a reply (killed kernel) its number in the report, as a reply would."""
+        if self._running is not None and self.running is not None and self._running.get("execution_count") is None:
+            self._running["execution_count"] = self.running
 
     def _cell_executed(self, cell: Any, cell_index: int, execute_reply: dict[str, Any]) -> None:
         self.flush_output()
-        self.done += 1
+        closing = self.cap.closing()
+        if closing is not None:  # what was cut, said where it was cut, then the last of it
+            cell.outputs.append(nbformat.v4.new_output("stream", name=closing[0], text=closing[1]))
         now = time.monotonic()
+        done = self.cell or 0
         self.emit(
             "job.progress",
             {
-                "cell": self.done,
+                "cell": done,  # the cell that just finished: cells 1 to `cell` are done
                 "total": self.total,
-                "cell_index": cell_index,
+                "phase": "running_cells" if done < self.total else "writing_report",
                 "elapsed_s": round(now - self.started, 3),
                 "cell_duration_s": round(now - (self.cell_started or now), 3),
             },
         )
         self.cell_started = None
+        self._running = None
+        # nbclient still coalesces the cell's streams after this hook, without yielding: render it after that.
+        asyncio.get_running_loop().call_soon(self.pieces.cell_done, cell_index)
 
     def _cell_error(self, cell: Any, cell_index: int, execute_reply: dict[str, Any]) -> None:
         content = execute_reply.get("content", {})
         self.error = JobError(
-            reason=f"cell {cell_index} raised {content.get('ename', 'an error')}",
-            cell_index=cell_index,
+            reason=raised(self.cell, content.get("ename"), self.spec.kernel_memory_max_mb),
+            cell=self.cell,
             ename=content.get("ename"),
             evalue=content.get("evalue"),
             traceback=strip_ansi(list(content.get("traceback") or [])),
@@ -127,18 +183,40 @@ class _JobClient(NotebookClient):
 
     # stream output, throttled ----------------------------------------------------------------------------------
     def output(self, outs: list[Any], msg: dict[str, Any], display_id: str | None, cell_index: int) -> Any:
-        if msg["msg_type"] == "stream":
+        msg_type = msg["msg_type"]
+        if msg_type == "stream":
             content = msg["content"]
-            if content.get("name") != self._pending_name:
+            name, text = content.get("name", "stdout"), content.get("text", "")
+            if name != self._pending_name:
                 self.flush_output()
-                self._pending_name = content.get("name", "stdout")
-            self._pending.append(content.get("text", ""))
+                self._pending_name = name
+            self._pend(text)
             wait = self.spec.output_throttle_s - (time.monotonic() - self._last_flush)
             if wait <= 0:
                 self.flush_output()
             elif self._flush_handle is None:
                 self._flush_handle = asyncio.get_running_loop().call_later(wait, self.flush_output)
+            kept = self.cap.admit_stream(name, text)
+            if not kept:
+                return None
+            if kept is not text:
+                msg = {**msg, "content": {**content, "text": kept}}
+        elif msg_type in ("display_data", "execute_result", "update_display_data"):
+            data = msg["content"].get("data") or {}
+            if not self.cap.admit_output(sum(len(str(v)) for v in data.values())):
+                return None
         return super().output(outs, msg, display_id, cell_index)
+
+    def _pend(self, text: str) -> None:
+        """Queue text for the next live output event; only the last `output_max_chars` of it can be sent, so no
+        more than that is held however fast the cell prints."""
+        self._pending.append(text)
+        self._pending_chars += len(text)
+        limit = self.spec.output_max_chars
+        if self._pending_chars > 2 * limit + 1024:
+            joined = "".join(self._pending)
+            self._pending[:] = [joined[-(limit + 1) :]]  # one more than shown, so "truncated" stays true
+            self._pending_chars = len(self._pending[0])
 
     def flush_output(self) -> None:
         if self._flush_handle is not None:
@@ -148,13 +226,14 @@ class _JobClient(NotebookClient):
             return
         text = "".join(self._pending)
         self._pending.clear()
+        self._pending_chars = 0
         self._last_flush = time.monotonic()
         limit = self.spec.output_max_chars
         truncated = len(text) > limit
         self.emit(
             "job.output",
             {
-                "cell_index": self.cell_index,
+                "cell": self.cell,
                 "name": self._pending_name,
                 "text": text[-limit:] if truncated else text,
                 "truncated": truncated,
@@ -195,7 +274,7 @@ class Supervisor:
                     return await self._halt(task, JobState.CANCELLED, "cancelled by request")
                 if deadline is not None and time.monotonic() >= deadline:
                     if why == "cell":
-                        reason = f"cell {client.cell_index} exceeded the cell timeout of {spec.cell_timeout_s:g} s"
+                        reason = f"cell {client.cell} exceeded the cell timeout of {spec.cell_timeout_s:g} s"
                     else:
                         reason = f"job exceeded its timeout of {spec.timeout_s:g} s"
                     return await self._halt(task, JobState.TIMED_OUT, reason)
@@ -209,14 +288,15 @@ class Supervisor:
             return Outcome(JobState.SUCCEEDED)
         if isinstance(exc, DeadKernelError) or not self.kernel.km.has_kernel:
             code = self.kernel.exit_code()
+            self.client.number_running_cell()
             return Outcome(
                 JobState.FAILED,
-                JobError(reason=f"kernel died ({_signal_name(code)})", cell_index=self.client.cell_index),
+                JobError(reason=f"kernel died ({_signal_name(code)})", cell=self.client.running),
             )
         if isinstance(exc, CellExecutionError):
             error = self.client.error or JobError(
-                reason=f"cell {self.client.cell_index} raised {exc.ename}",
-                cell_index=self.client.cell_index,
+                reason=raised(self.client.cell, exc.ename, self.spec.kernel_memory_max_mb),
+                cell=self.client.cell,
                 ename=exc.ename,
                 evalue=exc.evalue,
             )
@@ -224,11 +304,11 @@ class Supervisor:
         log.exception("notebook execution failed", exc_info=exc)
         return Outcome(
             JobState.FAILED,
-            JobError(reason=f"{type(exc).__name__}: {exc}", cell_index=self.client.cell_index),
+            JobError(reason=f"{type(exc).__name__}: {exc}", cell=self.client.running),
         )
 
     async def _halt(self, task: asyncio.Task[Any], state: JobState, reason: str) -> Outcome:
-        cell_index = self.client.cell_index
+        cell = self.client.running
         await self.kernel.interrupt()
         done, _ = await asyncio.wait({task}, timeout=self.spec.interrupt_grace_s)
         if not done:
@@ -237,12 +317,13 @@ class Supervisor:
             await asyncio.gather(task, return_exceptions=True)
         else:
             task.exception()  # retrieved: the interrupt's KeyboardInterrupt is expected here
+        self.client.number_running_cell()
         error = self.client.error
         return Outcome(
             state,
             JobError(
                 reason=reason,
-                cell_index=cell_index,
+                cell=cell,
                 ename=error.ename if error else None,
                 evalue=error.evalue if error else None,
                 traceback=error.traceback if error else [],
@@ -250,35 +331,67 @@ class Supervisor:
         )
 
 
-def load_notebook(path: Path) -> nbformat.NotebookNode:
-    nb = nbformat.read(path, as_version=4)
-    nbformat.validate(nb)
+def load_notebook(path: Path, kernel_name: str | None = None) -> nbformat.NotebookNode:
+    """The notebook at `path` as nbclient runs it (runner/notebook.py); its kernelspec names `kernel_name` when it
+    named none."""
+    nb = parse(path.read_bytes())
+    if kernel_name:
+        complete_kernelspec(nb, kernel_name)
     return nb
 
 
 async def run_job(spec: RunSpec, pool: KernelPool, reports: ReportWriter, emit: Emit, stop: asyncio.Event) -> Outcome:
     """Run the job to a terminal outcome; never raises for anything the notebook or kernel does."""
     try:
-        nb = load_notebook(spec.notebook_path)
+        nb = load_notebook(spec.notebook_path, spec.kernel_name)
         if spec.parameters:
             nb = inject_parameters(nb, spec.parameters)
     except Exception as exc:
         return Outcome(JobState.FAILED, JobError(reason=f"could not read the notebook: {exc}"[:2000]))
+    # Cells are counted once the kernel is up (job.started); until then clients say what is going on.
+    emit("job.starting", {"kernel": spec.kernel_name})
+    with _loop_first():
+        return await _run(spec, nb, pool, reports, emit, stop)
+
+
+@contextlib.contextmanager
+def _loop_first() -> Iterator[None]:
+    """A shorter GIL switch interval while the job's report renders on its own thread: the event loop, which relays
+    the kernel's messages, otherwise waits up to 5 ms for the GIL each time it wakes, long beside a short cell's
+    messages (a run of big200's 100 short cells took ~0.5 s longer at 5 ms; at 0.5 ms, as long as without
+    rendering beside it)."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, REPORT_SWITCH_INTERVAL_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+async def _run(
+    spec: RunSpec, nb: nbformat.NotebookNode, pool: KernelPool, reports: ReportWriter, emit: Emit, stop: asyncio.Event
+) -> Outcome:
+    # The report is rendered as the job runs, from now on (inputs first, while the kernel starts), on a thread.
+    pieces = reports.pieces(nb, spec.kernel_name)
     try:
         kernel = await pool.acquire(spec.kernel_name)
     except Exception as exc:
+        pieces.close()
         return Outcome(JobState.FAILED, JobError(reason=f"could not start kernel {spec.kernel_name!r}: {exc}"))
     shutdown: asyncio.Task[None] | None = None
     try:
-        await _enter_folder(kernel, nb, spec.notebook_path.parent)
-        client = _JobClient(nb, spec, emit, km=kernel.km, kernel_name=spec.kernel_name)
+        await _enter_folder(kernel, spec.notebook_path.parent)
+        client = _JobClient(nb, spec, emit, pieces, km=kernel.km, kernel_name=spec.kernel_name)
         client.kc = kernel.kc
+        kernel.kc.allow_stdin = False  # as nbclient sets it: input() raises StdinNotImplementedError, never waits
         emit("job.started", {"total": client.total, "kernel": spec.kernel_name, "pid": kernel.pid})
         outcome = await Supervisor(spec, client, kernel, stop).run()
         # The kernel goes while the report is written; the job ends only when both are done.
         shutdown = asyncio.create_task(kernel.shutdown())
         try:
-            await asyncio.to_thread(reports.write, nb, html_path=spec.report_path, ipynb_path=spec.output_path)
+            # Pieces still rendering are finished first; then the report is a join of them.
+            await asyncio.wrap_future(pieces.write(html_path=spec.report_path, ipynb_path=spec.output_path))
+            reports.learn(nb, spec.kernel_name)
             outcome.report_written = True
         except Exception as exc:
             log.exception("report for job %s", spec.job_id)
@@ -286,13 +399,15 @@ async def run_job(spec: RunSpec, pool: KernelPool, reports: ReportWriter, emit: 
                 outcome = Outcome(JobState.FAILED, JobError(reason=f"the report could not be written: {exc}"))
         return outcome
     finally:
+        pieces.close()
         await (shutdown if shutdown is not None else kernel.shutdown())
 
 
-async def _enter_folder(kernel: Kernel, nb: nbformat.NotebookNode, folder: Path) -> None:
+async def _enter_folder(kernel: Kernel, folder: Path) -> None:
     """Warm kernels start in the workspace; a notebook runs in its own folder, as it would by hand."""
-    language = nb.metadata.get("kernelspec", {}).get("language", "python")
-    if language != "python":
+    # The kernel's own language: the notebook's metadata may not say it (nbclient does not need it to).
+    language = getattr(kernel.km.kernel_spec, "language", None) or "python"
+    if language.lower() != "python":
         return
     reply = await kernel.kc.execute_interactive(
         f"import os as _nbrelay_os; _nbrelay_os.chdir({str(folder)!r}); del _nbrelay_os",

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -24,6 +25,8 @@ from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
+
+from nbrelay.runner.lifeline import child_is_kernel
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +114,13 @@ class Zygote:
             self._proc = proc
         return self._proc
 
-    def spawn(self, args: list[str], cwd: str, env: dict[str, str], log_path: str | None = None) -> int:
+    def spawn(
+        self, args: list[str], cwd: str, env: dict[str, str], log_path: str | None = None, memory_max_bytes: int = 0
+    ) -> int:
         with self._lock:
             proc = self._ensure()
             assert proc.stdin is not None and proc.stdout is not None
-            request = {"args": args, "cwd": cwd, "env": env, "log_path": log_path}
+            request = {"args": args, "cwd": cwd, "env": env, "log_path": log_path, "memory_max_bytes": memory_max_bytes}
             proc.stdin.write(json.dumps(request).encode() + b"\n")
             proc.stdin.flush()
             reply = json.loads(proc.stdout.readline() or b'{"error": "zygote exited"}')
@@ -125,14 +130,17 @@ class Zygote:
 
     def close(self) -> None:
         with self._lock:
-            if self._proc is not None and self._proc.poll() is None:
-                assert self._proc.stdin is not None
-                self._proc.stdin.close()
-                try:
-                    self._proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-            self._proc = None
+            proc, self._proc = self._proc, None
+            if proc is None:
+                return
+            with proc:  # closes both pipes and reaps the zygote
+                if proc.poll() is None:
+                    assert proc.stdin is not None
+                    proc.stdin.close()  # end of requests: the zygote exits
+                    try:
+                        proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
 
 
 def forkable(argv: list[str]) -> list[str] | None:
@@ -153,18 +161,20 @@ class ForkProvisioner(LocalProvisioner):
     """Launches the kernel through the zygote when its command allows it, else like LocalProvisioner."""
 
     zygote: Zygote | None = None
+    memory_max_bytes = 0
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         args = forkable(cmd)
         if self.zygote is None or args is None:
-            return await super().launch_kernel(cmd, **kwargs)
+            # ipykernel's own parent check misses a parent that died before it started (other kernels have none)
+            return await super().launch_kernel(cmd, **kwargs, preexec_fn=child_is_kernel(self.memory_max_bytes))
         env = {k: str(v) for k, v in (kwargs.get("env") or os.environ).items()}
         env["JPY_PARENT_PID"] = str(os.getpid())
         # The kernel exits when this worker dies. ipykernel reads JPY_PARENT_PID into a default when it is
         # imported, which in the zygote is before any job: so say it on the command line too.
         args = [*args, f"--IPKernelApp.parent_handle={os.getpid()}"]
         cwd = str(kwargs.get("cwd") or os.getcwd())
-        pid = await asyncio.to_thread(self.zygote.spawn, args, cwd, env)
+        pid = await asyncio.to_thread(self.zygote.spawn, args, cwd, env, memory_max_bytes=self.memory_max_bytes)
         self.process = ForkedProcess(pid)  # type: ignore[assignment]  # Popen-like by design
         self.pid = self.pgid = pid
         self.cwd = cwd
@@ -225,8 +235,9 @@ class Kernel:
 class KernelPool:
     """Keeps `size` started kernels per kernel name; hands each out once and refills in the background."""
 
-    def __init__(self, *, size: int, cwd: Path, startup_timeout_s: float, fork: bool = True):
+    def __init__(self, *, size: int, cwd: Path, startup_timeout_s: float, fork: bool = True, memory_max_bytes: int = 0):
         self.size = size
+        self.memory_max_bytes = memory_max_bytes
         self.cwd = cwd
         self.startup_timeout_s = startup_timeout_s
         self.zygote = Zygote() if fork and become_subreaper() else None
@@ -236,20 +247,23 @@ class KernelPool:
     async def start_kernel(self, name: str, cwd: Path | None = None) -> Kernel:
         km = AsyncKernelManager(kernel_name=name, transport="ipc")
         km.shutdown_wait_time = 1.0
-        if self.zygote is not None:
-            km.kernel_id = km.kernel_id or os.urandom(8).hex()
-            provisioner = ForkProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
-            provisioner.zygote = self.zygote
-            km.provisioner = provisioner
-        ipc_dir = Path(os.environ.get("NBRELAY_RUNTIME_DIR", "/tmp")) / "nbrelay-ipc"
-        ipc_dir.mkdir(parents=True, exist_ok=True)
-        km.ip = str(ipc_dir / f"k-{os.getpid()}-{os.urandom(6).hex()}")
-        await km.start_kernel(cwd=str(cwd or self.cwd), extra_arguments=["--HistoryManager.enabled=False"])
+        # Every kernel goes through ForkProvisioner: forked by the zygote when it can be, else launched, and held
+        # to the worker's life and the memory limit either way.
+        km.kernel_id = km.kernel_id or os.urandom(8).hex()
+        provisioner = ForkProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
+        provisioner.zygote = self.zygote
+        provisioner.memory_max_bytes = self.memory_max_bytes
+        km.provisioner = provisioner
+        # The worker's private runtime folder (nbrelay.runtime), never a folder shared with other instances.
+        ipc_dir = Path(os.environ.get("NBRELAY_RUNTIME_DIR") or tempfile.gettempdir())
+        ipc_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        km.ip = str(ipc_dir / f"k-{os.urandom(6).hex()}")
+        await km.start_kernel(cwd=str(cwd or self.cwd), extra_arguments=["--HistoryManager.hist_file=:memory:"])
         kc = km.client()
         kc.start_channels()
         try:
             await kc.wait_for_ready(timeout=self.startup_timeout_s)
-        except Exception:
+        except BaseException:  # cancelled too (the pool closing mid-start): no client left talking to a kernel
             kc.stop_channels()
             await km.shutdown_kernel(now=True)
             raise

@@ -41,15 +41,35 @@ def declared_parameters(nb: nbformat.NotebookNode) -> list[Parameter] | None:
         found = translator.inspect(nb.cells[index])
     except (NotImplementedError, Exception):  # papermill raises a plain error for unknown languages
         return None
-    return [Parameter(p.name, str(p.inferred_type_name), str(p.default), str(p.help or "")) for p in found]
+    return [
+        Parameter(p.name, _type_of(str(p.inferred_type_name), str(p.default)), str(p.default), str(p.help or ""))
+        for p in found
+    ]
+
+
+_NO_LITERAL = object()
+# The type a parameter without a declared type takes from its literal default; None and other values: any value.
+_LITERAL_TYPES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict", tuple: "tuple"}
+
+
+def _literal(source: str) -> Any:
+    try:
+        return ast.literal_eval(source)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return _NO_LITERAL
+
+
+def _type_of(declared: str, default: str) -> str:
+    """The declared type (`n: int = 3`); without one (papermill says "None"), the type of a literal default, so that
+    `n = 3` is an int; else "None", which takes any JSON value."""
+    if declared != "None":
+        return declared
+    return _LITERAL_TYPES.get(type(_literal(default)), declared)
 
 
 def default_value(parameter: Parameter) -> Any:
     """The default as a JSON-able value when it is a literal, else None (the form shows the source text)."""
-    try:
-        value = ast.literal_eval(parameter.default)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return None
+    value = _literal(parameter.default)
     return value if isinstance(value, (int, float, str, bool, list, dict, type(None))) else None
 
 

@@ -2,7 +2,10 @@
 
 Protocol on stdin/stdout, one JSON object per line: {"args": [...], "cwd": str, "env": {...}} → {"pid": N}.
 Each kernel is forked twice so that it is re-parented to the worker (a child subreaper), which can then wait
-for it and read its exit signal like any child. Nothing here runs threads before forking.
+for it and read its exit signal like any child. Once adopted, a kernel asks the OS to kill it when the worker dies
+(parent-death signal): ipykernel's own check notices only a parent it saw at its start or a re-parent to pid 1,
+and under another subreaper (a container's init, a CI runner) a kernel orphaned early would live on. Nothing here
+runs threads before forking.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import ctypes
 import json
 import os
 import sys
+import time
 from typing import Any
+
+from nbrelay.runner.lifeline import start_kernel
 
 
 def _preload() -> None:
@@ -31,6 +37,17 @@ def _name_process(name: bytes) -> None:
     """Show forked kernels as what they are in ps/top (their command line is still the zygote's)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+
+
+def _adopted(middle: int, owner: int, memory_max_bytes: int) -> None:
+    """In the grandchild: once the middle process is gone (we are the owner's now), die when the owner dies, and
+    keep within the memory limit.
+
+    The parent-death signal fires at every change of parent, so it is set only after the middle one; the owner
+    may have died before that, which the check after it sees."""
+    while os.getppid() == middle:  # the middle process exits as soon as it has told our pid
+        time.sleep(0.001)
+    start_kernel(owner, memory_max_bytes)
 
 
 def _become_kernel(request: dict[str, Any]) -> None:
@@ -53,17 +70,19 @@ def _become_kernel(request: dict[str, Any]) -> None:
     IPKernelApp.launch_instance(argv=args)
 
 
-def _fork_kernel(request: dict[str, Any]) -> int:
+def _fork_kernel(request: dict[str, Any], owner: int) -> int:
     read_fd, write_fd = os.pipe()
     middle = os.fork()
     if middle == 0:
         code = 0
         try:
             os.close(read_fd)
+            middle_pid = os.getpid()
             kernel = os.fork()
             if kernel == 0:
                 os.close(write_fd)
                 try:
+                    _adopted(middle_pid, owner, int(request.get("memory_max_bytes") or 0))
                     _become_kernel(request)
                 finally:
                     os._exit(0)
@@ -82,13 +101,14 @@ def _fork_kernel(request: dict[str, Any]) -> int:
 
 
 def main() -> None:
+    owner = os.getppid()  # the worker process that started us: it adopts the kernels (a child subreaper)
     _preload()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     stdout.write(b'{"ready": true}\n')
     stdout.flush()
     for line in stdin:
         try:
-            reply: dict[str, Any] = {"pid": _fork_kernel(json.loads(line))}
+            reply: dict[str, Any] = {"pid": _fork_kernel(json.loads(line), owner)}
         except Exception as exc:  # answer every request: the caller is waiting for this line
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         stdout.write(json.dumps(reply).encode() + b"\n")
