@@ -23,6 +23,7 @@ from nbrelay.config import Settings
 from nbrelay.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from nbrelay.files import Areas, Workspace, atomic_write
 from nbrelay.jobs import User
+from nbrelay.notebooks import check_cell_count
 
 Announce = Callable[[str, dict[str, Any]], Awaitable[None]]
 _CHUNK = 1 << 16
@@ -38,8 +39,11 @@ def _kind(path: Path) -> str:
     return "notebook" if path.suffix == ".ipynb" else "file"
 
 
-def check_notebook(data: bytes, name: str) -> None:
-    """Refuse an .ipynb that is not a valid notebook (422, with nbformat's reason)."""
+def check_notebook(data: bytes, name: str, max_cells: int | None = None) -> None:
+    """Refuse an .ipynb that is not a valid notebook (422, with nbformat's reason), or one of more than `max_cells`
+    cells (422 too_many_cells, counted before nbformat reads them)."""
+    if max_cells is not None:
+        check_cell_count(data, name, max_cells)
     try:
         nb = nbformat.reads(data.decode("utf-8"), as_version=4)
         nbformat.validate(nb)
@@ -180,7 +184,7 @@ class Contents:
                         raise PayloadTooLarge(f"the upload is over the limit of {limit} bytes")
                     out.write(chunk)
             if path.suffix == ".ipynb":
-                await asyncio.to_thread(check_notebook, tmp.read_bytes(), rel)
+                await asyncio.to_thread(check_notebook, tmp.read_bytes(), rel, self.settings.max_notebook_cells)
             async with self._lock:
                 existed = path.exists()
                 if existed and not overwrite:

@@ -1,202 +1,17 @@
-"""Post-run file steps (nbrelay.steps): validation, templates, and running them on real files in tmp_path."""
+"""Running post-run steps on real files in tmp_path (steps.run, globs, writing), and what clients see of them."""
 
 from __future__ import annotations
 
-import json
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nbrelay import steps as steps_module
-from nbrelay.errors import Unprocessable
-from nbrelay.files import Areas, Workspace
-from nbrelay.models import Job, JobState
-from nbrelay.steps import (
-    MAX_STEPS,
-    notebook_steps,
-    read_notebook_steps,
-    render,
-    run_steps,
-    safe_value,
-    template_values,
-    validate_steps,
-)
-
-FINISHED = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
-REPORT = "<html><body>the report</body></html>"
-
-
-def make_job(state: JobState = JobState.SUCCEEDED, **kw: Any) -> Job:
-    values: dict[str, Any] = {
-        "id": 42,
-        "owner": "alice",
-        "notebook": "analysis/weekly.ipynb",
-        "kernel_name": "python3",
-        "state": state,
-        "finished_at": FINISHED,
-    }
-    values.update(kw)
-    return Job(**values)
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    folder = tmp_path / "ws"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def artifacts(tmp_path: Path) -> tuple[Path, Path]:
-    """A report and an executed notebook in a data dir outside the workspace."""
-    folder = tmp_path / "data" / "reports" / "42"
-    folder.mkdir(parents=True)
-    report, output = folder / "weekly.html", folder / "weekly.ipynb"
-    report.write_text(REPORT)
-    output.write_text('{"cells": []}')
-    return report, output
-
-
-def run(
-    ws: Path,
-    raw_steps: list[dict[str, Any]],
-    *,
-    job: Job | None = None,
-    artifacts: tuple[Path, Path] | None = None,
-    succeeded: bool | None = None,
-    areas: Areas | None = None,
-) -> list[dict[str, Any]]:
-    job = job or make_job()
-    checked = validate_steps(raw_steps, parameters=job.parameters)
-    report, output = artifacts or (None, None)
-    return run_steps(
-        checked,
-        job=job,
-        workspace=Workspace(ws),
-        report_path=report,
-        output_path=output,
-        succeeded=job.state is JobState.SUCCEEDED if succeeded is None else succeeded,
-        areas=areas,
-    )
-
-
-def leftovers(folder: Path) -> list[str]:
-    """Temporary files anywhere below `folder` (a copy must never leave one)."""
-    return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".tmp"))
-
-
-# validation ----------------------------------------------------------------------------------------------------------
-def test_valid_steps_are_normalised_with_defaults() -> None:
-    raw = [
-        {"action": "copy", "source": "report", "to": "publish/{notebook}-{date}.html"},
-        {"action": "move", "source": "scratch/*.csv", "to": "archive/", "when": "always", "overwrite": True},
-        {"action": "delete", "source": "out/**/*.tmp"},
-    ]
-    assert validate_steps(raw) == [
-        {
-            "action": "copy",
-            "source": "report",
-            "to": "publish/{notebook}-{date}.html",
-            "when": "success",
-            "overwrite": False,
-        },
-        {"action": "move", "source": "scratch/*.csv", "to": "archive/", "when": "always", "overwrite": True},
-        {"action": "delete", "source": "out/**/*.tmp", "when": "success"},
-    ]
-    assert validate_steps(None) == []
-    assert validate_steps([]) == []
-
-
-@pytest.mark.parametrize(
-    ("raw", "message"),
-    [
-        ({"action": "copy"}, "steps must be a list of steps, not dict"),
-        ([{"action": "delete", "source": "x"}] * (MAX_STEPS + 1), f"at most {MAX_STEPS} are allowed"),
-        (["copy"], "steps[0] must be an object"),
-        ([{"source": "report", "to": "a.html"}], "steps[0]: action is required"),
-        ([{"action": "publish", "source": "report", "to": "a"}], "steps[0]: unknown action 'publish'"),
-        ([{"action": "copy", "source": "report", "to": "a", "dest": "b"}], "steps[0]: unknown key 'dest'"),
-        ([{"action": "copy", "to": "a"}], "steps[0]: source is required"),
-        ([{"action": "copy", "source": 3, "to": "a"}], "steps[0]: source is required"),
-        ([{"action": "delete", "source": "../*.csv"}], "steps[0]: source: '..' is not allowed"),
-        ([{"action": "delete", "source": "/etc/*"}], "steps[0]: source: absolute paths are not accepted"),
-        ([{"action": "delete", "source": "a\\*.csv"}], "steps[0]: source: backslashes are not allowed"),
-        ([{"action": "delete", "source": "a\x00.csv"}], "steps[0]: source: control characters"),
-        ([{"action": "delete", "source": "%2e%2e/x"}], "percent-encoded paths are not accepted"),
-        ([{"action": "copy", "source": "report", "to": "a", "when": "later"}], "unknown when 'later'"),
-        ([{"action": "copy", "source": "report"}], "steps[0]: copy needs 'to'"),
-        ([{"action": "move", "source": "a.csv"}], "steps[0]: move needs 'to'"),
-        ([{"action": "copy", "source": "report", "to": ""}], "'to' must be a non-empty path template"),
-        ([{"action": "delete", "source": "a.csv", "to": "b"}], "steps[0]: delete takes no 'to'"),
-        ([{"action": "delete", "source": "a.csv", "overwrite": True}], "overwrite applies to copy and move only"),
-        ([{"action": "copy", "source": "report", "to": "a", "overwrite": "yes"}], "overwrite must be true or false"),
-        ([{"action": "move", "source": "report", "to": "a"}], "the job's report cannot be moved"),
-        ([{"action": "delete", "source": "notebook"}], "the job's notebook cannot be deleted"),
-        ([{"action": "copy", "source": "report", "to": "p/{nope}.html"}], "unknown field {nope}"),
-        ([{"action": "copy", "source": "report", "to": "{notebook.__class__}"}], "unknown field {notebook.__class__}"),
-        ([{"action": "copy", "source": "report", "to": "{job:05d}.html"}], "may not have a conversion or format spec"),
-        ([{"action": "copy", "source": "report", "to": "{job!r}.html"}], "may not have a conversion or format spec"),
-        ([{"action": "copy", "source": "report", "to": "{}.html"}], "has an empty field"),
-        ([{"action": "copy", "source": "report", "to": "a{b.html"}], "is not a valid template"),
-        ([{"action": "copy", "source": "report", "to": "/srv/{job}.html"}], "absolute paths are not accepted"),
-        ([{"action": "copy", "source": "report", "to": "{notebook_dir}/../x"}], "'..' is not allowed"),
-    ],
-)
-def test_invalid_steps_are_refused_with_a_clear_message(raw: Any, message: str) -> None:
-    with pytest.raises(Unprocessable) as caught:
-        validate_steps(raw)
-    assert caught.value.code == "invalid_steps"
-    assert caught.value.status == 422
-    assert message in caught.value.message
-
-
-def test_steps_beyond_the_first_are_named_by_index() -> None:
-    raw = [{"action": "delete", "source": "a"}, {"action": "delete", "source": "b", "when": "never"}]
-    with pytest.raises(Unprocessable, match=r"steps\[1\]: unknown when 'never'"):
-        validate_steps(raw)
-
-
-def test_parameter_fields_only_for_parameters_the_job_has() -> None:
-    step = {"action": "copy", "source": "report", "to": "out/{region}/{notebook}.html"}
-    assert validate_steps([step], parameters=["region"])[0]["to"] == "out/{region}/{notebook}.html"
-    with pytest.raises(Unprocessable, match=r"unknown field \{region\}.*parameters of this job: none"):
-        validate_steps([step])
-
-
-def test_the_origin_names_where_the_steps_came_from() -> None:
-    with pytest.raises(Unprocessable, match=r"^nb\.ipynb metadata\.nbrelay\.steps\[0\]: unknown action"):
-        validate_steps([{"action": "zap", "source": "x"}], origin="nb.ipynb metadata.nbrelay.steps")
-
-
-# templates -----------------------------------------------------------------------------------------------------------
-def test_template_values() -> None:
-    job = make_job(parameters={"region": "eu/west\\1\x00x", "n": 3, "flag": True})
-    values = template_values(job)
-    assert values["notebook"] == "weekly"
-    assert values["notebook_dir"] == "analysis"
-    assert values["date"] == "2026-03-04"
-    assert values["time"] == "050607"
-    assert values["job"] == "42"
-    assert values["state"] == "succeeded"
-    assert values["user"] == "alice"
-    assert values["region"] == "eu_west_1_x"  # never a folder, never a NUL
-    assert values["n"] == "3"
-    assert values["flag"] == "True"
-    assert template_values(make_job(notebook="top.ipynb"))["notebook_dir"] == "."
-
-
-def test_builtin_fields_win_over_parameters_of_the_same_name() -> None:
-    values = template_values(make_job(parameters={"job": "mine", "date": "x/y"}))
-    assert values["job"] == "42"
-    assert values["date"] == "2026-03-04"
-
-
-def test_render_keeps_escaped_braces_and_does_no_lookups() -> None:
-    assert render("a{{b}}/{x}.html", {"x": "1"}) == "a{b}/1.html"
-    assert safe_value("a/b\\c\nd") == "a_b_c_d"
+from nbrelay.files import Areas
+from nbrelay.models import JobState
+from nbrelay.steps import validate_steps, writing
+from tests.steps.support import REPORT, leftovers, make_job, run
 
 
 # copying -------------------------------------------------------------------------------------------------------------
@@ -301,7 +116,7 @@ def test_a_copy_failing_midway_leaves_no_file_and_no_temp(
         target.write(b"half of it")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(steps_module.shutil, "copyfileobj", broken_copy)
+    monkeypatch.setattr(writing.shutil, "copyfileobj", broken_copy)
     results = run(ws, [{"action": "copy", "source": "report", "to": "publish/r.html"}], artifacts=artifacts)
     assert results[0]["status"] == "failed"
     assert "No space left on device" in results[0]["error"]
@@ -504,17 +319,6 @@ def test_areas_confine_globs_and_destinations(ws: Path, artifacts: tuple[Path, P
     assert results[1]["status"] == "failed"
     assert "not in a folder the job's owner may change" in results[1]["error"]
     assert results[2]["status"] == "done"
-
-
-# notebook defaults ---------------------------------------------------------------------------------------------------
-def test_notebook_steps_from_metadata(tmp_path: Path) -> None:
-    defaults = [{"action": "copy", "source": "report", "to": "p/{notebook}.html"}]
-    path = tmp_path / "nb.ipynb"
-    path.write_text(json.dumps({"metadata": {"nbrelay": {"steps": defaults}}, "cells": []}))
-    assert read_notebook_steps(path) == defaults
-    assert notebook_steps({"metadata": {}}) is None
-    assert notebook_steps({"metadata": {"nbrelay": "nonsense"}}) is None
-    assert read_notebook_steps(tmp_path / "missing.ipynb") is None
 
 
 def test_the_workspace_is_untouched_by_a_run_without_steps(ws: Path) -> None:
