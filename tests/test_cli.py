@@ -13,14 +13,18 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from nbrelay import __version__, cli
 from tests.conftest import NOTEBOOKS, ServerProcess, free_port
 
 pytestmark = pytest.mark.kernel
 
 
-def nbrelay(*args: str, timeout_s: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NBRELAY_")}
+def nbrelay(
+    *args: str, timeout_s: float = 120, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NBRELAY_")}, **(env or {})}
     env["COLUMNS"] = "250"  # rich wraps at the terminal width; keep messages on one line for the asserts
     env["NO_COLOR"] = "1"
     return subprocess.run(
@@ -48,7 +52,7 @@ def the_new_job(server: ServerProcess, before: set[int], result: subprocess.Comp
 
 
 # help ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("command", [[], ["serve"], ["run"], ["jobs"], ["token"]])
+@pytest.mark.parametrize("command", [[], ["serve"], ["worker"], ["run"], ["jobs"], ["token"]])
 def test_help_works_for_every_command(command: list[str]) -> None:
     result = nbrelay(*command, "--help", timeout_s=60)
     assert result.returncode == 0, result.stderr
@@ -61,6 +65,99 @@ def test_help_works_for_every_command(command: list[str]) -> None:
     if command == ["run"]:
         for option in ("--param", "--server", "--local", "--timeout"):
             assert option in result.stdout
+
+
+COMMANDS = [
+    [],
+    ["serve"],
+    ["worker"],
+    ["run"],
+    ["jobs"],
+    ["reports"],
+    ["token"],
+    ["token", "create"],
+    ["token", "list"],
+    ["token", "revoke"],
+    ["files"],
+    ["files", "ls"],
+    ["files", "put"],
+    ["schedules"],
+    ["schedules", "list"],
+]
+LIST_COMMANDS = [["jobs"], ["reports"], ["files", "ls"], ["token", "list"], ["schedules", "list"]]
+
+
+def test_version() -> None:
+    result = nbrelay("--version", timeout_s=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"nbrelay {__version__}"
+
+
+def test_importing_the_cli_leaves_rich_and_the_client_to_the_commands_that_use_them() -> None:
+    """`nbrelay --help` and `--version` do not pay for rich (consoles, tables, progress bars) nor for the client's
+    httpx and websockets: the commands that print or call a server import them."""
+    code = "import sys, nbrelay.cli; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    imported = set(result.stdout.split())
+    assert {"nbrelay", "typer"} <= imported
+    assert not imported & {"rich", "httpx", "websockets"}, sorted(imported)
+
+
+def help_of(*command: str, option: str = "-h") -> str:
+    """A command's help with its lines joined, from this process (13 interpreters would take a while)."""
+    result = CliRunner().invoke(cli.app, [*command, option], prog_name="nbrelay")
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "nbrelay")
+def test_h_is_help_and_flags_read_as_flags(command: list[str]) -> None:
+    short = help_of(*command)
+    assert short == help_of(*command, option="--help")
+    assert "Usage: nbrelay" in short and "-h, --help" in short
+    assert "<bool>" not in short  # a flag takes no value, and its help says so
+
+
+@pytest.mark.parametrize("command", LIST_COMMANDS, ids=" ".join)
+def test_every_list_command_speaks_json_for_scripts(command: list[str]) -> None:
+    assert "--json" in help_of(*command)
+
+
+def test_help_shows_the_defaults() -> None:
+    serve = help_of("serve")
+    for shown in ("default: 127.0.0.1", "default: 8765", "default: workspace", "default: data", "NBRELAY_PORT"):
+        assert shown in serve, serve
+    assert "--examples / --no-examples" in serve and "default: examples" in serve
+    run = help_of("run")
+    assert "default: http://127.0.0.1:8765" in run and "--follow / --poll" in run and "default: follow" in run
+    assert "default: 20" in help_of("jobs")
+    assert "--admin / --no-admin" in help_of("token", "create")
+
+
+# settings --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("command", "setting", "value", "expected"),
+    [
+        *(
+            (command, "NBRELAY_BROKER_URL", "kafka://broker:9092", "redis://host:port/db")
+            for command in ("serve", "worker")
+        ),
+        *(
+            (command, "NBRELAY_DATABASE_URL", "mysql://db/nbrelay", "postgresql://user@host/db")
+            for command in ("serve", "worker")
+        ),
+        ("worker", "NBRELAY_CELERY_BROKER_URL", "sqs://queue", "amqp://user:password@host:5672//"),
+        ("serve", "NBRELAY_EXECUTOR", "dask", "'local' or 'celery'"),  # `nbrelay worker` is celery's by definition
+    ],
+)
+def test_an_unknown_backend_is_refused_at_start_naming_the_setting(
+    tmp_path: Path, command: str, setting: str, value: str, expected: str
+) -> None:
+    env = {"NBRELAY_DATA_DIR": str(tmp_path), "NBRELAY_WORKSPACE": str(tmp_path / "ws"), setting: value}
+    result = nbrelay(command, timeout_s=60, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert setting in result.stderr and expected in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # run on a server ----------------------------------------------------------------------------------------------------
@@ -85,6 +182,7 @@ def test_run_sends_parameters_typed_as_the_notebook_declares(shared_server: Serv
     job = the_new_job(shared_server, before, result)
     assert job["state"] == "succeeded"
     assert job["parameters"] == {"n": 3, "label": "hi", "flag": True, "items": [1, 2]}
+    assert f"report: {shared_server.url}/api/jobs/{job['id']}/report\n" in result.stdout  # an address to open
 
 
 def test_run_keeps_string_parameters_as_strings(shared_server: ServerProcess) -> None:
@@ -104,31 +202,33 @@ def test_run_of_a_failing_notebook_exits_1_and_prints_the_error(shared_server: S
     assert "failed" in result.stdout
     assert "ValueError" in result.stdout
     assert "boom in cell 2" in result.stdout
-    assert the_new_job(shared_server, before, result)["state"] == "failed"
+    assert "cell 2 raised ValueError" in result.stdout  # numbered as people count, and as the report's In [2]
+    job = the_new_job(shared_server, before, result)
+    assert job["state"] == "failed"
+    # The report of a failed run shows where it stopped: its address is printed too.
+    assert f"report: {shared_server.url}/api/jobs/{job['id']}/report\n" in result.stdout
 
 
 def test_run_with_an_unknown_parameter_fails_with_the_message(shared_server: ServerProcess) -> None:
     before = job_ids(shared_server)
     result = nbrelay("run", "params.ipynb", "-p", "nope=1", "--server", shared_server.url)
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert "nope" in output
-    assert "unknown parameter" in output
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "error: parameter 'nope': unknown parameter; the notebook's parameters are: " in result.stderr
     assert job_ids(shared_server) == before
 
 
 def test_run_with_a_bad_boolean_fails_before_submitting(shared_server: ServerProcess) -> None:
     before = job_ids(shared_server)
     result = nbrelay("run", "params.ipynb", "-p", "flag=maybe", "--server", shared_server.url)
-    assert result.returncode != 0
-    assert "maybe" in result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'maybe' is not true/false" in result.stderr
     assert job_ids(shared_server) == before
 
 
 def test_run_of_a_missing_notebook_fails_with_the_message(shared_server: ServerProcess) -> None:
-    result = nbrelay("run", "missing.ipynb", "--server", shared_server.url)
-    assert result.returncode != 0
-    assert "missing.ipynb" in result.stdout + result.stderr
+    result = nbrelay("run", "[draft] missing.ipynb", "--server", shared_server.url)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "error: no notebook at [draft] missing.ipynb\n" in result.stderr  # as named: not read as markup
 
 
 @pytest.mark.parametrize("name", ["with space.ipynb", "odd #1.ipynb", "what?.ipynb"])
@@ -143,9 +243,11 @@ def test_run_a_notebook_whose_name_needs_quoting_in_a_url(shared_server: ServerP
 
 
 def test_run_against_an_unreachable_server_fails_clearly() -> None:
-    result = nbrelay("run", "tiny.ipynb", "--server", f"http://127.0.0.1:{free_port()}", timeout_s=60)
-    assert result.returncode != 0
-    assert "cannot reach" in result.stdout + result.stderr
+    address = f"http://127.0.0.1:{free_port()}"
+    result = nbrelay("run", "tiny.ipynb", "--server", address, timeout_s=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"error: cannot reach the server at {address}" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # jobs ---------------------------------------------------------------------------------------------------------------
@@ -176,16 +278,19 @@ def test_jobs_filters_by_state_and_notebook(shared_server: ServerProcess) -> Non
 
 
 def test_jobs_table(shared_server: ServerProcess) -> None:
+    created = httpx.post(f"{shared_server.url}/api/jobs", json={"notebook": "params.ipynb"}).json()
+    shared_server.wait_for(created["id"], timeout_s=60)
     result = nbrelay("jobs", "--server", shared_server.url)
     assert result.returncode == 0, result.stderr
-    assert "notebook" in result.stdout
-    assert "params.ipynb" in result.stdout
+    assert "notebook" in result.stdout and "report" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if f"│ {created['id']} " in line)
+    assert "params.ipynb" in row and f"{shared_server.url}/api/jobs/{created['id']}/report" in row, row
 
 
 def test_jobs_with_an_unknown_state_fails(shared_server: ServerProcess) -> None:
     result = nbrelay("jobs", "--server", shared_server.url, "--state", "bogus")
-    assert result.returncode != 0
-    assert "bogus" in result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "error:" in result.stderr and "bogus" in result.stderr
 
 
 # run --local --------------------------------------------------------------------------------------------------------
@@ -206,5 +311,18 @@ def test_run_local_writes_the_report_next_to_the_notebook(tmp_path: Path) -> Non
 
 def test_run_local_of_a_missing_file_fails(tmp_path: Path) -> None:
     result = nbrelay("run", "--local", str(tmp_path / "nope.ipynb"), timeout_s=60)
-    assert result.returncode != 0
-    assert "nope.ipynb" in result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"error: no notebook at {tmp_path / 'nope.ipynb'}" in result.stderr
+
+
+# tokens -------------------------------------------------------------------------------------------------------------
+def test_token_list_as_json(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    assert nbrelay("token", "create", "ada", "--admin", *data).returncode == 0
+    assert nbrelay("token", "create", "bob", *data).returncode == 0
+    result = nbrelay("token", "list", "--json", *data)
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert [(t["user"], t["admin"], t["last_used_at"]) for t in listed] == [("ada", True, None), ("bob", False, None)]
+    assert all(t["created_at"].endswith("Z") for t in listed)
+    assert "token" not in {key for t in listed for key in t}  # names and dates, never the tokens

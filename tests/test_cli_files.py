@@ -24,7 +24,7 @@ TINY = (NOTEBOOKS / "tiny.ipynb").read_bytes()
 
 def nbrelay(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("NBRELAY_")}
-    clean.update(COLUMNS="250", NO_COLOR="1", **(env or {}))
+    clean.update({"COLUMNS": "250", "NO_COLOR": "1", **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", "nbrelay", *args],
         capture_output=True,
@@ -80,12 +80,12 @@ def test_ls(server: ServerProcess) -> None:
     root = ok(files(server, "ls"))
     assert "tiny.ipynb" in root and "sub/" in root and ".secret" not in root
     line = next(line for line in root.splitlines() if "tiny.ipynb" in line)
-    assert "notebook" in line and str(len(TINY)) in line
+    assert "notebook" in line and f"{len(TINY)} bytes" in line  # sizes for people: bytes, kB, MB
     for header in ("name", "type", "size", "modified"):
         assert header in root
     sub = ok(files(server, "ls", "sub"))
     line = next(line for line in sub.splitlines() if "data.csv" in line)
-    assert "file" in line and " 8 " in f"{line} " and "1 entry" in sub
+    assert "file" in line and "8 bytes" in line and "1 entry" in sub
     listed = json.loads(ok(files(server, "ls", "sub", "--json")))
     assert [(e["name"], e["type"], e["size"]) for e in listed] == [("data.csv", "file", 8)]
     single = ok(files(server, "ls", "tiny.ipynb"))
@@ -117,6 +117,12 @@ def test_unreachable_server_exits_2() -> None:
 
 
 # put / get ----------------------------------------------------------------------------------------------------------
+def test_a_refusal_prints_the_servers_message_and_hint(server: ServerProcess) -> None:
+    result = files(server, "ls", "notes\\[2026].txt")
+    fails(result, "error: backslashes are not allowed in paths: 'notes\\\\[2026].txt'\n")
+    assert result.stderr.endswith("hint: use '/' between folders\n"), result.stderr
+
+
 def test_put(server: ServerProcess, tmp_path: Path) -> None:
     local = tmp_path / "notes.txt"
     local.write_text("first")
@@ -139,7 +145,7 @@ def test_put(server: ServerProcess, tmp_path: Path) -> None:
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
     result = files(server, "put", str(big), "sub/big.bin")
-    assert "(3145745 bytes)" in ok(result)
+    assert "(3.1 MB)" in ok(result)
     assert "put big.bin" in result.stderr  # the progress bar
     assert (server.workspace / "sub" / "big.bin").read_bytes() == big.read_bytes()
 
@@ -281,7 +287,7 @@ def test_reports_prints_the_documented_shape(fake_reports: str) -> None:
     out = ok(nbrelay("reports", "sub/my notebook.ipynb", "--server", fake_reports, "--limit", "5"))
     assert _Reports.seen[-1] == {"notebook": ["sub/my notebook.ipynb"], "limit": ["5"], "offset": ["0"]}
     row = next(line for line in out.splitlines() if "│ 12 " in line)
-    for part in ("succeeded", '{"n":3,"label":"x"}', "28001", "2026-01-02 03:04:05"):
+    for part in ("succeeded", '{"n":3,"label":"x"}', "28.0 kB", "2026-01-02 03:04:05"):
         assert part in row, row
     assert f"{fake_reports}/api/jobs/12/report" in out
     assert "failed" in next(line for line in out.splitlines() if "│ 7 " in line)
@@ -291,10 +297,18 @@ def test_reports_prints_the_documented_shape(fake_reports: str) -> None:
     fails(nbrelay("reports", "secret.ipynb", "--server", fake_reports), "not yours: secret.ipynb")
 
 
+def test_reports_in_a_narrow_terminal_wrap_instead_of_cutting(fake_reports: str) -> None:
+    out = ok(nbrelay("reports", "sub/my notebook.ipynb", "--server", fake_reports, env={"COLUMNS": "60"}))
+    assert "…" not in out, out
+    # Each column's text is whole once the rows' wrapped lines are joined up again.
+    rows = [line.split("│")[1:-1] for line in out.splitlines() if "│" in line]
+    joined = ["".join(parts).replace(" ", "") for parts in zip(*rows, strict=True)]
+    assert any(f"{fake_reports}/api/jobs/12/report" in cell for cell in joined), out
+    assert any('{"n":3,"label":"x"}' in cell for cell in joined), out
+
+
 @pytest.mark.kernel
 def test_reports_against_the_real_server(server: ServerProcess) -> None:
-    if httpx.get(f"{server.url}/api/reports", timeout=30).status_code == 404:
-        pytest.skip("this server has no GET /api/reports yet")
     job_ids = []
     for n in (1, 2):
         answer = httpx.post(f"{server.url}/api/jobs", json={"notebook": "tiny.ipynb", "parameters": {"x": n}})

@@ -14,35 +14,43 @@ from typing import Any
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nbrelay import __version__
 from nbrelay.api import auth as auth_api
 from nbrelay.api import contents as contents_api
+from nbrelay.api import docs as docs_api
 from nbrelay.api import jobs as jobs_api
 from nbrelay.api import notebooks as notebooks_api
+from nbrelay.api import notifications as notifications_api
 from nbrelay.api import page as page_api
 from nbrelay.api import reports as reports_api
-from nbrelay.api.auth import CurrentUser
+from nbrelay.api import schedules as schedules_api
+from nbrelay.api.auth import CurrentUser, current_user
+from nbrelay.api.guards import BodyLimit, SecurityHeaders
+from nbrelay.api.openapi import document_common_errors, error_responses
 from nbrelay.auth import Authenticator, request_origin_allowed
 from nbrelay.config import Settings
 from nbrelay.contents import Contents
-from nbrelay.errors import NbrelayError
-from nbrelay.executor.local import LocalExecutor
+from nbrelay.errors import Forbidden, InvalidJson, NbrelayError
 from nbrelay.hub import open_hub
-from nbrelay.jobs import JobService
+from nbrelay.jobs import open_job_service
 from nbrelay.metrics import Metrics
+from nbrelay.notify.delivery import open_delivery
 from nbrelay.push import Push
+from nbrelay.push.transports.legacy import serve_legacy, unfinished_envelope
+from nbrelay.push.transports.sockjs import mount_sockjs
+from nbrelay.push.transports.sse import serve_sse
+from nbrelay.push.transports.ws import serve_websocket
 from nbrelay.reports import ReportHistory
+from nbrelay.schedules import open_scheduling
 from nbrelay.store import open_store
-from nbrelay.transports.legacy import serve_legacy, unfinished_envelope
-from nbrelay.transports.sockjs import mount_sockjs
-from nbrelay.transports.sse import serve_sse
-from nbrelay.transports.ws import serve_websocket
 
 log = logging.getLogger(__name__)
 
@@ -73,23 +81,87 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "problem": e.get("msg", "")}
         for e in errors
     ]
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return _error(400, "invalid_json", "the request body is not valid JSON", problems=problems)
+    invalid = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if invalid is not None:
+        return _invalid_json(exc.body, invalid)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if any(e.get("loc", ())[:1] == ("body",) for e in errors) and not _is_json_type(kind):
+        # FastAPI reads a body as JSON only when it says it is JSON: what arrived otherwise is no JSON at all.
+        return _error(
+            415,
+            "unsupported_media_type",
+            f"this route reads application/json; the request has {repr(kind) if kind else 'no Content-Type'}",
+            hint="send the body as JSON with 'Content-Type: application/json'",
+        )
     first = problems[0] if problems else {"field": "", "problem": "invalid request"}
     where = f"{first['field']}: " if first["field"] else ""
     return _error(422, "invalid_request", f"{where}{first['problem']}", problems=problems)
 
 
+def _is_json_type(kind: str) -> bool:
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def _invalid_json(document: Any, error: dict[str, Any]) -> JSONResponse:
+    position = error.get("loc", ("body", 0))[-1]
+    reason = error.get("ctx", {}).get("error") or "not JSON"
+    exc = InvalidJson(
+        reason, document if isinstance(document, str) else "", position if isinstance(position, int) else 0
+    )
+    return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods this path really has, over all its routes (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):  # included routers' routes too
+        if route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    body = {"error": {"code": code, "message": str(exc.detail)}}
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    status, headers = exc.status_code, dict(exc.headers or {})
+    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 429: "too_many_failures"}.get(
+        status, "http_error"
+    )
+    message = str(exc.detail)
+    if status == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed
+        message = f"{request.method} is not allowed here; this path takes {allowed}"
+    if status == 400 and isinstance(exc.__cause__, (RecursionError, UnicodeDecodeError)):
+        # FastAPI's body reading turns these into "There was an error parsing the body".
+        code = "invalid_json"
+        message = (
+            "the request body is nested too deeply to read"
+            if isinstance(exc.__cause__, RecursionError)
+            else "the request body is not UTF-8 text"
+        )
+    elif status == 400:
+        code = "bad_request"
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _error(500, "internal_error", "something went wrong on the server; the log has the details")
+
+
+class EventStream(Response):
+    media_type = "text/event-stream"  # what /sse answers (its OpenAPI entry)
+
+
+SSE_ERRORS = error_responses(400, 401, 403, 503)
+# One event of /sse as the document describes it: its `data` is a JSON text (docs/protocol.md).
+SSE_EVENTS = {
+    "text/event-stream": {
+        "schema": {
+            "type": "object",
+            "properties": {"event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"}},
+        }
+    }
+}
 
 
 class OriginGuard:
@@ -120,16 +192,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.workspace.mkdir(parents=True, exist_ok=True)
+        if settings.multi_node and not settings.secret_key:
+            log.warning(
+                "NBRELAY_SECRET_KEY is not set: this node signs session cookies with a key of its own "
+                "(%s). With several web nodes every node needs the same key, or a sign-in on one node is "
+                "refused by the others: set NBRELAY_SECRET_KEY on all of them (docs/deploy.md).",
+                settings.data_dir / "secret_key",
+            )
         store = open_store(settings.database_url)
         await store.start()
-        service = JobService(settings, store, LocalExecutor(settings))
+        service = open_job_service(settings, store)
         auth = Authenticator(settings, store)
         hub = open_hub(
             settings.broker_url,
+            database_url=settings.database_url,
             history_size=settings.history_size,
             history_ttl_s=settings.history_ttl_s,
             subscriber_queue_size=settings.subscriber_queue_size,
-            engine=getattr(store, "engine", None),
         )
         push = Push(settings, hub, service, auth, metrics)
         app.state.jobs, app.state.auth, app.state.push = service, auth, push
@@ -140,16 +219,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             keep_last=settings.report_keep_last,
             keep_days=settings.report_keep_days,
         )
+        # Webhooks and e-mail: every web node sends from the outbox the store fills with each job's end.
+        app.state.notifications, app.state.delivery = open_delivery(settings, store, hub, service.recorder, metrics)
+        app.state.schedules, scheduler = open_scheduling(service, announce=push.on_schedule_event)
         await push.start()  # before the service starts: recovery events must reach the hub too
         await service.start()
+        scheduler.start()  # on every web node: the store decides which node runs a tick
+        await app.state.delivery.start()
         retention = asyncio.create_task(reports.run_forever(settings.retention_interval_s), name="retention")
         try:
             yield
         finally:
+            await scheduler.stop()
             retention.cancel()
             await asyncio.gather(retention, return_exceptions=True)
-            await push.stop()
+            await app.state.delivery.stop()
+            # The service first: the jobs it ends ("interrupted: server stopped") are published while the hub
+            # still takes events, so a client resuming after the restart hears of them.
             await service.stop()
+            await push.stop()
             await store.close()
 
     app = FastAPI(
@@ -157,11 +245,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Run Jupyter notebooks as background jobs, with live push of every change.",
         lifespan=lifespan,
+        docs_url=None,  # served by api/docs.py, with their assets from here rather than a CDN
+        redoc_url=None,
     )
     metrics = Metrics()
     app.state.settings = settings
     app.state.metrics = metrics
     app.add_middleware(OriginGuard, settings=settings)
+    app.add_middleware(BodyLimit, limit_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     app.add_exception_handler(NbrelayError, _nbrelay_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -171,7 +263,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(notebooks_api.router)
     app.include_router(contents_api.router)
     app.include_router(reports_api.router)
+    app.include_router(schedules_api.router)
+    app.include_router(notifications_api.router)
     app.include_router(page_api.router)
+    app.include_router(docs_api.router)
 
     @app.websocket("/ws")
     async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -188,14 +283,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs = await app.state.push.snapshot(user)
         return Response(unfinished_envelope(jobs), media_type="application/json")
 
-    @app.get("/sse", tags=["push"], summary="Server-sent events of the user's streams (?streams=a,b)")
+    @app.get(
+        "/sse",
+        tags=["push"],
+        summary="Server-sent events of the user's streams (?streams=a,b)",
+        response_class=EventStream,
+        responses={200: {"description": "the event stream (docs/protocol.md)", "content": SSE_EVENTS}, **SSE_ERRORS},
+    )
     async def sse_endpoint(request: Request) -> Response:
         return await serve_sse(request, app.state.push)
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", include_in_schema=False)
-    async def metrics_endpoint() -> Response:
+    async def metrics_endpoint(request: Request) -> Response:
+        public = settings.metrics_public if settings.metrics_public is not None else settings.auth_mode == "none"
+        if not public:
+            # Who runs what, how many users are connected: not for everyone who can reach the port.
+            user = await current_user(request)
+            if not user.admin:
+                raise Forbidden("metrics are for admins (or set NBRELAY_METRICS_PUBLIC=true)", code="admin_only")
         if hasattr(app.state, "push"):
             app.state.push.report()
+            await app.state.jobs.figures(metrics.job_figures)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     mount_sockjs(app, settings)
@@ -205,4 +313,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
 
+    document_common_errors(app)
     return app

@@ -12,6 +12,7 @@ import hmac
 import json
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,6 +26,9 @@ from nbrelay.store.base import JobStore, check_user_name
 SESSION_COOKIE = "nbrelay_session"
 TOKEN_PREFIX = "nbr_"
 _TOKEN_CACHE_S = 30.0
+# Client addresses whose failures are remembered; past this the oldest is forgotten, so that a flood of addresses
+# costs bounded memory (each of them could only ever try auth_max_failures tokens per window anyway).
+_MAX_TRACKED_CLIENTS = 10_000
 
 
 def new_token() -> str:
@@ -79,12 +83,46 @@ class SessionSigner:
         return User(str(payload["u"]), bool(payload.get("a")))
 
 
+class FailureLimit:
+    """Failed token checks per client address, in fixed windows: the first failure opens a window of `window_s`;
+    once `max_failures` fell in it, the address is refused until it ends. No I/O; the clock is passed in."""
+
+    def __init__(self, max_failures: int, window_s: float, max_clients: int = _MAX_TRACKED_CLIENTS):
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.max_clients = max_clients
+        self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()  # client → (window start, failures)
+
+    def retry_after_s(self, client: str, now: float) -> float:
+        """How long the client must wait before its next token check; 0 when it may check one now."""
+        window = self._windows.get(client)
+        if self.max_failures == 0 or window is None:
+            return 0.0
+        start, failures = window
+        left = start + self.window_s - now
+        if left <= 0:
+            del self._windows[client]
+            return 0.0
+        return left if failures >= self.max_failures else 0.0
+
+    def failed(self, client: str, now: float) -> None:
+        if self.max_failures == 0:
+            return
+        start, failures = self._windows.pop(client, (now, 0))
+        if now - start >= self.window_s:
+            start, failures = now, 0
+        self._windows[client] = (start, failures + 1)  # last in the order: the most recent
+        while len(self._windows) > self.max_clients:
+            self._windows.popitem(last=False)
+
+
 class Authenticator:
     def __init__(self, settings: Settings, store: JobStore):
         self.settings = settings
         self.store = store
         self.signer = SessionSigner(load_secret(settings), settings.session_max_age_s)
         self._cache: dict[str, tuple[float, User | None]] = {}
+        self.failures = FailureLimit(settings.auth_max_failures, settings.auth_failure_window_s)
 
     @property
     def mode(self) -> str:
@@ -107,6 +145,26 @@ class Authenticator:
 
     def forget_tokens(self) -> None:
         self._cache.clear()
+
+    def client_address(self, headers: Mapping[str, str], client_host: str | None) -> str:
+        """Whom failures are counted against: the TCP peer, or behind a trusted proxy the address it forwards."""
+        return public_view(headers, client_host, self.settings.trusted_proxies).client or "unknown"
+
+    def retry_after_s(self, headers: Mapping[str, str], client_host: str | None) -> float:
+        """How long this client is refused token checks for (too many failures); 0: not refused."""
+        if self.settings.auth_mode != "token":
+            return 0.0
+        return self.failures.retry_after_s(self.client_address(headers, client_host), time.monotonic())
+
+    async def check_token(self, token: str, client: str) -> User | None:
+        """The token's user, counting a failure against `client`; None also while the client is refused (no
+        lookup at all then: a guess made during the wait tells nothing, not even when it is right)."""
+        if self.failures.retry_after_s(client, time.monotonic()) > 0:
+            return None
+        user = await self.user_for_token(token)
+        if user is None:
+            self.failures.failed(client, time.monotonic())
+        return user
 
     async def resolve(
         self,
@@ -131,9 +189,9 @@ class Authenticator:
             return User(name, admin=name in settings.admin_users)
         authorization = headers.get("authorization", "")
         if authorization.lower().startswith("bearer "):
-            return await self.user_for_token(authorization[7:].strip())
+            return await self.check_token(authorization[7:].strip(), self.client_address(headers, client_host))
         if query_token:
-            return await self.user_for_token(query_token)
+            return await self.check_token(query_token, self.client_address(headers, client_host))
         cookie = cookies.get(SESSION_COOKIE)
         return self.signer.verify(cookie) if cookie else None
 

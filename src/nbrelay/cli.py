@@ -9,39 +9,70 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from nbrelay.client import TERMINAL_EVENTS, Client, NbrelayError
+from nbrelay import __version__
+from nbrelay.cli_style import command_group, console, escape, fail, full_url, print_json, when
+from nbrelay.config import Settings
+from nbrelay.errors import NbrelayError
+from nbrelay.models import TERMINAL_EVENTS
 
-app = typer.Typer(help="Run Jupyter notebooks as background jobs, with live push to the browser.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
+if TYPE_CHECKING:  # the client (httpx, websockets) and rich are imported by the commands that use them
+    from rich.progress import ProgressColumn
+
+    from nbrelay.client import Client
+
+app = command_group("Run Jupyter notebooks as background jobs, with live push to the browser.")
 
 ServerOption = Annotated[str, typer.Option("--server", envvar="NBRELAY_SERVER", help="URL of the nbrelay server")]
+# The settings' own defaults (without NBRELAY_* variables), shown in --help; the options read the variables.
+DEFAULTS = Settings.model_construct()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"nbrelay {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[
+        bool, typer.Option("--version", help="print the version and exit", is_eager=True, callback=_print_version)
+    ] = False,
+) -> None:
+    pass
 
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="address to listen on [env NBRELAY_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="port [env NBRELAY_PORT, default 8765]")] = None,
-    workspace: Annotated[Path | None, typer.Option(help="folder of notebooks [env NBRELAY_WORKSPACE]")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="database and reports [env NBRELAY_DATA_DIR]")] = None,
-    workers: Annotated[int | None, typer.Option(help="notebooks run at once [env NBRELAY_WORKERS]")] = None,
+    host: Annotated[str, typer.Option(envvar="NBRELAY_HOST", help="address to listen on")] = DEFAULTS.host,
+    port: Annotated[int, typer.Option(envvar="NBRELAY_PORT", help="port")] = DEFAULTS.port,
+    workspace: Annotated[
+        Path, typer.Option(envvar="NBRELAY_WORKSPACE", help="folder of notebooks")
+    ] = DEFAULTS.workspace,
+    data_dir: Annotated[Path, typer.Option(envvar="NBRELAY_DATA_DIR", help="database and reports")] = DEFAULTS.data_dir,
+    workers: Annotated[
+        int, typer.Option(envvar="NBRELAY_WORKERS", help="notebooks run at once (default: the CPU count)")
+    ] = DEFAULTS.workers,
     examples: Annotated[bool, typer.Option(help="put the example notebooks in an empty workspace")] = True,
 ) -> None:
     """Start the server (SQLite and local worker processes unless configured otherwise)."""
+    from pydantic import ValidationError
+
     from nbrelay.app import create_app, seed_workspace
-    from nbrelay.config import Settings
+    from nbrelay.config import settings_problem
     from nbrelay.server import Server, server_config
 
     overrides: dict[str, Any] = {"host": host, "port": port, "workspace": workspace, "data_dir": data_dir}
     overrides["workers"] = workers
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise fail(settings_problem(exc)) from None
+    err = console(stderr=True)
     if examples and seed_workspace(settings.workspace):
         err.print(f"[dim]example notebooks copied to {settings.workspace}[/dim]")
     err.print(
@@ -49,6 +80,45 @@ def serve(
         f"data {settings.data_dir}  workers {settings.workers}"
     )
     Server(server_config(create_app(settings), settings)).run()
+
+
+@app.command()
+def worker(
+    workspace: Annotated[
+        Path, typer.Option(envvar="NBRELAY_WORKSPACE", help="the shared folder of notebooks")
+    ] = DEFAULTS.workspace,
+    workers: Annotated[
+        int, typer.Option(envvar="NBRELAY_WORKERS", help="slots: notebooks run at once here (default: the CPU count)")
+    ] = DEFAULTS.workers,
+    loglevel: Annotated[str, typer.Option(help="Celery's log level")] = "INFO",
+) -> None:
+    """Run jobs of a multi-node installation on this machine: a Celery worker with NBRELAY_WORKERS slots.
+
+    It reads the same NBRELAY_* settings as `nbrelay serve` (one environment file serves both): the database
+    (PostgreSQL), NBRELAY_BROKER_URL (Redis: events), NBRELAY_CELERY_BROKER_URL (default: that Redis), the
+    shared workspace and NBRELAY_REPORTS_DIR. Example:
+
+    \b
+      NBRELAY_DATABASE_URL=postgresql://nbrelay@db/nbrelay NBRELAY_BROKER_URL=redis://redis:6379/0 nbrelay worker
+    """
+    from pydantic import ValidationError
+
+    from nbrelay.config import settings_problem
+    from nbrelay.executor.worker_host import run_worker
+
+    overrides: dict[str, Any] = {"workspace": workspace, "workers": workers, "executor": "celery"}
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        broker = settings.celery_broker
+    except ValidationError as exc:
+        raise fail(settings_problem(exc)) from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    console(stderr=True).print(
+        f"nbrelay worker: {settings.workers} slots  workspace {settings.workspace}  reports {settings.reports_dir}  "
+        f"broker {broker.split('@')[-1]}"
+    )
+    run_worker(settings, loglevel=loglevel)
 
 
 def _coerce(value: str, type_name: str | None) -> Any:
@@ -79,34 +149,35 @@ def _parse_parameters(pairs: list[str], declared: Mapping[str, str | None]) -> d
     return parameters
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
-
-
-def _print_outcome(job: dict[str, Any]) -> int:
+def _print_outcome(job: dict[str, Any], server: str = "") -> int:
+    """The job's end, and its report's full address (a failed run's too: it shows where the run stopped)."""
     state = job["state"]
+    out = console()
     if state == "succeeded":
-        console.print(f"[green]job {job['id']} succeeded[/green] in {job.get('duration_s') or 0:.1f} s")
-        if job.get("report_url"):
-            console.print(f"report: {job['report_url']}")
-        return 0
-    error = job.get("error") or {}
-    console.print(f"[red]job {job['id']} {state}[/red]: {error.get('reason', '')}")
-    if error.get("ename"):
-        console.print(f"  {error['ename']}: {error.get('evalue', '')}")
-    return 1
+        out.print(f"[green]job {job['id']} succeeded[/green] in {job.get('duration_s') or 0:.1f} s")
+    else:
+        error = job.get("error") or {}
+        out.print(f"[red]job {job['id']} {state}[/red]: {error.get('reason', '')}")
+        if error.get("ename"):
+            out.print(f"  {error['ename']}: {error.get('evalue', '')}", markup=False, highlight=False)
+    if job.get("report_url"):
+        print(f"report: {full_url(server, job['report_url'])}")
+    return 0 if state == "succeeded" else 1
 
 
 def _follow(progress_of: Any, job_id: int, total_hint: int = 0) -> dict[str, Any]:
     """Show a per-cell progress bar while polling; returns the final job."""
-    with Progress(*_columns(), console=err) as bar:
+    from rich.progress import Progress
+
+    with Progress(*_columns(), console=console(stderr=True)) as bar:
         task = bar.add_task(f"job {job_id} queued", total=total_hint or None)
         while True:
             job = progress_of(job_id)
             progress = job.get("progress") or {}
             total = progress.get("total") or None
             label = f"job {job_id} {job['state']}"
+            if progress.get("phase") == "starting_kernel":
+                label = f"job {job_id} starting kernel"  # not 0/0: no cell is counted before the kernel is up
             if job["state"] == "queued" and job.get("queue_position"):
                 label += f" (#{job['queue_position']})"
             bar.update(task, description=label, total=total, completed=progress.get("cell", 0))
@@ -119,18 +190,23 @@ def _follow(progress_of: Any, job_id: int, total_hint: int = 0) -> dict[str, Any
 
 def _follow_push(client: Client, job_id: int) -> dict[str, Any]:
     """A per-cell progress bar fed by push events, with the job's output shown as it streams."""
-    with Progress(*_columns(), console=err) as bar:
+    from rich.progress import Progress
+
+    with Progress(*_columns(), console=console(stderr=True)) as bar:
         task = bar.add_task(f"job {job_id}", total=None)
         for message in client.follow(job_id):
             if message.get("op") == "state":
                 job = message["job"]
                 progress = job["progress"]
                 bar.update(task, total=progress["total"] or None, completed=progress["cell"])
-                bar.update(task, description=f"job {job_id} {job['state']}")
+                starting = progress.get("phase") == "starting_kernel"
+                bar.update(task, description=f"job {job_id} {'starting kernel' if starting else job['state']}")
                 continue
             data, kind = message.get("data", {}), message.get("type", "")
             if kind == "job.started":
                 bar.update(task, total=data.get("total") or None, description=f"job {job_id} running")
+            elif kind == "job.starting":
+                bar.update(task, total=None, description=f"job {job_id} starting kernel")
             elif kind == "job.progress":
                 bar.update(task, total=data["total"], completed=data["cell"])
             elif kind == "job.output":
@@ -143,18 +219,26 @@ def _follow_push(client: Client, job_id: int) -> dict[str, Any]:
     return client.job(job_id)
 
 
-def _columns() -> list[Any]:
+def _columns() -> list[ProgressColumn]:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
     return [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
 
 
 @app.command()
 def run(
     notebook: Annotated[str, typer.Argument(help="notebook path in the workspace (with --local: any path)")],
-    param: Annotated[list[str] | None, typer.Option("-p", "--param", help="a parameter as key=value")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("-p", "--param", metavar="KEY=VALUE", help="a parameter (repeat for more)")
+    ] = None,
     server: ServerOption = "http://127.0.0.1:8765",
     local: Annotated[bool, typer.Option("--local", help="run here, without a server")] = False,
-    timeout_s: Annotated[float | None, typer.Option("--timeout", help="whole-job timeout, seconds")] = None,
-    cell_timeout_s: Annotated[float | None, typer.Option("--cell-timeout", help="per-cell timeout, seconds")] = None,
+    timeout_s: Annotated[
+        float | None, typer.Option("--timeout", help="whole-job timeout, seconds; default: the server's, if any")
+    ] = None,
+    cell_timeout_s: Annotated[
+        float | None, typer.Option("--cell-timeout", help="per-cell timeout, seconds; default: the server's, if any")
+    ] = None,
     follow: Annotated[bool, typer.Option("--follow/--poll", help="live progress by push, or by polling")] = True,
     token: Annotated[str | None, typer.Option(envvar="NBRELAY_TOKEN", help="API token (auth mode token)")] = None,
 ) -> None:
@@ -162,6 +246,8 @@ def run(
     pairs = param or []
     if local:
         raise typer.Exit(asyncio.run(_run_local(Path(notebook), pairs, timeout_s, cell_timeout_s)))
+    from nbrelay.client import Client
+
     with Client(server, token=token) as client:
         try:
             declared = {p["name"]: p["type"] for p in client.parameters(notebook)["parameters"]}
@@ -170,27 +256,31 @@ def run(
             )
             final = _follow_push(client, job["id"]) if follow else _follow(client.job, job["id"])
         except NbrelayError as exc:
-            raise _fail(exc.message) from None
-    raise typer.Exit(_print_outcome(final))
+            raise fail(exc.message, exc.hint) from None
+    raise typer.Exit(_print_outcome(final, server))
 
 
 async def _run_local(path: Path, pairs: list[str], timeout_s: float | None, cell_timeout_s: float | None) -> int:
     """Run one notebook with an in-process service on a temporary data dir, workspace = the notebook's folder."""
     from nbrelay.api.schemas import job_json
-    from nbrelay.config import Settings
-    from nbrelay.errors import NbrelayError as ServiceError
-    from nbrelay.executor.local import LocalExecutor
-    from nbrelay.jobs import JobService, SubmitRequest, User
+    from nbrelay.jobs import SubmitRequest, User, open_job_service
     from nbrelay.store import open_store
 
     path = await asyncio.to_thread(path.resolve)
     if not await asyncio.to_thread(path.is_file):
-        raise _fail(f"no notebook at {path}")
+        raise fail(f"no notebook at {path}")
     with tempfile.TemporaryDirectory(prefix="nbrelay-") as data:
-        settings = Settings(workspace=path.parent, data_dir=Path(data), workers=1, kernel_pool_size=0)
+        settings = Settings(
+            workspace=path.parent,
+            data_dir=Path(data),
+            workers=1,
+            kernel_pool_size=0,
+            executor="local",
+            broker_url="memory://",
+        )
         store = open_store(settings.database_url)
         await store.start()
-        service = JobService(settings, store, LocalExecutor(settings))
+        service = open_job_service(settings, store)
         await service.start()
         try:
             info = service.inspect(path.name)
@@ -212,8 +302,8 @@ async def _run_local(path: Path, pairs: list[str], timeout_s: float | None, cell
                     await asyncio.to_thread(shutil.copyfile, done.report_path, report)
                     final["report_url"] = str(report)
             return _print_outcome(final)
-        except ServiceError as exc:
-            raise _fail(exc.message) from None
+        except NbrelayError as exc:
+            raise fail(exc.message, exc.hint) from None
         finally:
             await service.stop()
             await store.close()
@@ -222,21 +312,30 @@ async def _run_local(path: Path, pairs: list[str], timeout_s: float | None, cell
 @app.command()
 def jobs(
     server: ServerOption = "http://127.0.0.1:8765",
-    state: Annotated[str | None, typer.Option(help="e.g. running, failed, unfinished")] = None,
-    notebook: Annotated[str | None, typer.Option(help="only this notebook's jobs")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="only jobs in these states, e.g. running,failed or unfinished; default: any")
+    ] = None,
+    notebook: Annotated[str | None, typer.Option(help="only this notebook's jobs; default: every notebook's")] = None,
     limit: Annotated[int, typer.Option(help="how many")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the server's JSON (for scripts)")] = False,
+    token: Annotated[str | None, typer.Option(envvar="NBRELAY_TOKEN", help="API token (auth mode token)")] = None,
 ) -> None:
-    """List jobs, newest first."""
-    with Client(server) as client:
+    """List jobs, newest first, with the address of each report."""
+    from rich.table import Table
+
+    from nbrelay.client import Client
+
+    with Client(server, token=token) as client:
         try:
             found = client.jobs(state=state, notebook=notebook, limit=limit)
         except NbrelayError as exc:
-            raise _fail(exc.message) from None
+            raise fail(exc.message, exc.hint) from None
     if as_json:
-        console.print_json(json.dumps(found))
+        print_json(found)
         return
-    table = Table("id", "state", "notebook", "progress", "created", "duration")
+    table = Table("id", "state", "notebook", "progress", "created", "duration", "report")
+    for column in table.columns:
+        column.overflow = "fold"  # wrapped, never cut: a cut address cannot be opened
     colors = {"succeeded": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow", "running": "cyan"}
     for job in found["jobs"]:
         progress = job["progress"]
@@ -244,22 +343,24 @@ def jobs(
         table.add_row(
             str(job["id"]),
             f"[{color}]{job['state']}[/{color}]",
-            job["notebook"],
-            f"{progress['cell']}/{progress['total']}" if progress["total"] else "",
-            (job["created_at"] or "")[:19].replace("T", " "),
+            escape(job["notebook"]),
+            "starting kernel"
+            if progress.get("phase") == "starting_kernel"
+            else (f"{progress['cell']}/{progress['total']}" if progress["total"] else ""),
+            when(job["created_at"]),
             f"{job['duration_s']:.1f} s" if job.get("duration_s") is not None else "",
+            escape(full_url(server, job.get("report_url"))),
         )
-    console.print(table)
-    console.print(f"[dim]{len(found['jobs'])} of {found['total']}[/dim]")
+    out = console()
+    out.print(table)
+    out.print(f"[dim]{len(found['jobs'])} of {found['total']}[/dim]")
 
 
-token_app = typer.Typer(help="API tokens for auth mode 'token' (stored hashed; shown once).", no_args_is_help=True)
+token_app = command_group("API tokens for auth mode 'token' (stored hashed; shown once).")
 app.add_typer(token_app, name="token")
 
 
 def _store_settings(data_dir: Path | None) -> Any:
-    from nbrelay.config import Settings
-
     return Settings(data_dir=data_dir) if data_dir else Settings()
 
 
@@ -274,14 +375,14 @@ async def _with_store(data_dir: Path | None, action: Any) -> Any:
         await store.close()
 
 
-DataDirOption = Annotated[Path | None, typer.Option(help="the server's data dir [env NBRELAY_DATA_DIR]")]
+DataDirOption = Annotated[Path, typer.Option(envvar="NBRELAY_DATA_DIR", help="the server's data dir")]
 
 
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Argument(help="the user the token logs in as")],
     admin: Annotated[bool, typer.Option(help="the user sees everyone's jobs")] = False,
-    data_dir: DataDirOption = None,
+    data_dir: DataDirOption = DEFAULTS.data_dir,
 ) -> None:
     """Create a token for NAME and print it (only now: it is stored hashed)."""
     from nbrelay.auth import hash_token, new_token
@@ -290,34 +391,59 @@ def token_create(
     try:
         asyncio.run(_with_store(data_dir, lambda store: store.add_token(name, hash_token(token), admin=admin)))
     except ValueError as exc:
-        raise _fail(str(exc)) from None
-    err.print(f"token for [bold]{name}[/bold]{' (admin)' if admin else ''} — keep it, it is not shown again:")
+        raise fail(str(exc)) from None
+    who = f"[bold]{name}[/bold]{' (admin)' if admin else ''}"
+    console(stderr=True).print(f"token for {who} — keep it, it is not shown again:")
     print(token)
 
 
 @token_app.command("list")
-def token_list(data_dir: DataDirOption = None) -> None:
+def token_list(
+    data_dir: DataDirOption = DEFAULTS.data_dir,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (for scripts)")] = False,
+) -> None:
     """List tokens (names and dates, never the tokens)."""
+    from rich.table import Table
+
+    from nbrelay.models import isoformat
+
     records = asyncio.run(_with_store(data_dir, lambda store: store.list_tokens()))
+    if as_json:
+        print_json(
+            [
+                {
+                    "id": r.id,
+                    "user": r.name,
+                    "admin": r.admin,
+                    "created_at": isoformat(r.created_at),
+                    "last_used_at": isoformat(r.last_used_at),
+                }
+                for r in records
+            ]
+        )
+        return
     table = Table("id", "user", "admin", "created", "last used")
     for r in records:
         used = r.last_used_at.isoformat(timespec="seconds") if r.last_used_at else ""
         table.add_row(str(r.id), r.name, "yes" if r.admin else "", r.created_at.isoformat(timespec="seconds"), used)
-    console.print(table)
+    console().print(table)
 
 
 @token_app.command("revoke")
 def token_revoke(
-    name: Annotated[str, typer.Argument(help="user whose tokens to revoke")], data_dir: DataDirOption = None
+    name: Annotated[str, typer.Argument(help="user whose tokens to revoke")],
+    data_dir: DataDirOption = DEFAULTS.data_dir,
 ) -> None:
     """Revoke every token of NAME (running servers forget cached tokens within 30 s)."""
     count = asyncio.run(_with_store(data_dir, lambda store: store.delete_tokens(name)))
-    console.print(f"revoked {count} token(s) of {name}")
+    console().print(f"revoked {count} token(s) of {name}")
 
 
 from nbrelay.cli_files import files_app, reports_command  # noqa: E402
+from nbrelay.cli_schedules import schedules_app  # noqa: E402
 
 app.add_typer(files_app, name="files")
+app.add_typer(schedules_app, name="schedules")
 app.command("reports")(reports_command)
 
 

@@ -3,34 +3,23 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
-from nbrelay.client import Client, NbrelayError
+from nbrelay.cli_style import command_group, console, escape, fail, full_url, human_size, print_json, when
+from nbrelay.errors import NbrelayError
+from nbrelay.models import compact_json
 
-files_app = typer.Typer(
-    help="Workspace files on a server: list, upload, download, copy, move, delete, create folders.",
-    no_args_is_help=True,
-)
-console = Console()
-err = Console(stderr=True)
+if TYPE_CHECKING:  # the client (httpx, websockets) and rich are imported by the commands that use them
+    from rich.progress import Progress, TaskID
+
+    from nbrelay.client import Client
+
+files_app = command_group("Workspace files on a server: list, upload, download, copy, move, delete, create folders.")
 
 PROGRESS_OVER_BYTES = 1 << 20  # a progress bar for transfers over 1 MB
 _CHUNK = 1 << 16
@@ -44,36 +33,38 @@ DEFAULT_SERVER = "http://127.0.0.1:8765"
 
 @contextmanager
 def _client(server: str, token: str | None) -> Iterator[Client]:
-    """A client; a server error becomes its message on stderr and exit code 2."""
+    """A client; a server error becomes its message (and hint) on stderr and exit code 2."""
+    from nbrelay.client import Client
+
     with Client(server, token=token) as client:
         try:
             yield client
         except NbrelayError as exc:
-            err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
-            raise typer.Exit(2) from None
+            raise fail(exc.message, exc.hint) from None
 
 
 def _progress() -> Progress:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=err,
+        console=console(stderr=True),
     )
 
 
-def _size(model: dict[str, Any]) -> str:
-    return "" if model.get("size") is None else str(model["size"])
-
-
-def _when(stamp: str | None) -> str:
-    return (stamp or "")[:19].replace("T", " ")
-
-
 def _print(text: str) -> None:
-    console.print(escape(text), highlight=False)
+    console().print(text, markup=False, highlight=False)
 
 
 @files_app.command("ls")
@@ -81,23 +72,26 @@ def ls(
     path: Annotated[str, typer.Argument(help="a folder (or file) in the workspace; default: the root")] = "",
     server: ServerOption = DEFAULT_SERVER,
     token: TokenOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the server's JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the server's JSON (for scripts)")] = False,
 ) -> None:
     """List a folder: name, type, size and last change of each entry."""
+    from rich.table import Table
+
     with _client(server, token) as client:
         model = client.list_contents(path, content=False)
         if model["type"] == "directory":
             model = client.list_contents(path)
     entries = model["content"] if model["type"] == "directory" else [model]
     if as_json:
-        print(json.dumps(entries, indent=1))
+        print_json(entries)
         return
     table = Table("name", "type", "size", "modified", title=escape(model["path"] or "/"), title_justify="left")
     for entry in entries:
         name = entry["name"] + ("/" if entry["type"] == "directory" else "")
-        table.add_row(escape(name), entry["type"], _size(entry), _when(entry.get("last_modified")))
-    console.print(table)
-    console.print(f"[dim]{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}[/dim]")
+        table.add_row(escape(name), entry["type"], human_size(entry.get("size")), when(entry.get("last_modified")))
+    out = console()
+    out.print(table)
+    out.print(f"[dim]{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}[/dim]")
 
 
 @files_app.command("put")
@@ -129,7 +123,7 @@ def put(
                             yield chunk
 
                 model = client.upload(target, chunks(), overwrite=overwrite, size=size)
-    _print(f"uploaded {local} → {model['path']} ({model['size']} bytes)")
+    _print(f"uploaded {local} → {model['path']} ({human_size(model['size'])})")
 
 
 @files_app.command("get")
@@ -159,7 +153,7 @@ def get(
             bar.update(task, completed=done)
 
         written = client.download(remote, target, on_progress=progress)
-    _print(f"downloaded {remote} → {written} ({written.stat().st_size} bytes)")
+    _print(f"downloaded {remote} → {written} ({human_size(written.stat().st_size)})")
 
 
 @files_app.command("cp")
@@ -220,17 +214,20 @@ def reports_command(
     limit: Annotated[int, typer.Option(help="how many, newest first")] = 20,
     server: ServerOption = DEFAULT_SERVER,
     token: TokenOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the server's JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the server's JSON (for scripts)")] = False,
 ) -> None:
     """List a notebook's report history: the reports of its finished jobs, newest first."""
+    from rich.table import Table
+
     with _client(server, token) as client:
         found = client.reports(notebook, limit=limit)
     if as_json:
-        print(json.dumps(found, indent=1))
+        print_json(found)
         return
     table = Table("job", "state", "parameters", "size", "finished", "report", title=escape(notebook))
+    for column in table.columns:
+        column.overflow = "fold"  # wrapped, never cut: a cut address cannot be opened
     colors = {"succeeded": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow"}
-    base = server.rstrip("/")
     for report in found.get("reports", []):
         state = str(report.get("state", ""))
         color = colors.get(state, "white")
@@ -238,10 +235,11 @@ def reports_command(
         table.add_row(
             str(report.get("job", "")),
             f"[{color}]{escape(state)}[/{color}]",
-            escape(json.dumps(report.get("parameters") or {}, separators=(",", ":"))),
-            "" if report.get("size_bytes") is None else str(report["size_bytes"]),
-            _when(report.get("finished_at")),
-            escape(f"{base}{url}" if url.startswith("/") else url),
+            escape(compact_json(report.get("parameters") or {})),
+            human_size(report.get("size_bytes")),
+            when(report.get("finished_at")),
+            escape(full_url(server, url)),
         )
-    console.print(table)
-    console.print(f"[dim]{len(found.get('reports', []))} of {found.get('total', 0)}[/dim]")
+    out = console()
+    out.print(table)
+    out.print(f"[dim]{len(found.get('reports', []))} of {found.get('total', 0)}[/dim]")

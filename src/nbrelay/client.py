@@ -1,4 +1,7 @@
-"""Python client for the nbrelay REST API: submit a notebook, read jobs, wait for one to finish."""
+"""Python client for the nbrelay REST API: submit a notebook, read jobs, wait for one to finish.
+
+What goes wrong raises `RemoteError` (nbrelay.errors), a `NbrelayError`: the status, code, message and hint of the
+server's answer (status 0: the server was not reached)."""
 
 from __future__ import annotations
 
@@ -20,19 +23,12 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from nbrelay.errors import NbrelayError, RemoteError
+from nbrelay.models import TERMINAL_EVENTS
+
+__all__ = ["TERMINAL_EVENTS", "Client", "NbrelayError", "RemoteError", "tls_context"]
+
 T = TypeVar("T")
-TERMINAL_EVENTS = frozenset({"job.succeeded", "job.failed", "job.cancelled", "job.timed_out"})
-
-
-class NbrelayError(Exception):
-    """An error answer from the server, with its status, code and message."""
-
-    def __init__(self, status: int, code: str, message: str, body: dict[str, Any] | None = None):
-        super().__init__(f"{message} ({status} {code})")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.body = body or {}
 
 
 class _PushSocket:
@@ -136,7 +132,7 @@ class Client:
         self.close()
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
-        """A request whose answer is JSON: the decoded answer, or NbrelayError."""
+        """A request whose answer is JSON: the decoded answer, or RemoteError."""
         return self._send(method, path, **kw).json()
 
     def parameters(self, notebook: str) -> dict[str, Any]:
@@ -160,21 +156,53 @@ class Client:
     def job(self, job_id: int) -> dict[str, Any]:
         return self._call("GET", f"/api/jobs/{job_id}")
 
-    def jobs(self, *, state: str | None = None, notebook: str | None = None, limit: int = 50) -> dict[str, Any]:
+    def jobs(
+        self,
+        *,
+        state: str | None = None,
+        notebook: str | None = None,
+        schedule_id: int | None = None,
+        limit: int = 50,
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
         if state:
             params["state"] = state
         if notebook:
             params["notebook"] = notebook
+        if schedule_id is not None:
+            params["schedule_id"] = schedule_id
         return self._call("GET", "/api/jobs", params=params)
 
     def cancel(self, job_id: int) -> dict[str, Any]:
         return self._call("POST", f"/api/jobs/{job_id}/cancel")
 
+    # schedules (docs/user-guide.md#schedules) --------------------------------------------------------------------
+    def schedules(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/api/schedules")["schedules"])
+
+    def schedule(self, schedule_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/schedules/{schedule_id}")
+
+    def add_schedule(self, notebook: str, cron: str, timezone: str = "UTC", **fields: Any) -> dict[str, Any]:
+        """Create a schedule; `fields`: parameters, enabled, name, overlap, missed, timeout_s, notify_email, …"""
+        return self._call(
+            "POST", "/api/schedules", json={"notebook": notebook, "cron": cron, "timezone": timezone, **fields}
+        )
+
+    def edit_schedule(self, schedule_id: int, **changes: Any) -> dict[str, Any]:
+        """Change the fields given (enabled=False pauses, True resumes)."""
+        return self._call("PATCH", f"/api/schedules/{schedule_id}", json=changes)
+
+    def run_schedule(self, schedule_id: int) -> dict[str, Any]:
+        """Run the schedule's notebook now: the queued job."""
+        return self._call("POST", f"/api/schedules/{schedule_id}/run")
+
+    def delete_schedule(self, schedule_id: int) -> None:
+        self._send("DELETE", f"/api/schedules/{schedule_id}")
+
     def report(self, job_id: int) -> str:
-        response = self.http.get(f"/api/jobs/{job_id}/report")
-        response.raise_for_status()
-        return response.text
+        """The job's HTML report."""
+        return self._send("GET", f"/api/jobs/{job_id}/report").text
 
     def wait(self, job_id: int, *, poll_s: float = 0.2, timeout_s: float | None = None) -> dict[str, Any]:
         """Poll until the job is finished; returns the final job."""
@@ -206,7 +234,7 @@ class Client:
         Reconnects with exponential backoff and full jitter; resumes each stream from its last event id. When
         the server answers recovered=False (history gone), a {"op": "recovered", ...} message is yielded so
         the caller can re-read state over REST. `on_subscribed` runs once the server has the subscriptions
-        (after each (re)connect); what it returns is yielded. Stops on close codes 4500-4999 (NbrelayError).
+        (after each (re)connect); what it returns is yielded. Stops on close codes 4500-4999 (RemoteError).
         """
         wanted = list(streams or [])
         attempt = 0
@@ -218,12 +246,12 @@ class Client:
                     return
             except InvalidStatus as exc:
                 status = exc.response.status_code
-                raise NbrelayError(status, "handshake_refused", f"WebSocket refused with HTTP {status}") from exc
+                raise RemoteError(status, "handshake_refused", f"WebSocket refused with HTTP {status}") from exc
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd else 1006
                 if 4500 <= code <= 4999:
                     reason = exc.rcvd.reason if exc.rcvd else ""
-                    raise NbrelayError(code, "closed", f"server closed the connection: {reason}") from exc
+                    raise RemoteError(code, "closed", f"server closed the connection: {reason}") from exc
             except OSError:
                 pass
             attempt += 1
@@ -265,7 +293,7 @@ class Client:
                 self.last_ids[message["stream"]] = message["position"]
                 yield message
             elif op == "error" and message.get("code") == "forbidden":
-                raise NbrelayError(403, "forbidden", message.get("reason", "forbidden"))
+                raise RemoteError(403, "forbidden", message.get("reason", "forbidden"))
 
     def _seen(self, stream: str, message: dict[str, Any]) -> bool:
         last = self.last_ids.get(stream)
@@ -289,11 +317,11 @@ class Client:
 
     # workspace files -------------------------------------------------------------------------------------------
     def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        """A request: the response, or NbrelayError (unreachable server, or an error answer)."""
+        """A request: the response, or RemoteError (unreachable server, or an error answer)."""
         try:
             response = self.http.request(method, path, **kw)
         except httpx.TransportError as exc:
-            raise NbrelayError(0, "unreachable", f"cannot reach the server at {self.http.base_url}: {exc}") from exc
+            raise RemoteError(0, "unreachable", f"cannot reach the server at {self.http.base_url}: {exc}") from exc
         if response.status_code >= 400:
             raise _error_of(response)
         return response
@@ -342,7 +370,7 @@ class Client:
                         os.unlink(tmp)
                     raise
         except httpx.TransportError as exc:
-            raise NbrelayError(0, "unreachable", f"cannot reach the server at {self.http.base_url}: {exc}") from exc
+            raise RemoteError(0, "unreachable", f"cannot reach the server at {self.http.base_url}: {exc}") from exc
         return target
 
     def copy(self, source: str, folder: str, name: str | None = None) -> dict[str, Any]:
@@ -382,16 +410,19 @@ def _quoted(path: str) -> str:
     return "/".join("%2E" * len(part) if part in (".", "..") else part for part in quote(path, safe="/").split("/"))
 
 
-def _error_of(response: httpx.Response) -> NbrelayError:
-    """The NbrelayError for an error answer (the server's {"error": {code, message}} when it sent one)."""
+def _error_of(response: httpx.Response) -> RemoteError:
+    """The error for an error answer (the server's {"error": {code, message, hint}} when it sent one)."""
     try:
         body = response.json()
-        error = body.get("error", {}) if isinstance(body, dict) else {}
     except ValueError:
-        body, error = {}, {}
-    return NbrelayError(
+        body = {}
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        error = {}
+    return RemoteError(
         response.status_code,
         error.get("code", "http_error"),
         error.get("message", response.text[:200] or response.reason_phrase),
         body if isinstance(body, dict) else {},
+        hint=error.get("hint"),
     )

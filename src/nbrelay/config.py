@@ -1,17 +1,60 @@
 """Settings, read from NBRELAY_* environment variables (or passed in), checked when built.
 
-Backends are picked by URL: `database_url` sqlite:///… or postgresql://…
+Backends are picked by URL: `database_url` sqlite:///… or postgresql://…, `broker_url` sql://, memory:// or
+redis://…; the executor by name: `executor` local or celery.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The URL schemes each backend setting accepts (the backends check again when they open).
+_SCHEMES: dict[str, dict[str, str]] = {
+    "database_url": {
+        "sqlite": "sqlite:///path",
+        "sqlite+aiosqlite": "sqlite+aiosqlite:///path",
+        "postgresql": "postgresql://user@host/db",
+        "postgresql+psycopg": "postgresql+psycopg://…",
+    },
+    "broker_url": {
+        "sql": "sql:// (history in the job database)",
+        "memory": "memory:// (this process only)",
+        "redis": "redis://host:port/db (several nodes)",
+        "rediss": "rediss://… (Redis over TLS)",
+    },
+    "celery_broker_url": {
+        "redis": "redis://host:port/db",
+        "rediss": "rediss://…",
+        "amqp": "amqp://user:password@host:5672// (RabbitMQ)",
+        "amqps": "amqps://…",
+        "pyamqp": "pyamqp://…",
+    },
+}
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """A settings error as one line per problem, for people (no pydantic jargon)."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        lines.append(message if message.startswith("NBRELAY_") else f"NBRELAY_{where.upper()}: {message}")
+    return "\n".join(lines)
 
 
 def _default_workers() -> int:
@@ -26,26 +69,56 @@ class Settings(BaseSettings):
     workspace: Path = Path("workspace")
     data_dir: Path = Path("data")
     database_url: str = ""
-    executor: Literal["local"] = "local"
+    # local: worker processes of this server (one node). celery: `nbrelay worker` processes on any machine take
+    # the jobs (several web nodes and workers, docs/deploy.md).
+    executor: Literal["local", "celery"] = "local"
+    # Celery's broker (redis://… or amqp://…); empty: the Redis of broker_url.
+    celery_broker_url: str = ""
+    # A worker renews the lease of each job it runs every few seconds; a lease not renewed for this long means
+    # the worker is lost, and the job is re-queued (lost_job_retries times at most) or fails with "worker lost".
+    lease_timeout_s: float = Field(30.0, ge=1)
+    lost_job_retries: int = Field(0, ge=0, le=100)
+    # /metrics without credentials: None means open in auth mode none only; elsewhere an admin's token (Prometheus:
+    # `authorization: {credentials: <token>}`) unless set to true.
+    metrics_public: bool | None = None
+    # `nbrelay worker` serves its Prometheus metrics on this port (on `host`); 0: not at all.
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
+    # This machine's name in worker ids and logs.
+    node_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=100)
+    # Reports and executed notebooks; shared by every node and worker in multi-node mode. Empty: <data_dir>/reports.
+    reports_folder: Path | None = Field(None, validation_alias=AliasChoices("reports_dir", "NBRELAY_REPORTS_DIR"))
     workers: int = Field(default_factory=_default_workers, ge=1, le=256)
     # Warm kernels kept ready per kernel name in each worker process.
     kernel_pool_size: int = Field(1, ge=0, le=16)
     # Fork python kernels from a preloaded process (about 8x less CPU per kernel than a fresh interpreter).
     fork_kernels: bool = True
     kernel_startup_timeout_s: float = Field(60.0, gt=0)
+    # A job's kernel may hold at most this much memory (its data segment: heap and private mappings, RLIMIT_DATA);
+    # past it, allocations fail and the job fails "out of memory". 0: no limit.
+    kernel_memory_max_mb: int = Field(0, ge=0)
     # After a timeout or cancel: interrupt the kernel, wait this long, then kill it.
     interrupt_grace_s: float = Field(3.0, ge=0)
     default_timeout_s: float | None = Field(None, gt=0)
     default_cell_timeout_s: float | None = Field(None, gt=0)
     max_timeout_s: float = Field(7 * 24 * 3600.0, gt=0)
     output_throttle_s: float = Field(0.25, ge=0)
-    output_max_chars: int = Field(4000, ge=0)
+    output_max_chars: int = Field(4000, ge=0)  # of one live output event
+    # Output kept in a job's notebook and report: per cell (its first and last halves), and per job in all. What
+    # is cut is said in the cell. A flood of output then costs neither the worker's memory nor a huge report.
+    cell_output_max_chars: int = Field(2_000_000, ge=1000)
+    job_output_max_chars: int = Field(20_000_000, ge=1000)
     # Auth: none (local single user, admin), token (API tokens, signed session cookie), header (SSO proxy).
     auth_mode: Literal["none", "token", "header"] = "none"
     local_user: str = "local"
     secret_key: str = ""  # signs session cookies; empty: generated once and kept in <data_dir>/secret_key
     session_max_age_s: float = Field(14 * 24 * 3600.0, gt=0)
     user_header: str = "X-Forwarded-User"
+    # Failed token checks (an unknown or revoked API token: REST, POST /api/session, WebSocket, SSE) per client
+    # address: after auth_max_failures within auth_failure_window_s, that address's token checks are refused
+    # (429 with Retry-After) until the window ends. The address is the TCP peer's, or behind trusted_proxies the
+    # forwarded one. 0: no limit.
+    auth_max_failures: int = Field(20, ge=0)
+    auth_failure_window_s: float = Field(60.0, gt=0)
     # NoDecode: the environment's text reaches _comma_list as it is (else it must be JSON, and "a,b" fails).
     trusted_proxies: Annotated[list[str], NoDecode] = ["127.0.0.1", "::1"]
     admin_users: Annotated[list[str], NoDecode] = []
@@ -56,6 +129,11 @@ class Settings(BaseSettings):
     home_dir: str = Field("users", pattern=r"^[A-Za-z0-9_.-]+$")
     shared_dir: str = Field("shared", pattern=r"^[A-Za-z0-9_.-]+$")
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    # Cells of one notebook, uploaded (.ipynb) or submitted: past it, 422 too_many_cells, counted before nbformat
+    # reads the notebook (its reading and validation cost ~50 us and ~2 KiB of memory a cell).
+    max_notebook_cells: int = Field(10_000, ge=1)
+    # Any other request body (JSON of jobs, schedules, …): over this, 413 before the route reads it.
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
 
     # The web page: the path prefix under which a reverse proxy publishes the service (e.g. /nbrelay; the proxy
     # strips it before forwarding). The page links everything relative to it; empty: relative to its address.
@@ -91,6 +169,30 @@ class Settings(BaseSettings):
     max_connections: int = Field(20000, ge=1)
     max_connections_per_user: int = Field(200, ge=1)
 
+    # Notifications (webhooks and e-mail, docs/user-guide.md "Notifications"). The public address of the service
+    # (e.g. https://nbrelay.example.com/nbrelay): report links in webhooks and e-mails are made absolute with it;
+    # empty: they stay relative to the service's root (/api/jobs/<id>/report).
+    public_url: str = Field("", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
+    # Webhook targets on loopback, private, link-local or reserved addresses are refused unless this is true.
+    webhook_allow_private: bool = False
+    # Retries: first after notify_backoff_s, then doubling (each +-25 % jitter), at most notify_max_attempts in
+    # all and none later than notify_horizon_s after the job ended.
+    notify_backoff_s: float = Field(30.0, gt=0)
+    notify_max_attempts: int = Field(8, ge=1, le=100)
+    notify_horizon_s: float = Field(24 * 3600.0, gt=0)
+    notify_timeout_s: float = Field(10.0, gt=0)  # one webhook request or SMTP conversation
+    notify_poll_s: float = Field(1.0, gt=0)  # how often each web node looks for due deliveries
+    notify_concurrency: int = Field(16, ge=1, le=1000)  # deliveries in flight per node
+    notify_endpoint_concurrency: int = Field(4, ge=1, le=100)  # of which to one webhook endpoint
+    # SMTP for e-mail notifications; no host: e-mails are not sent (their deliveries fail and say why).
+    smtp_host: str = ""
+    smtp_port: int | None = Field(None, ge=1, le=65535)  # default: 465 for tls, 587 for starttls, 25 for none
+    smtp_user: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_from: str = ""  # default: nbrelay@<node_name>
+    smtp_security: Literal["none", "starttls", "tls"] = "starttls"
+    smtp_attachment_max_bytes: int = Field(5 * 1024 * 1024, ge=0)  # a larger report is linked, not attached
+
     @field_validator("trusted_proxies", "admin_users", "allowed_origins", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
@@ -101,10 +203,23 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("workspace", "data_dir")
+    @field_validator("database_url", "broker_url", "celery_broker_url")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+    def _known_scheme(cls, value: str, info: ValidationInfo) -> str:
+        # Refused here, at start, with the setting's name: not later as a traceback from deep in a backend.
+        if not value:
+            return value
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        accepted = _SCHEMES[info.field_name or ""]
+        if scheme not in accepted:
+            setting = f"NBRELAY_{(info.field_name or '').upper()}"
+            raise ValueError(f"{setting}={value!r} has an unsupported scheme: use {' or '.join(accepted.values())}")
+        return value
+
+    @field_validator("workspace", "data_dir", "reports_folder")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
@@ -114,7 +229,25 @@ class Settings(BaseSettings):
 
     @property
     def reports_dir(self) -> Path:
-        return self.data_dir / "reports"
+        return self.reports_folder or self.data_dir / "reports"
+
+    @property
+    def multi_node(self) -> bool:
+        """Several processes share the jobs: web nodes and workers (the celery executor)."""
+        return self.executor == "celery"
+
+    @property
+    def celery_broker(self) -> str:
+        """Celery's broker URL: celery_broker_url, else the Redis of broker_url (without our ?prefix=, which is
+        not a transport option)."""
+        if self.celery_broker_url:
+            return self.celery_broker_url.split("?", 1)[0]
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url.split("?", 1)[0]
+        raise ValueError(
+            "the celery executor needs a broker: set NBRELAY_CELERY_BROKER_URL (redis://… or amqp://…) or "
+            f"NBRELAY_BROKER_URL=redis://host:port/db (it is {self.broker_url!r})"
+        )
 
     @property
     def per_user_folders(self) -> bool:

@@ -341,3 +341,43 @@ def test_a_deeply_nested_body_is_refused_without_a_job(shared_server: ServerProc
     assert 400 <= response.status_code < 500, response.text
     assert "error" in response.json()
     assert total_jobs(shared_server) == before
+
+
+# integers the database cannot hold (found from outside: 500 OverflowError from the SQLite driver) ----------------
+HUGE = ["9223372036854775808", "2147483648", "99999999999999999999999999", "0", "-1"]
+
+
+@pytest.mark.parametrize("value", HUGE)
+@pytest.mark.parametrize(
+    ("method", "route"),
+    [
+        ("GET", "/api/jobs/{}"),
+        ("GET", "/api/jobs/{}/report"),
+        ("HEAD", "/api/jobs/{}/report"),
+        ("GET", "/api/jobs/{}/notebook"),
+        ("POST", "/api/jobs/{}/cancel"),
+        ("DELETE", "/api/reports/{}"),
+        ("GET", "/api/jobs?offset={}"),
+        ("GET", "/api/reports?offset={}"),
+    ],
+)
+def test_integers_out_of_range_are_422_or_404_never_500(
+    shared_server: ServerProcess, method: str, route: str, value: str
+) -> None:
+    if value in ("0",) and "offset" in route:
+        return  # offset 0 is simply the first page
+    response = httpx.request(method, shared_server.url + route.format(value), timeout=30)
+    assert response.status_code in (404, 422), response.text
+    if method != "HEAD":
+        assert response.json()["error"]["message"]
+    assert "OverflowError" not in shared_server.log() and "Traceback" not in shared_server.log()
+
+
+def test_head_of_a_report_answers_like_get_without_a_body(shared_server: ServerProcess) -> None:
+    response = post_raw(shared_server, json={"notebook": "tiny.ipynb"})
+    job = shared_server.wait_for(response.json()["id"], timeout_s=90)
+    get = httpx.get(shared_server.url + job["report_url"], timeout=30)
+    head = httpx.head(shared_server.url + job["report_url"], timeout=30)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-security-policy"] == get.headers["content-security-policy"]

@@ -22,7 +22,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import NOTEBOOKS
 from tests.live import LiveServer, bearer, make_token
-from tests.transports.conftest import live  # noqa: F401
+from tests.push.transports.conftest import live  # noqa: F401
 
 TINY = (NOTEBOOKS / "tiny.ipynb").read_bytes()
 BINARY = bytes(range(256)) * 4  # not UTF-8

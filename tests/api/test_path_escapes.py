@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import NOTEBOOKS
 from tests.live import LiveServer
-from tests.transports.conftest import live  # noqa: F401
+from tests.push.transports.conftest import live  # noqa: F401
 
 REFUSED = {400, 403, 404}
 MARK = f"nbrescape{uuid.uuid4().hex[:8]}"  # any file with this in its name is an escape that worked

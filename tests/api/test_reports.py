@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,20 +23,6 @@ from tests.live import LiveServer, bearer, make_token
 
 HTML = b"<html><body>report</body></html>"
 IPYNB = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
-
-
-@pytest.fixture
-def live(tmp_path: Path, workspace: Path) -> Iterator[Callable[..., LiveServer]]:
-    started: list[LiveServer] = []
-
-    def make(**settings: Any) -> LiveServer:
-        server = LiveServer(workspace, tmp_path / "data", **settings).start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
 
 
 async def add_report(

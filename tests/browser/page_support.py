@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +100,21 @@ class PageSession:
         self.contexts: list[BrowserContext] = []
         self.pages: list[Page] = []
 
-    def open(self, url: str, *, init_script: str | None = None, wait_for: str = "app") -> Page:
+    def open(
+        self,
+        url: str,
+        *,
+        init_script: str | None = None,
+        wait_for: str = "app",
+        prepare: Callable[[BrowserContext], None] | None = None,
+    ) -> Page:
+        """A new context's page at `url`; `prepare` sees the context first (to route or watch its requests)."""
         context = self.browser.new_context(viewport=VIEWPORT)
         context.set_default_timeout(TIMEOUT_MS)
         if init_script:
             context.add_init_script(init_script)
+        if prepare is not None:
+            prepare(context)
         self.contexts.append(context)
         page = context.new_page()
         errors: list[str] = []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
+from nbrelay.api.openapi import ErrorResponse
 from nbrelay.auth import SESSION_COOKIE, Authenticator
 from nbrelay.errors import Unauthorized
 from nbrelay.jobs import User
@@ -18,12 +21,32 @@ def authenticator(request: Request) -> Authenticator:
     return request.app.state.auth
 
 
+def peer(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def too_many_failures(auth: Authenticator, request: Request) -> HTTPException | None:
+    """429 with Retry-After for a client refused token checks (NBRELAY_AUTH_MAX_FAILURES); None otherwise.
+    An HTTPException: the error handler keeps its headers."""
+    wait_s = auth.retry_after_s(request.headers, peer(request))
+    if wait_s <= 0:
+        return None
+    seconds = math.ceil(wait_s)
+    failures, window_s = auth.settings.auth_max_failures, auth.settings.auth_failure_window_s
+    return HTTPException(
+        429,
+        f"too many failed sign-ins from your address ({failures} in {window_s:g} s): try again in {seconds} s",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
 async def current_user(request: Request) -> User:
     auth = authenticator(request)
-    user = await auth.resolve(
-        request.headers, request.cookies, client_host=request.client.host if request.client else None
-    )
+    refused = too_many_failures(auth, request)  # before: the failure that fills the window is still a 401
+    user = await auth.resolve(request.headers, request.cookies, client_host=peer(request))
     if user is None:
+        if refused is not None:
+            raise refused
         hint = {
             "token": "send 'Authorization: Bearer <token>' or log in at POST /api/session",
             "header": "this server expects the user from its SSO proxy",
@@ -43,13 +66,23 @@ def _user_json(user: User, mode: str) -> dict[str, Any]:
     return {"user": user.name, "admin": user.admin, "auth_mode": mode}
 
 
-@router.post("/session", summary="Trade an API token for an HttpOnly session cookie")
+@router.post(
+    "/session",
+    summary="Trade an API token for an HttpOnly session cookie",
+    responses={
+        401: {"model": ErrorResponse, "description": "unknown or revoked token, or not auth mode token"},
+        429: {"model": ErrorResponse, "description": "too many failed sign-ins from this address (Retry-After)"},
+    },
+)
 async def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
     auth = authenticator(request)
-    user = await auth.user_for_token(body.token) if auth.mode == "token" else None
     if auth.mode != "token":
         raise Unauthorized(f"log-in with a token is for auth mode 'token'; this server uses '{auth.mode}'")
+    refused = too_many_failures(auth, request)
+    user = await auth.check_token(body.token, auth.client_address(request.headers, peer(request)))
     if user is None:
+        if refused is not None:
+            raise refused
         raise Unauthorized("unknown or revoked token", code="bad_token")
     response.set_cookie(
         SESSION_COOKIE,

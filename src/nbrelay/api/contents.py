@@ -8,11 +8,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
-from starlette.types import Message, Receive
+from starlette.types import Receive
 
 from nbrelay.api.auth import CurrentUser
+from nbrelay.api.guards import capped
+from nbrelay.api.openapi import error_responses
+from nbrelay.api.schemas import FILE_NAME_PATTERN, WORKSPACE_PATH_PATTERN, WorkspacePath
 from nbrelay.contents import Contents
-from nbrelay.errors import BadRequest, PayloadTooLarge
+from nbrelay.errors import BadRequest, InvalidJson, PayloadTooLarge
 
 router = APIRouter(tags=["contents"])
 
@@ -36,41 +39,81 @@ async def _json_body(request: Request, limit: int) -> Any:
             raise PayloadTooLarge(f"the request is over the limit of {limit} bytes")
     try:
         return json.loads(body or b"{}")
-    except (ValueError, RecursionError):
-        raise BadRequest("the request body is not valid JSON", code="invalid_json") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidJson(exc.msg, exc.doc, exc.pos) from None
+    except (ValueError, RecursionError):  # not UTF-8; nested too deeply for the parser
+        raise BadRequest(
+            "the request body is not valid JSON (UTF-8, nested at most ~1000 levels)", code="invalid_json"
+        ) from None
 
 
 def _capped(receive: Receive, limit: int) -> Receive:
     """A receive channel that refuses a request body longer than `limit` bytes (413)."""
-    seen = 0
-
-    async def capped() -> Message:
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise PayloadTooLarge(f"the upload is over the limit of {limit} bytes")
-        return message
-
-    return capped
+    return capped(receive, limit, lambda: PayloadTooLarge(f"the upload is over the limit of {limit} bytes"))
 
 
-@router.get("/api/contents", summary="The workspace root")
-@router.get("/api/contents/{path:path}", summary="A folder listing, or a file with its content")
+Content = Annotated[int, Query(ge=0, le=1, description="1: with the content; 0: the model alone")]
+Format = Annotated[str | None, Query(pattern="^(text|base64|json)$", description="default: by file type")]
+# The bodies PATCH and POST read (by hand, to answer Jupyter's clients as Jupyter does); documented here.
+NAME_SCHEMA = {"type": "string", "pattern": FILE_NAME_PATTERN, "description": "a file name (at most 255 bytes)"}
+PATH_SCHEMA = {"type": "string", "pattern": WORKSPACE_PATH_PATTERN}
+RENAME_BODY = {
+    "type": "object",
+    "properties": {"path": PATH_SCHEMA, "overwrite": {"type": "boolean", "default": False}},
+    "required": ["path"],
+}
+COPY_OR_MKDIR_BODY = {
+    "anyOf": [
+        {"type": "object", "properties": {"copy_from": PATH_SCHEMA, "name": NAME_SCHEMA}, "required": ["copy_from"]},
+        {
+            "type": "object",
+            "properties": {"type": {"const": "directory"}, "name": NAME_SCHEMA},
+            "required": ["type"],
+        },
+    ]
+}
+UPLOAD_BODY = {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "properties": {"file": {"type": "string", "format": "binary"}},
+            "required": ["file"],
+        }
+    },
+}
+
+
+def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+@router.get("/api/contents", summary="The workspace root", responses=error_responses(404))
+async def get_root(service: Service, user: CurrentUser, content: Content = 1, format: Format = None) -> dict[str, Any]:
+    return await service.get(user, "", content=bool(content), fmt=format)
+
+
+@router.get(
+    "/api/contents/{path:path}",
+    summary="A folder listing, or a file with its content",
+    responses=error_responses(400, 403, 404),
+)
 async def get_contents(
-    service: Service,
-    user: CurrentUser,
-    path: str = "",
-    content: Annotated[int, Query(ge=0, le=1)] = 1,
-    format: Annotated[str | None, Query(pattern="^(text|base64|json)$")] = None,
+    path: WorkspacePath, service: Service, user: CurrentUser, content: Content = 1, format: Format = None
 ) -> dict[str, Any]:
     return await service.get(user, path, content=bool(content), fmt=format)
 
 
-@router.put("/api/contents/{path:path}", status_code=201, summary="Upload or save a file (raw, multipart or JSON)")
+@router.put(
+    "/api/contents/{path:path}",
+    status_code=201,
+    summary="Upload or save a file: the raw bytes, a multipart form's 'file', or Jupyter's JSON model "
+    "{type, format, content}",
+    responses=error_responses(400, 404, 409),
+    openapi_extra={"requestBody": {"content": UPLOAD_BODY}},
+)
 async def put_contents(
-    path: str, request: Request, service: Service, user: CurrentUser, overwrite: Overwrite = False
+    path: WorkspacePath, request: Request, service: Service, user: CurrentUser, overwrite: Overwrite = False
 ) -> dict[str, Any]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     limit = service.settings.max_upload_bytes
@@ -100,17 +143,33 @@ async def put_contents(
     return await service.save_stream(user, path, request.stream(), overwrite=overwrite, expected_size=expected)
 
 
-@router.patch("/api/contents/{path:path}", summary='Rename or move: {"path": new path, "overwrite"?: bool}')
-async def patch_contents(path: str, request: Request, service: Service, user: CurrentUser) -> dict[str, Any]:
+@router.patch(
+    "/api/contents/{path:path}",
+    summary='Rename or move: {"path": new path, "overwrite"?: bool}',
+    responses=error_responses(400, 404, 409),
+    openapi_extra=json_body(RENAME_BODY),
+)
+async def patch_contents(path: WorkspacePath, request: Request, service: Service, user: CurrentUser) -> dict[str, Any]:
     body = await _json_body(request, 64 * 1024)
     if not isinstance(body, dict) or not isinstance(body.get("path"), str):
         raise BadRequest('expected {"path": "new/path"}', code="invalid_request")
     return await service.rename(user, path, body["path"], overwrite=bool(body.get("overwrite", False)))
 
 
-@router.post("/api/contents", status_code=201, summary="Copy into the root, or create a folder there")
-@router.post("/api/contents/{path:path}", status_code=201, summary="In this folder: copy a file, or create a folder")
-async def post_contents(request: Request, service: Service, user: CurrentUser, path: str = "") -> dict[str, Any]:
+COPY_OR_MKDIR: dict[str, Any] = {
+    "status_code": 201,
+    "responses": error_responses(400, 404, 409),
+    "openapi_extra": json_body(COPY_OR_MKDIR_BODY),
+}
+
+
+@router.post("/api/contents", summary="Copy into the root, or create a folder there", **COPY_OR_MKDIR)
+async def post_root(request: Request, service: Service, user: CurrentUser) -> dict[str, Any]:
+    return await post_contents("", request, service, user)
+
+
+@router.post("/api/contents/{path:path}", summary="In this folder: copy a file, or create a folder", **COPY_OR_MKDIR)
+async def post_contents(path: WorkspacePath, request: Request, service: Service, user: CurrentUser) -> dict[str, Any]:
     body = await _json_body(request, 64 * 1024)
     if not isinstance(body, dict):
         raise BadRequest('expected {"copy_from": "path"} or {"type": "directory", "name": "…"}')
@@ -127,16 +186,29 @@ async def post_contents(request: Request, service: Service, user: CurrentUser, p
     raise BadRequest('expected {"copy_from": "path"} or {"type": "directory", "name": "…"}', code="invalid_request")
 
 
-@router.delete("/api/contents/{path:path}", status_code=204, summary="Delete a file, a link, or a folder")
+@router.delete(
+    "/api/contents/{path:path}",
+    status_code=204,
+    summary="Delete a file, a link, or a folder",
+    responses=error_responses(400, 404, 409),
+)
 async def delete_contents(
-    path: str, service: Service, user: CurrentUser, recursive: Annotated[bool, Query()] = False
+    path: WorkspacePath, service: Service, user: CurrentUser, recursive: Annotated[bool, Query()] = False
 ) -> Response:
     await service.delete(user, path, recursive=recursive)
     return Response(status_code=204)
 
 
-@router.get("/files/{path:path}", summary="Download a workspace file", response_class=FileResponse)
-async def download(path: str, service: Service, user: CurrentUser) -> FileResponse:
+@router.get(
+    "/files/{path:path}",
+    summary="Download a workspace file",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"*/*": {}}, "description": "the file, as an attachment (its type by its name)"},
+        **error_responses(400, 403, 404),
+    },
+)
+async def download(path: WorkspacePath, service: Service, user: CurrentUser) -> FileResponse:
     file = service.file_for_download(user, path)
     # Workspace files are untrusted: an attachment, never rendered on the app's origin.
     headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}

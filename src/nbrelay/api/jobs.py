@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,12 +10,21 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from nbrelay.api.auth import CurrentUser
-from nbrelay.api.schemas import SubmitJob, job_json
+from nbrelay.api.openapi import error_responses
+from nbrelay.api.schemas import JobId, Limit, Offset, SubmitJob, job_json
 from nbrelay.errors import BadRequest, NotFound
 from nbrelay.jobs import JobService, SubmitRequest
 from nbrelay.models import UNFINISHED_STATES, Job, JobState
+from nbrelay.store.base import MAX_ID
 
 router = APIRouter(prefix="/api", tags=["jobs"])
+
+CELLS_DOC = (
+    "Cells are numbered from 1 as the report numbers them: the n-th code cell that runs is cell n, `In [n]` "
+    "(markdown and empty cells have none). `progress`: `cell` (cells done), `total` (cells that will run), `phase` "
+    "(`starting_kernel`, then `running_cells`, then `writing_report`; null unless running). `error.cell`: the cell "
+    "that failed or was stopped, or null."
+)
 
 # Reports are untrusted HTML (notebook outputs carry scripts): a sandbox without same-origin keeps them away from
 # the app's cookies and API.
@@ -31,6 +41,11 @@ def service(request: Request) -> JobService:
 
 
 Service = Annotated[JobService, Depends(service)]
+
+
+_STATE_NAMES = "|".join([s.value for s in JobState] + ["unfinished"])
+# Documented, not enforced by FastAPI: _states answers what does not match with the states it knows.
+STATES_PATTERN = rf"^$|^ *({_STATE_NAMES}) *(, *({_STATE_NAMES}) *)*$"
 
 
 def _states(value: str | None) -> list[JobState] | None:
@@ -50,7 +65,12 @@ def _states(value: str | None) -> list[JobState] | None:
     return sorted(states)
 
 
-@router.post("/jobs", status_code=202, summary="Run a notebook: answers at once with the queued job")
+@router.post(
+    "/jobs",
+    status_code=202,
+    summary="Run a notebook: answers at once with the queued job",
+    responses=error_responses(404),
+)
 async def submit_job(body: SubmitJob, jobs: Service, user: CurrentUser) -> JSONResponse:
     request = SubmitRequest(
         notebook=body.notebook,
@@ -65,16 +85,24 @@ async def submit_job(body: SubmitJob, jobs: Service, user: CurrentUser) -> JSONR
     return JSONResponse(job_json(job, position), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
 
 
-@router.get("/jobs", summary="List jobs, newest first")
+@router.get("/jobs", summary="List jobs, newest first", description=CELLS_DOC, responses=error_responses(400))
 async def list_jobs(
     jobs: Service,
     user: CurrentUser,
-    state: Annotated[str | None, Query(description="comma-separated states, or 'unfinished'")] = None,
+    state: Annotated[
+        str | None,
+        Query(description="comma-separated states, or 'unfinished'", json_schema_extra={"pattern": STATES_PATTERN}),
+    ] = None,
     notebook: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    schedule_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="only the jobs this schedule started")
+    ] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
-    found, total = await jobs.list(user, states=_states(state), notebook=notebook, limit=limit, offset=offset)
+    found, total = await jobs.list(
+        user, states=_states(state), notebook=notebook, schedule_id=schedule_id, limit=limit, offset=offset
+    )
     return {
         "jobs": [job_json(job, position) for job, position in await jobs.with_positions(found)],
         "total": total,
@@ -83,14 +111,24 @@ async def list_jobs(
     }
 
 
-@router.get("/jobs/{job_id}", summary="One job: state, progress, queue position, error, report")
-async def get_job(job_id: int, jobs: Service, user: CurrentUser) -> dict[str, Any]:
+@router.get(
+    "/jobs/{job_id}",
+    summary="One job: state, progress, queue position, error, report",
+    description=CELLS_DOC,
+    responses=error_responses(404),
+)
+async def get_job(job_id: JobId, jobs: Service, user: CurrentUser) -> dict[str, Any]:
     job = await jobs.get(user, job_id)
     return job_json(job, await jobs.store.queue_position(job.id))
 
 
-@router.post("/jobs/{job_id}/cancel", status_code=202, summary="Cancel a queued or running job")
-async def cancel_job(job_id: int, jobs: Service, user: CurrentUser) -> dict[str, Any]:
+@router.post(
+    "/jobs/{job_id}/cancel",
+    status_code=202,
+    summary="Cancel a queued or running job",
+    responses=error_responses(404, 409),
+)
+async def cancel_job(job_id: JobId, jobs: Service, user: CurrentUser) -> dict[str, Any]:
     job = await jobs.cancel(user, job_id)
     return job_json(job, await jobs.store.queue_position(job.id))
 
@@ -103,15 +141,39 @@ def _artifact(job: Job, path: str | None, what: str) -> Path:
     raise NotFound(f"job {job.id} has no {what} yet", code=f"{what.replace(' ', '_')}_not_ready")
 
 
-@router.get("/jobs/{job_id}/report", summary="The job's HTML report (sandboxed)", response_class=FileResponse)
-async def get_report(job_id: int, jobs: Service, user: CurrentUser) -> FileResponse:
+def _get_and_head(path: str, **documented: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """GET and HEAD on one endpoint as two routes, so each has an operation id of its own in the document."""
+
+    def register(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        router.get(path, **documented)(endpoint)
+        router.head(path, **{**documented, "summary": f"{documented['summary']}: headers only"})(endpoint)
+        return endpoint
+
+    return register
+
+
+@_get_and_head(
+    "/jobs/{job_id}/report",
+    summary="The job's HTML report (sandboxed)",
+    response_class=FileResponse,
+    responses={200: {"content": {"text/html": {}}, "description": "the report"}, **error_responses(404)},
+)
+async def get_report(job_id: JobId, jobs: Service, user: CurrentUser) -> FileResponse:
     job = await jobs.get(user, job_id)
     path = _artifact(job, job.report_path, "report")
     return FileResponse(path, media_type="text/html; charset=utf-8", headers=REPORT_HEADERS)
 
 
-@router.get("/jobs/{job_id}/notebook", summary="The executed notebook (.ipynb)", response_class=FileResponse)
-async def get_executed_notebook(job_id: int, jobs: Service, user: CurrentUser) -> FileResponse:
+@_get_and_head(
+    "/jobs/{job_id}/notebook",
+    summary="The executed notebook (.ipynb)",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/x-ipynb+json": {}}, "description": "the notebook"},
+        **error_responses(404),
+    },
+)
+async def get_executed_notebook(job_id: JobId, jobs: Service, user: CurrentUser) -> FileResponse:
     job = await jobs.get(user, job_id)
     path = _artifact(job, job.output_path, "executed notebook")
     return FileResponse(path, media_type="application/x-ipynb+json", filename=f"{job_id}-{path.name}")

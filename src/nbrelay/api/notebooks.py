@@ -9,14 +9,20 @@ from fastapi import APIRouter
 
 from nbrelay.api.auth import CurrentUser
 from nbrelay.api.jobs import Service
+from nbrelay.api.openapi import error_responses
+from nbrelay.api.schemas import WorkspacePath
 from nbrelay.runner.params import default_value
 from nbrelay.steps import read_notebook_steps
 
 router = APIRouter(prefix="/api", tags=["notebooks"])
 
 
-@router.get("/notebooks/{path:path}/parameters", summary="The notebook's declared parameters")
-async def notebook_parameters(path: str, jobs: Service, user: CurrentUser) -> dict[str, Any]:
+@router.get(
+    "/notebooks/{path:path}/parameters",
+    summary="The notebook's declared parameters",
+    responses=error_responses(400, 404, 413),
+)
+async def notebook_parameters(path: WorkspacePath, jobs: Service, user: CurrentUser) -> dict[str, Any]:
     info = await asyncio.to_thread(jobs.inspect, path, user)
     parameters = info.parameters
     steps = await asyncio.to_thread(read_notebook_steps, info.absolute)

@@ -164,15 +164,31 @@ export function stateBadge(state) {
   return h("span", { class: `badge state-${state}`, dataset: { state } }, STATE_LABELS[state] ?? state);
 }
 
-/** The one-line reason a job did not succeed: "ZeroDivisionError: division by zero (cell 2)", or the server's
- * reason ("interrupted: server stopped", "cancelled by request") when no cell raised. */
+/** The one-line reason a job did not succeed: "ZeroDivisionError: division by zero (cell 3)", or the server's
+ * reason ("interrupted: server stopped", "cancelled by request") when no cell raised. Cells are numbered as the
+ * report numbers them: the n-th code cell that runs is cell n, In [n]. */
 export function describeError(error) {
   if (!error) return "";
   const reason = error.reason || "";
   if (error.ename && reason.includes(error.ename)) {
-    const cell = /^cell (\d+)/.exec(reason);
     const text = error.evalue ? `${error.ename}: ${error.evalue}` : error.ename;
-    return cell ? `${text} (cell ${cell[1]})` : text;
+    return error.cell != null ? `${text} (cell ${error.cell})` : text;
   }
   return reason || error.ename || "failed";
+}
+
+/** What a running job is doing: "Starting the kernel…", "Cell 3 of 40" (the cell running, counted from 1),
+ * "Writing the report…". `progress` is the job's: cells done, total, phase. */
+export function runningText(progress) {
+  const { cell = 0, total = 0, phase = null } = progress ?? {};
+  if (phase === "starting_kernel" || !total) return "Starting the kernel…";
+  if (phase === "writing_report" || cell >= total) return "Writing the report…";
+  return `Cell ${cell + 1} of ${total}`;
+}
+
+/** The progress bar's label for screen readers: "starting the kernel", or "3 of 40 cells done". */
+export function progressLabel(state, progress, done) {
+  const { total = 0 } = progress ?? {};
+  if (state === "running" && !total) return "starting the kernel";
+  return `${done} of ${total} cells done`;
 }

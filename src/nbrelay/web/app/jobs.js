@@ -12,6 +12,8 @@ import {
   formatWhen,
   h,
   icon,
+  progressLabel,
+  runningText,
   STATE_LABELS,
 } from "./dom.js";
 
@@ -26,6 +28,19 @@ const RECENT_LIMIT = 30;
 // overwrites a newer one, and progress never goes back.
 function rank(state) {
   return state === "queued" ? 0 : state === "running" ? 1 : 2;
+}
+
+// What a job is given when it is submitted and keeps for good.
+const FIXED_FIELDS = ["owner", "notebook", "parameters", "kernel_name", "created_at", "schedule_id", "steps"];
+
+// A running job's phase moves forward too: a REST answer read while its kernel started must not say "Starting
+// the kernel…" again once an event has counted its cells.
+const PHASES = ["starting_kernel", "running_cells", "writing_report"];
+
+/** The phase of `known` progress merged with `incoming`: the later of the two (null when not running). */
+export function mergedPhase(state, before, after) {
+  if (state !== "running") return null;
+  return PHASES.indexOf(after) >= PHASES.indexOf(before) ? after : before;
 }
 
 export class JobStore {
@@ -76,13 +91,24 @@ export class JobStore {
       this._changed(job);
       return job;
     }
-    if (rank(incoming.state ?? known.state) < rank(known.state)) return known; // stale news
+    if (rank(incoming.state ?? known.state) < rank(known.state)) {
+      // Stale news (a REST answer read before the events we have): its state and progress are older than ours,
+      // but what a job never changes is still news to a job first known from an event.
+      for (const key of FIXED_FIELDS) if (incoming[key] !== undefined) known[key] = incoming[key];
+      this._changed(known);
+      return known;
+    }
     const wasFinished = TERMINAL.has(known.state);
     const before = known.progress ?? { cell: 0, total: 0 };
     const after = incoming.progress ?? before;
+    const state = incoming.state ?? known.state;
     Object.assign(known, incoming, {
       id,
-      progress: { cell: Math.max(before.cell ?? 0, after.cell ?? 0), total: after.total || before.total || 0 },
+      progress: {
+        cell: Math.max(before.cell ?? 0, after.cell ?? 0),
+        total: after.total || before.total || 0,
+        phase: mergedPhase(state, before.phase ?? null, after.phase ?? null),
+      },
     });
     if (!wasFinished && TERMINAL.has(known.state)) this._finished(known);
     this._changed(known);
@@ -115,18 +141,19 @@ export class JobStore {
         this.merge({ ...base, state: "queued" });
         this.schedulePositions();
         break;
+      case "job.starting": // it left the queue and its kernel is starting: no cell is counted yet
       case "job.started":
         this.merge({
           ...base,
           state: "running",
           started_at: job.started_at ?? event.ts,
           queue_position: null,
-          progress: { cell: 0, total: data.total ?? 0 },
+          progress: { cell: 0, total: data.total ?? 0, phase: data.phase ?? (data.total ? "running_cells" : null) },
         });
         this.schedulePositions();
         break;
       case "job.progress":
-        this.merge({ ...base, state: "running", progress: { cell: data.cell, total: data.total } });
+        this.merge({ ...base, state: "running", progress: { cell: data.cell, total: data.total, phase: data.phase } });
         break;
       case "job.output":
         job.tail = (job.tail + (data.text ?? "")).slice(-TAIL_CHARS);
@@ -338,7 +365,7 @@ class JobCard {
     this.bar.hidden = job.state === "queued" || (finished && !total);
     this.bar.setAttribute("aria-valuemax", String(total));
     this.bar.setAttribute("aria-valuenow", String(shown));
-    this.bar.setAttribute("aria-label", `cell ${shown} of ${total}`);
+    this.bar.setAttribute("aria-label", progressLabel(job.state, job.progress, shown));
     this.fill.style.width = total ? `${Math.min(100, (100 * shown) / total)}%` : "0%";
 
     const cancelling = Boolean(job.cancel_requested) && !finished;
@@ -368,10 +395,7 @@ class JobCard {
       parts.push(job.queue_position ? `Position ${job.queue_position} in the queue` : "Waiting in the queue");
       if (job.created_at) parts.push(`queued ${formatWhen(job.created_at, store.serverNow())}`);
     } else if (job.state === "running") {
-      const { cell = 0, total = 0 } = job.progress ?? {};
-      if (!total) parts.push("Starting…");
-      else if (cell >= total) parts.push("Writing the report…");
-      else parts.push(`Cell ${cell + 1} of ${total}`);
+      parts.push(runningText(job.progress));
       const elapsed = store.elapsedS(job);
       if (elapsed != null) parts.push(`${formatDuration(elapsed)} elapsed`);
       const eta = this.eta(job, elapsed);

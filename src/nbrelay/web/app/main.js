@@ -8,7 +8,9 @@ import { FileBrowser } from "./files.js";
 import { JobsPanel, JobStore } from "./jobs.js";
 import { ReportViewer } from "./report.js";
 import { openRunDialog } from "./run.js";
+import { openScheduleDialog, SchedulesPanel } from "./schedules.js";
 import { BrowserNotifier, Toasts } from "./toasts.js";
+import { NotificationsPanel } from "./webhooks.js";
 
 const root = document.getElementById("app");
 const STATUS_TEXT = {
@@ -130,6 +132,7 @@ function start(info) {
         store.schedulePositions();
         panel.highlight(job.id);
       },
+      onSchedule: (run) => openScheduleDialog(run, { toasts, onCreated: (schedule) => schedules.upsert(schedule) }),
     });
   const files = new FileBrowser({
     user,
@@ -150,6 +153,7 @@ function start(info) {
     onRunAgain: (job) => runDialog(job.notebook, job),
     onError: (error) => toasts.show({ kind: "error", title: "That did not work", body: error.message }),
   });
+  const schedules = new SchedulesPanel(store, { toasts, onViewReport: openReport });
   const viewer = new ReportViewer(store, {
     toasts,
     onOpen: openReport,
@@ -211,12 +215,15 @@ function start(info) {
     } else if (event.type === "file.changed") files.onFileChanged(event.data ?? {});
     else if (event.type === "notice")
       toasts.show({ kind: "info", title: "Notice", body: String(event.data?.text ?? "") });
+    else if (event.type === "delivery.attempted") notifications.onDeliveryEvent(event.data ?? {});
+    else if (event.type.startsWith("schedule.")) schedules.onEvent(event);
   });
   client.on("recovered", ({ recovered }) => {
     if (recovered) return;
     // The events we missed are gone from the server's history: read the state again instead.
     store.load().catch(() => {});
     files.refresh();
+    schedules.load();
   });
   // Other people's jobs (an admin sees them) are followed on their own streams while they run.
   const followed = new Set();
@@ -268,6 +275,15 @@ function start(info) {
   });
   syncBell();
 
+  // Webhooks and e-mail (webhooks.js): for the people who are not on this page when a job ends.
+  const notifications = new NotificationsPanel({ toasts });
+  const notifyButton = h(
+    "button",
+    { type: "button", class: "btn btn-small btn-quiet", title: "Webhooks and e-mail when your jobs end" },
+    "Notifications",
+  );
+  notifyButton.addEventListener("click", () => notifications.open());
+
   const logout =
     info.auth_mode === "token"
       ? h(
@@ -288,7 +304,7 @@ function start(info) {
         )
       : null;
 
-  const grid = h("div", { class: "workspace" }, files.el, panel.el);
+  const grid = h("div", { class: "workspace" }, files.el, h("div", { class: "side-column" }, panel.el, schedules.el));
   root.replaceChildren(
     h(
       "header",
@@ -298,6 +314,7 @@ function start(info) {
         "div",
         { class: "topbar-right" },
         pill,
+        notifyButton,
         bell,
         h(
           "span",
@@ -333,9 +350,10 @@ function start(info) {
   client.connect();
   files.open(files.folder);
   store.load().catch((error) => toasts.show({ kind: "error", title: "Could not read the jobs", body: error.message }));
+  schedules.load();
   route();
   started = { client, store, toasts };
-  window.nbrelayPage = { client, store, files, viewer };
+  window.nbrelayPage = { client, store, files, viewer, schedules };
   setMode("app");
 }
 

@@ -305,9 +305,10 @@ function timeoutField(name, label, help, value) {
 
 /**
  * Open the run dialog for `notebook`. `previous` (a job) fills the form with that job's values ("run again").
- * onSubmitted(job) gets the 202 answer.
+ * onSubmitted(job) gets the 202 answer. With onSchedule(body), a "Schedule…" button hands the form's values (as
+ * POST /api/jobs would take them) to it instead of running.
  */
-export async function openRunDialog(notebook, { previous = null, onSubmitted, toasts }) {
+export async function openRunDialog(notebook, { previous = null, onSubmitted, onSchedule = null, toasts }) {
   let info;
   try {
     info = await api.get(urls.parameters(notebook));
@@ -366,6 +367,9 @@ export async function openRunDialog(notebook, { previous = null, onSubmitted, to
   );
   const submit = h("button", { type: "submit", class: "btn btn-primary", form: "run-form" }, icon("play"), "Run");
   const cancel = h("button", { type: "button", class: "btn" }, "Cancel");
+  const schedule = onSchedule
+    ? h("button", { type: "button", class: "btn", title: "Run it on a timetable instead" }, icon("clock"), "Schedule…")
+    : null;
   const form = h(
     "form",
     { id: "run-form", class: "run-form", novalidate: true },
@@ -379,7 +383,7 @@ export async function openRunDialog(notebook, { previous = null, onSubmitted, to
     label: `Run ${notebook}`,
     className: "run-dialog",
     body: form,
-    footer: [cancel, submit],
+    footer: [cancel, schedule, submit],
   });
   cancel.addEventListener("click", () => close(null));
 
@@ -423,8 +427,8 @@ export async function openRunDialog(notebook, { previous = null, onSubmitted, to
     return placed > 0 && placed === error.problems.length;
   };
 
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
+  /** The form's values as POST /api/jobs takes them, or null when a field cannot be read (its error shown). */
+  const readBody = () => {
     clearErrors();
     const body = { notebook: info.notebook, parameters: {} };
     let invalid = false;
@@ -433,7 +437,7 @@ export async function openRunDialog(notebook, { previous = null, onSubmitted, to
         body.parameters = JSON.parse(rawParameters.value || "{}");
       } catch {
         showBanner("The parameters are not a valid JSON object.");
-        return;
+        return null;
       }
     }
     for (const field of fields) {
@@ -445,13 +449,27 @@ export async function openRunDialog(notebook, { previous = null, onSubmitted, to
         invalid = true;
       }
     }
-    if (invalid) return;
+    if (invalid) return null;
     const timeoutS = timeout.read();
     const cellTimeoutS = cellTimeout.read();
     if (timeoutS !== undefined) body.timeout_s = timeoutS;
     if (cellTimeoutS !== undefined) body.cell_timeout_s = cellTimeoutS;
     const chosenSteps = steps.read();
     if (chosenSteps !== undefined) body.steps = chosenSteps;
+    return body;
+  };
+
+  schedule?.addEventListener("click", () => {
+    const body = readBody();
+    if (body === null) return;
+    close(null);
+    onSchedule(body);
+  });
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = readBody();
+    if (body === null) return;
     submit.disabled = true;
     dialog.setAttribute("aria-busy", "true");
     try {

@@ -1,0 +1,87 @@
+"""What every HTTP request and answer passes besides its route: a cap on request bodies (413 before the route
+reads too much), and the security headers every answer carries unless its route set its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nbrelay.errors import PayloadTooLarge
+
+# An API answer is data: never rendered as a document, never framed.
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+def capped(receive: Receive, limit: int, too_large: Callable[[], Exception]) -> Receive:
+    """A receive channel that raises `too_large()` once more than `limit` bytes of body came through it."""
+    seen = 0
+
+    async def receive_capped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise too_large()
+        return message
+
+    return receive_capped
+
+
+def is_upload(scope: Scope) -> bool:
+    """Uploads to the workspace: contents.py caps them at NBRELAY_MAX_UPLOAD_BYTES itself."""
+    return scope["method"] == "PUT" and scope["path"].startswith("/api/contents/")
+
+
+class BodyLimit:
+    """Refuse a request body over `limit_bytes` with 413: at once when its Content-Length says so, else when
+    the bytes that arrived pass the limit (the route never sees more)."""
+
+    def __init__(self, app: ASGIApp, limit_bytes: int, exempt: Callable[[Scope], bool] = is_upload):
+        self.app = app
+        self.limit_bytes = limit_bytes
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.exempt(scope):
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_bytes
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            error = PayloadTooLarge(
+                f"the request body is {declared} bytes; the limit is {limit}", hint="NBRELAY_MAX_BODY_BYTES sets it"
+            )
+            await JSONResponse(error.to_dict(), status_code=413)(scope, receive, send)
+            return
+        # An HTTPException, so that FastAPI's body reading passes it on as it is (app._http_error).
+        too_large = HTTPException(413, f"the request body is over the limit of {limit} bytes")
+        await self.app(scope, capped(receive, limit, lambda: too_large), send)
+
+
+class SecurityHeaders:
+    """nosniff and a referrer policy on every answer; JSON answers also get a CSP that forbids rendering and
+    framing them. Headers a route set itself (the page's CSP, the reports' sandbox) are kept as they are."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "same-origin")
+                if headers.get("content-type", "").startswith("application/json"):
+                    headers.setdefault("Content-Security-Policy", API_CSP)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

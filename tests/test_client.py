@@ -1,0 +1,71 @@
+"""The Python client's errors against a real server (`nbrelay serve` in a subprocess): one exception tree with
+the server's, carrying what the server answered."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from nbrelay import client as client_module
+from nbrelay import errors
+from nbrelay.client import Client, NbrelayError, RemoteError
+from tests.conftest import ServerProcess, free_port
+
+
+def test_the_clients_error_is_the_services() -> None:
+    assert client_module.NbrelayError is errors.NbrelayError
+    assert client_module.RemoteError is errors.RemoteError
+    assert issubclass(RemoteError, errors.NbrelayError)
+
+
+def test_an_error_answer_carries_status_code_message_and_body(shared_server: ServerProcess) -> None:
+    with Client(shared_server.url) as client, pytest.raises(NbrelayError) as raised:
+        client.job(999_999)
+    error = raised.value
+    assert type(error) is RemoteError
+    assert (error.status, error.code, error.message, error.hint) == (404, "job_not_found", "no job 999999", None)
+    assert error.body == {"error": {"code": "job_not_found", "message": "no job 999999"}}
+    assert str(error) == "no job 999999 (404 job_not_found)"
+
+
+def test_an_error_answer_with_a_hint_keeps_it(shared_server: ServerProcess) -> None:
+    with Client(shared_server.url) as client, pytest.raises(RemoteError) as raised:
+        client.parameters("folder\\tiny.ipynb")
+    error = raised.value
+    assert (error.status, error.code, error.hint) == (400, "path_refused", "use '/' between folders")
+    assert error.message == "backslashes are not allowed in paths: 'folder\\\\tiny.ipynb'"
+    assert error.body["error"]["hint"] == error.hint
+    assert error.to_dict() == error.body  # the same form the server answers with
+
+
+def test_a_missing_report_raises_the_same_error(shared_server: ServerProcess) -> None:
+    with Client(shared_server.url) as client, pytest.raises(RemoteError) as raised:
+        client.report(999_999)
+    assert (raised.value.status, raised.value.code) == (404, "job_not_found")
+
+
+def test_a_server_that_is_not_there_is_status_0_unreachable(tmp_path: Path) -> None:
+    address = f"http://127.0.0.1:{free_port()}"
+    with Client(address, timeout_s=5) as client:
+        for call in (client.jobs, lambda: client.download("a.txt", tmp_path / "a.txt")):
+            with pytest.raises(RemoteError) as raised:
+                call()
+            assert (raised.value.status, raised.value.code) == (0, "unreachable")
+            assert raised.value.message.startswith(f"cannot reach the server at {address}: ")
+    assert list(tmp_path.iterdir()) == []  # the download left nothing behind
+
+
+def test_the_error_survives_pickling_whole() -> None:
+    error = RemoteError(409, "conflict", "a file is there", {"error": {"code": "conflict"}}, hint="overwrite=True")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is RemoteError
+    assert (copy.status, copy.code, copy.message, copy.body, copy.hint) == (
+        409,
+        "conflict",
+        "a file is there",
+        {"error": {"code": "conflict"}},
+        "overwrite=True",
+    )
+    assert str(copy) == str(error) == "a file is there (409 conflict)"
