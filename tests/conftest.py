@@ -14,12 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import psycopg
 import pytest
+import redis
 from psycopg import sql
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy.engine import make_url
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
@@ -39,8 +42,32 @@ def workspace(tmp_path: Path) -> Path:
     return folder
 
 
+class ChildProcess:
+    """The log, stop and kill of a process a test started (`process`, writing to `log_path`)."""
+
+    process: subprocess.Popen[bytes] | None
+    log_path: Path | None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """Die like a crash: SIGKILL, no clean-up."""
+        self.stop(signal.SIGKILL)
+
+
 @dataclass
-class ServerProcess:
+class ServerProcess(ChildProcess):
     """`nbrelay serve` in a subprocess; restartable on the same port, data dir and workspace."""
 
     workspace: Path
@@ -74,23 +101,6 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not answer within {timeout_s} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def kill(self) -> None:
-        """Die like a crashed server: SIGKILL, no clean-up."""
-        self.stop(signal.SIGKILL)
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
@@ -162,6 +172,13 @@ def kernel_pids() -> set[int]:
     return set(kernel_processes())
 
 
+def unreachable(service: str, hint: str) -> NoReturn:
+    """Fail (not skip) a test whose service does not answer: CI starts the services first, so their absence is
+    a broken setup, never a reason to pass quietly."""
+    __tracebackhide__ = True
+    raise pytest.fail.Exception(f"not reachable: {service}\n{hint}", pytrace=False) from None
+
+
 # The PostgreSQL of the test machine (scripts/test starts it); a test's tables live in a schema of their own.
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -181,15 +198,9 @@ def fresh_postgres_url() -> Iterator[str]:
     try:
         admin = psycopg.connect(libpq_url, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        problem = str(exc)
-    else:
-        problem = ""
-    if problem:
-        # Failing, not skipping: CI starts PostgreSQL first, so absence is a broken setup.
-        pytest.fail(
-            f"PostgreSQL is not reachable at {base.render_as_string(hide_password=True)}: {problem}\n"
+        unreachable(
+            f"PostgreSQL at {base.render_as_string(hide_password=True)}: {exc}",
             "Start it, or set NBRELAY_TEST_POSTGRES_URL, or deselect with -m 'not postgres'.",
-            pytrace=False,
         )
     schema = f"nbrelay_test_{secrets.token_hex(6)}"
     with admin:
@@ -198,3 +209,64 @@ def fresh_postgres_url() -> Iterator[str]:
             yield base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
         finally:
             admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+# The Redis of the test machine (scripts/test starts it). Tests never flush it: each one works under a key
+# prefix of its own and deletes only the keys under it.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+START_REDIS = (
+    'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no '
+    "--dir /var/lib/redis --logfile /var/log/redis/ci.log"
+)
+
+
+@contextmanager
+def fresh_redis_url() -> Iterator[str]:
+    """A broker URL (redis://…?prefix=…) whose keys and channels are the test's own; its keys go afterwards."""
+    base = os.environ.get("NBRELAY_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    client = redis.Redis.from_url(base, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        unreachable(
+            f"Redis at {base}: {exc}",
+            f"Start it with:\n    {START_REDIS}\n(scripts/test does), or set NBRELAY_TEST_REDIS_URL, or deselect "
+            "with -m 'not redis'.",
+        )
+    url = f"{base}?prefix=nbrelay-test-{secrets.token_hex(6)}"
+    try:
+        yield url
+    finally:
+        drop_redis_keys(url)
+        client.close()
+
+
+def drop_redis_keys(url: str) -> int:
+    """Delete every key under the URL's prefix (what Redis restarted empty, or an eviction, does to them)."""
+    base, _, prefix = url.partition("?prefix=")
+    assert prefix.startswith("nbrelay-test-"), "only a test's own keys may be dropped"
+    with redis.Redis.from_url(base) as client:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        return int(client.delete(*keys)) if keys else 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """How pytest-xdist spreads the suite (scripts/test runs it with --dist loadgroup): a file whose tests share a
+    module-scoped fixture (a server, a cluster) goes to one process, so that fixture starts once; the tests of any
+    other file go wherever a process is free. One process running a whole file of independent slow tests (the
+    executor contract: a deployment per test) kept the suite waiting on it after the other processes were done.
+    Without xdist the order changes nothing that matters: every test sets up what it needs."""
+    shared = {item.path for item in items if _uses_a_module_fixture(item)}
+    for item in items:
+        if item.path in shared:
+            item.add_marker(pytest.mark.xdist_group(str(item.path)))
+    # The processes take work in this order: the indivisible files first, the single tests after them to fill
+    # the gaps, so that no process starts a file of several minutes when the others are nearly done.
+    items.sort(key=lambda item: item.path not in shared)
+
+
+def _uses_a_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(d.scope in ("module", "package") for defs in info.name2fixturedefs.values() for d in defs)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from nbrelay.app import create_app
 from nbrelay.auth import hash_token, new_token
 from nbrelay.config import Settings
+from nbrelay.models import Event
 from nbrelay.server import Server, server_config
 from tests.conftest import free_port
 
@@ -72,8 +73,10 @@ class LiveServer:
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
 
-    def publish(self, stream: str, kind: str = "notice", **data: Any) -> Any:
-        return self.call(self.app.state.push.hub.publish(stream, kind, data))
+    def publish(self, stream: str, kind: str = "notice", **data: Any) -> Event:
+        """`kind` with `data` on one stream, as the hub positioned it."""
+        (event,) = self.call(self.app.state.push.hub.publish(Event(kind, data), [stream]))
+        return event
 
     def stop(self) -> None:
         if self.server is not None and self.thread is not None and self.thread.is_alive():
