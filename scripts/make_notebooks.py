@@ -156,6 +156,91 @@ def fails() -> nbformat.NotebookNode:
     )
 
 
+def tour() -> nbformat.NotebookNode:
+    """About 30 s in six steps that each print as they go: the page shows a run cell by cell, live."""
+    return notebook(
+        [
+            md(
+                "# A tour of a run\n\n"
+                "Six steps of about five seconds each: watch the job on the page go cell by cell, with its output "
+                "as it comes and the time left. The report keeps it all, the formula included."
+            ),
+            code(
+                """
+seconds_per_step: float = 5.0  # how long each step takes
+samples: int = 400  # how many points the random walk has
+seed: int = 7  # the same seed, the same walk
+""",
+                parameters=True,
+            ),
+            code(
+                """
+import random
+import statistics
+import time
+
+from IPython.display import Markdown, Math, display
+
+
+def step(title, doing):
+    \"\"\"Say what the cell does, then take seconds_per_step over it, telling how far it got.\"\"\"
+    print(title, flush=True)
+    for part in range(1, 5):
+        time.sleep(seconds_per_step / 4)
+        print(f"  {doing}: {part * 25}%", flush=True)
+
+
+step("Step 1 of 6: the data", "drawing a random walk")
+random.seed(seed)
+walk = [0.0]
+for _ in range(samples - 1):
+    walk.append(walk[-1] + random.gauss(0, 1))
+print(f"{len(walk)} points, from {walk[0]:.1f} to {walk[-1]:.1f}")
+"""
+            ),
+            code(
+                """
+step("Step 2 of 6: smoothing", "averaging")
+window = 20
+smooth = [statistics.fmean(walk[max(0, i - window) : i + 1]) for i in range(len(walk))]
+print(f"moving average over {window} points")
+"""
+            ),
+            code(
+                """
+step("Step 3 of 6: statistics", "summing up")
+mean, spread = statistics.fmean(walk), statistics.pstdev(walk)
+print(f"mean {mean:.2f}, standard deviation {spread:.2f}")
+"""
+            ),
+            code(
+                """
+step("Step 4 of 6: the formula", "typesetting")
+display(Math(rf"\\bar{{x}} = \\frac{{1}}{{n}} \\sum_{{i=1}}^{{n}} x_i = {mean:.2f}"))
+"""
+            ),
+            code(
+                """
+step("Step 5 of 6: the picture", "drawing")
+bars = "▁▂▃▄▅▆▇█"
+low, high = min(smooth), max(smooth)
+every = max(1, len(smooth) // 60)
+print("".join(bars[int((v - low) / ((high - low) or 1) * (len(bars) - 1))] for v in smooth[::every]))
+"""
+            ),
+            code(
+                """
+step("Step 6 of 6: the summary", "writing")
+Markdown(
+    "| samples | mean | standard deviation | last |\\n|---|---|---|---|\\n"
+    f"| {samples} | {mean:.2f} | {spread:.2f} | {walk[-1]:.2f} |"
+)
+"""
+            ),
+        ]
+    )
+
+
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -313,6 +398,7 @@ def main() -> None:
     write(hello(), EXAMPLES / "hello.ipynb")
     write(plot(), EXAMPLES / "plot.ipynb")
     write(fails(), EXAMPLES / "fails.ipynb")
+    write(tour(), EXAMPLES / "tour.ipynb")
     write_text(
         "Reports of runs are kept by the server under its data dir; this folder only shows that sub-folders work.\n",
         EXAMPLES / "reports" / "README.md",

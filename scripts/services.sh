@@ -19,6 +19,14 @@ ensure_redis() {
   echo "Redis did not start" >&2; return 1
 }
 
+ensure_rabbitmq() {  # the executor tests run Celery on RabbitMQ too (amqp://guest:guest@127.0.0.1:5672//)
+  if (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then return 0; fi
+  echo "starting RabbitMQ" >&2
+  rabbitmq-server -detached
+  for _ in $(seq 1 60); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && return 0; sleep 1; done
+  echo "RabbitMQ did not start" >&2; return 1
+}
+
 ensure_node() {
   if command -v node >/dev/null 2>&1; then return 0; fi
   echo "installing Node.js (for the JavaScript client's tests)" >&2
