@@ -135,6 +135,7 @@ class Figures:
     unrecovered: int = 0  # resumes answered recovered: false
     not_caught_up: int = 0  # clients that did not reach the end of their streams
     unannounced: int = 0  # acknowledged file changes with no event in the history
+    unannounced_paths: list[str] = field(default_factory=list)  # the first ten of them
     server_errors: int = 0  # 5xx answers to the publisher's and the job submitter's requests
     push_server_errors: int = 0  # 5xx answers to push requests (/sse, SockJS), not nginx's 502 while the server is down
     cuts: int = 0
@@ -333,7 +334,8 @@ class EventChaos:
         every = {stream: events for streams in histories.values() for stream, events in streams.items()}
         figures.stream_events = sum(len(events) for events in every.values())  # broadcast counted once
         paths = {(e["stream"], e["data"].get("path")) for events in every.values() for e in events.values()}
-        figures.unannounced = sum((stream, path) not in paths for path, stream in self.acknowledged.items())
+        unannounced = [path for path, stream in self.acknowledged.items() if (stream, path) not in paths]
+        figures.unannounced, figures.unannounced_paths = len(unannounced), unannounced[:10]
         for ledger, user in self.ledgers:
             row = figures.by_transport.setdefault(f"{ledger.transport}/{ledger.via}", Counter())
             figures.cuts += ledger.cuts

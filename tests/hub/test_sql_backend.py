@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from nbrelay.errors import HubUnavailable
 from nbrelay.hub import Hub, open_hub
-from nbrelay.hub.backends.sql import SqlBackend
+from nbrelay.hub.backends.sql import _LOCK_TRY_MS, SqlBackend
 from tests.conftest import fresh_postgres_url
 from tests.hub.test_hub import has, publish, received
 
@@ -129,5 +129,37 @@ async def test_sqlite_a_publish_while_another_connection_writes_waits_off_the_lo
         finally:
             other.close()
         assert (await pending).id == f"{first.epoch}:2"
+    finally:
+        await hub.close()
+
+
+@pytest.mark.parametrize("lock_wait_s", [30.0, 0.5])
+async def test_sqlite_a_lock_held_past_one_try_is_waited_out_up_to_lock_wait_s(
+    tmp_path: Path, lock_wait_s: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another connection holds the write lock for 2.5 tries of the writer thread: with the default wait the
+    publish is written once the lock is free (a warning per try says so); with a shorter wait it fails, as
+    HubUnavailable, and takes no offset."""
+    path = tmp_path / "hub.db"
+    hub = await opened(f"sqlite:///{path}")
+    try:
+        assert isinstance(hub.backend, SqlBackend)
+        hub.backend.lock_wait_s = lock_wait_s
+        first = await publish(hub, "user:a", n=0)
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            pending = asyncio.create_task(publish(hub, "user:a", n=1))
+            await asyncio.sleep(2.5 * _LOCK_TRY_MS / 1000)
+            other.execute("COMMIT")
+        finally:
+            other.close()
+        if lock_wait_s > 2.5 * _LOCK_TRY_MS / 1000:
+            assert (await pending).id == f"{first.epoch}:2"
+            assert sum("waited" in r.getMessage() for r in caplog.records) >= 2
+        else:
+            with pytest.raises(HubUnavailable, match="database is locked"):
+                await pending
+            assert (await publish(hub, "user:a", n=2)).id == f"{first.epoch}:2"
     finally:
         await hub.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import sqlite3
 import time
@@ -40,6 +41,9 @@ _MAX_BATCH_EVENTS = 500
 _MAX_PENDING_EVENTS = 10_000
 _CHECKPOINT_EVERY = 200  # batches on the loop's connection between checkpoints (~1000 pages, as SQLite's own)
 _PG_CREATE_LOCK = 0x6E62687562  # "nbhub": serialises nodes creating the tables at once
+_LOCK_TRY_MS = 1000  # the writer thread's wait for SQLite's write lock per try (a warning after each)
+
+log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 hub_streams = sa.Table(
@@ -62,11 +66,22 @@ hub_events = sa.Table(
 
 
 class SqlBackend:
-    def __init__(self, database_url: str, *, history_size: int = 1000, history_ttl_s: float = 3600.0):
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        history_size: int = 1000,
+        history_ttl_s: float = 3600.0,
+        lock_wait_s: float = 60.0,
+    ):
         url = engine_url(database_url)
         self.where = url.render_as_string(hide_password=True)  # for messages
         self.history_size = history_size
         self.history_ttl_s = history_ttl_s
+        # SQLite: how long a batch waits for the write lock (the job store, another process on the same file may
+        # hold it a while on a loaded machine) before its publishes fail. A publish promises durability: it
+        # rather waits than fails, and a change whose announcement failed is not heard of by any page.
+        self.lock_wait_s = lock_wait_s
         self._deliver: Deliver | None = None
         self._last_expiry = 0.0
         # Publishes waiting for the next transaction, in call order; one drain task writes them batch after batch
@@ -229,7 +244,7 @@ class SqlBackend:
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            if _busy(exc):
                 return None
             raise
         placed = self._sqlite_transaction(db, batch, expire=False)
@@ -240,19 +255,35 @@ class SqlBackend:
 
     def _checkpoint(self) -> None:
         """Copy the write-ahead log into the database (on the writer thread), as SQLite would at a commit."""
+        self._writer_db().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _writer_db(self) -> Any:
+        """The writer thread's sqlite3 connection (opened on its first use)."""
         assert self._sync_engine is not None
         if self._db is None:
             self._db = self._sync_engine.raw_connection()
-        self._db.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._db.driver_connection.execute(f"PRAGMA busy_timeout = {_LOCK_TRY_MS}")
+        return self._db.driver_connection
 
     def _write_sqlite(self, batch: list[Publish], expire: bool) -> list[list[Event]]:
         """The batch in one transaction on the writer thread's sqlite3 connection."""
-        assert self._sync_engine is not None
-        if self._db is None:
-            self._db = self._sync_engine.raw_connection()
-        db = self._db.driver_connection
-        db.execute("BEGIN IMMEDIATE")  # take the write lock first (waiting for it): no upgrade deadlock
+        db = self._writer_db()
+        self._begin_waiting(db, len(batch))
         return self._sqlite_transaction(db, batch, expire)
+
+    def _begin_waiting(self, db: Any, count: int) -> None:
+        """BEGIN IMMEDIATE (the write lock first: no upgrade deadlock), trying again while another connection
+        holds the lock, for up to lock_wait_s; SQLite's own error after that."""
+        began = time.monotonic()
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                waited = time.monotonic() - began
+                if not _busy(exc) or waited >= self.lock_wait_s:
+                    raise
+                log.warning("%d hub event(s) have waited %.1f s for the write lock of %s", count, waited, self.where)
 
     def _sqlite_transaction(self, db: Any, batch: list[Publish], expire: bool) -> list[list[Event]]:
         """The batch's statements and the commit, on `db`, which has begun its transaction (BEGIN IMMEDIATE)."""
@@ -347,6 +378,11 @@ class SqlBackend:
             )
             events = [Event(r.type, r.data, ts=r.ts, stream=stream, offset=int(r.offset), epoch=epoch) for r in rows]
         return History(epoch=epoch, last_offset=last, first_offset=int(first) if first else last + 1, events=events)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Another connection holds the lock (SQLITE_BUSY, SQLITE_LOCKED and their extended codes)."""
+    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _position(conn: sa.Connection, stream: str, *, lock: bool) -> tuple[str, int]:
