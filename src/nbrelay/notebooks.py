@@ -9,8 +9,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from jupyter_client.kernelspec import KernelSpecManager
-
 from nbrelay.config import Settings
 from nbrelay.errors import NotFound, PayloadTooLarge, Unprocessable
 from nbrelay.files import Workspace
@@ -71,6 +69,8 @@ class KernelNames:
     def languages(self) -> dict[str, str]:
         """Installed kernel name -> its language."""
         if not self._languages:
+            from jupyter_client.kernelspec import KernelSpecManager  # on first use: a slow import for a server start
+
             specs = KernelSpecManager().get_all_specs()
             self._languages = {name: str(found["spec"].get("language") or "") for name, found in specs.items()}
         return self._languages

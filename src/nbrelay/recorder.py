@@ -19,8 +19,7 @@ from typing import Any
 from nbrelay.config import Settings
 from nbrelay.files import Areas, Workspace
 from nbrelay.models import EVENT_STATE, STATE_EVENT, TERMINAL_EVENTS, Event, Job, JobError, JobState, transition
-from nbrelay.runner.execute import RunSpec
-from nbrelay.runner.partial import write_partial_report
+from nbrelay.runner.spec import RunSpec
 from nbrelay.steps import run_steps
 from nbrelay.store.base import JobStore
 
@@ -207,6 +206,9 @@ class JobRecorder:
 
     async def _partial_report(self, job: Job) -> Job:
         """`job`, ended without its runner's report, with a partial one written; unchanged when none could be."""
+        # The report stack (nbconvert) is imported the first time one is needed, not at every server start.
+        from nbrelay.runner.partial import write_partial_report
+
         try:
             spec = self.spec_for(job)
             await asyncio.to_thread(

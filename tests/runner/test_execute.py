@@ -17,9 +17,10 @@ import nbformat
 import pytest
 
 from nbrelay.models import JobState
-from nbrelay.runner.execute import Outcome, RunSpec, run_job
+from nbrelay.runner.execute import Outcome, run_job
 from nbrelay.runner.html import ReportWriter
 from nbrelay.runner.kernels import KernelPool
+from nbrelay.runner.spec import RunSpec
 
 pytestmark = pytest.mark.kernel
 

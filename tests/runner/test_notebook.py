@@ -10,7 +10,15 @@ from typing import Any
 import nbformat
 import pytest
 
-from nbrelay.runner.notebook import NotebookRefused, TooManyCells, complete_kernelspec, kernel_for, parse, runs
+from nbrelay.runner.notebook import (
+    DEFAULT_KERNEL,
+    NotebookRefused,
+    TooManyCells,
+    complete_kernelspec,
+    kernel_for,
+    parse,
+    runs,
+)
 
 COMPAT = Path(__file__).parents[1] / "notebooks" / "compat"
 INSTALLED = {"python3": "python", "ir": "R", "julia-1.10": "julia"}
@@ -138,3 +146,10 @@ def test_the_numbered_cells_are_those_nbclient_runs() -> None:
     nb.cells.insert(0, nbformat.v4.new_markdown_cell("text"))
     nb.cells.insert(0, nbformat.v4.new_code_cell("   \n"))
     assert [runs(cell) for cell in nb.cells] == [False, False, True, False, True, True]
+
+
+def test_the_default_kernel_is_jupyter_clients_native_kernel() -> None:
+    """runner/notebook.py names it without importing jupyter_client (slow to import for a server start)."""
+    from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
+
+    assert DEFAULT_KERNEL == NATIVE_KERNEL_NAME

@@ -21,11 +21,12 @@ import nbformat
 import pytest
 
 from nbrelay.models import JobState
-from nbrelay.runner.execute import Outcome, RunSpec, run_job
+from nbrelay.runner.execute import Outcome, run_job
 from nbrelay.runner.html import ReportWriter
 from nbrelay.runner.kernels import KernelPool
 from nbrelay.runner.notebook import complete_kernelspec, parse
 from nbrelay.runner.report_pieces import piece_html
+from nbrelay.runner.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "src" / "nbrelay" / "examples" / "workspace"

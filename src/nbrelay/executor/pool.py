@@ -24,7 +24,7 @@ from nbrelay.config import Settings
 from nbrelay.executor.worker import WorkerConfig
 from nbrelay.executor.worker import main as worker_main
 from nbrelay.models import STATE_EVENT, Event, JobState
-from nbrelay.runner.execute import RunSpec
+from nbrelay.runner.spec import RunSpec
 from nbrelay.runtime import make_runtime_dir, remove_runtime_dir
 
 log = logging.getLogger(__name__)

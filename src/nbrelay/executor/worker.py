@@ -19,10 +19,11 @@ from typing import Any
 
 import nbformat
 
-from nbrelay.runner.execute import RunSpec, run_job
+from nbrelay.runner.execute import run_job
 from nbrelay.runner.html import ReportWriter
 from nbrelay.runner.kernels import KernelPool
 from nbrelay.runner.lifeline import die_with_parent
+from nbrelay.runner.spec import RunSpec
 
 log = logging.getLogger(__name__)
 

@@ -29,30 +29,13 @@ from nbrelay.runner.notebook import complete_kernelspec, parse, runs
 from nbrelay.runner.output_cap import OutputCap
 from nbrelay.runner.params import inject_parameters
 from nbrelay.runner.report_pieces import ReportPieces
+from nbrelay.runner.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[str, dict[str, Any]], None]
 REPORT_SWITCH_INTERVAL_S = 0.0005
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    job_id: int
-    notebook_path: Path
-    kernel_name: str
-    parameters: dict[str, Any]
-    report_path: Path
-    output_path: Path
-    timeout_s: float | None = None
-    cell_timeout_s: float | None = None
-    interrupt_grace_s: float = 3.0
-    output_throttle_s: float = 0.25
-    output_max_chars: int = 4000  # of one live job.output event
-    cell_output_max_chars: int = 2_000_000  # kept in the notebook and report per cell (head and tail)
-    job_output_max_chars: int = 20_000_000  # kept in all
-    kernel_memory_max_mb: int = 0  # the kernel's memory limit (set where it starts, see lifeline.py); 0: none
 
 
 @dataclass

@@ -12,14 +12,15 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import nbformat
-from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
 from nbformat.corpus.words import generate_corpus_id
 from nbformat.validator import ValidationError
 
 __all__ = ["DEFAULT_KERNEL", "NotebookRefused", "complete_kernelspec", "kernel_for", "parse", "runs"]
 
-# What nbclient starts when the notebook names no kernel: jupyter_client's KernelManager default.
-DEFAULT_KERNEL = NATIVE_KERNEL_NAME
+# What nbclient starts when the notebook names no kernel: jupyter_client's KernelManager default (its
+# kernelspec.NATIVE_KERNEL_NAME, which tests/runner/test_notebook.py checks; not imported: jupyter_client is heavy
+# for the server, which only reads notebooks).
+DEFAULT_KERNEL = "python3"
 SKIP_TAG = "skip-execution"  # nbclient's NotebookClient.skip_cells_with_tag
 
 

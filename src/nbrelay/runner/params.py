@@ -8,9 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import nbformat
-from papermill.parameterize import parameterize_notebook
-from papermill.translators import papermill_translators
-from papermill.utils import find_first_tagged_cell_index
 
 from nbrelay.errors import Unprocessable
 from nbrelay.models import Parameter
@@ -31,6 +28,10 @@ def _ensure_tags(nb: nbformat.NotebookNode) -> None:
 
 def declared_parameters(nb: nbformat.NotebookNode) -> list[Parameter] | None:
     """The parameters the notebook declares; [] without a `parameters` cell; None when its language can't tell."""
+    # papermill is imported when first needed (here and in inject_parameters): a slow import for a server start.
+    from papermill.translators import papermill_translators
+    from papermill.utils import find_first_tagged_cell_index
+
     _ensure_tags(nb)
     index = find_first_tagged_cell_index(nb, "parameters")
     if index < 0:
@@ -160,6 +161,8 @@ def check_parameters(declared: list[Parameter] | None, given: dict[str, Any]) ->
 
 def inject_parameters(nb: nbformat.NotebookNode, parameters: dict[str, Any]) -> nbformat.NotebookNode:
     """A copy of `nb` with papermill's `injected-parameters` cell after the `parameters` cell."""
+    from papermill.parameterize import parameterize_notebook
+
     _ensure_tags(nb)
     nb.metadata.setdefault("papermill", {})
     kernel_name = nb.metadata.get("kernelspec", {}).get("name")
