@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from nbrelay.models import Job, utcnow
 from nbrelay.notify.outbox import EmailRule, WebhookRule, outbox_rows
 from nbrelay.store.schedules import schedules
+from nbrelay.store.shielded import calls_finish_when_cancelled
 from nbrelay.store.sql import UtcDateTime, metadata
 
 __all__ = [
@@ -208,6 +209,7 @@ async def enqueue(conn: AsyncConnection, job: Job) -> int:
     return len(rows)
 
 
+@calls_finish_when_cancelled
 class NotificationStore:
     """Webhooks, e-mail recipients and the outbox on the job store's engine."""
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nbrelay.models import UNFINISHED_STATES, Job, utcnow
+from nbrelay.store.shielded import calls_finish_when_cancelled
 from nbrelay.store.sql import UtcDateTime, _to_job, jobs, metadata
 
 __all__ = ["Schedule", "ScheduleStore", "Tick", "TickOutcome", "schedule_ticks", "schedules"]
@@ -120,6 +121,7 @@ def _to_tick(row: Row[Any]) -> Tick:
     return Tick(**row._mapping)
 
 
+@calls_finish_when_cancelled
 class ScheduleStore:
     """Schedules and their ticks on the job store's engine."""
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from nbrelay.models import Job, JobError, JobState, utcnow
 from nbrelay.store.base import TOKEN_HASH_MAX, NewJob, TokenRecord, check_user_name
+from nbrelay.store.shielded import calls_finish_when_cancelled
 
 __all__ = ["MIGRATIONS_DIR", "SqlJobStore", "UtcDateTime", "engine_url", "jobs", "metadata", "sqlite_pragmas", "tokens"]
 
@@ -256,6 +257,7 @@ def _filters(
     return clauses
 
 
+@calls_finish_when_cancelled
 class SqlJobStore:
     """A JobStore for one database; each call checks a connection out of the engine's pool."""
 

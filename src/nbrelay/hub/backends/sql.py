@@ -31,6 +31,7 @@ from nbrelay.errors import HubUnavailable
 from nbrelay.hub.backends.base import Deliver, History
 from nbrelay.hub.backends.sql_batch import Publish, Statements, offsets_needed, place, sqlite_ts, trims
 from nbrelay.models import Event, compact_json, utcnow
+from nbrelay.store.shielded import finishes_when_cancelled
 from nbrelay.store.sql import UtcDateTime, engine_url, sqlite_pragmas
 
 _EXPIRE_EVERY_S = 60.0
@@ -354,12 +355,14 @@ class SqlBackend:
     def _expiry_cutoff(self) -> datetime:
         return utcnow() - timedelta(seconds=self.history_ttl_s)
 
+    @finishes_when_cancelled
     async def position(self, stream: str) -> tuple[str, int]:
         """Where the stream stands, read from the database each time: another process on the same database (a
         second node, `nbrelay run --local`) may have published to it since this one last looked."""
         async with self.engine.begin() as conn:
             return await conn.run_sync(_position, stream, lock=False)
 
+    @finishes_when_cancelled
     async def history(self, stream: str, after: int) -> History:
         cutoff = utcnow() - timedelta(seconds=self.history_ttl_s)
         async with self.engine.begin() as conn:
