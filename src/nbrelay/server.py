@@ -58,6 +58,11 @@ class Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
     async def shutdown(self, sockets: Any = None) -> None:
+        # No new connections first (uvicorn's own shutdown does it too, but only after our goodbye): a client
+        # told 4001 comes straight back, and would otherwise get a new session that uvicorn then waits for until
+        # its graceful timeout and cancels ("Cancel N running task(s)", a stop of 10 s instead of a moment).
+        for server in self.servers:
+            server.close()
         push = getattr(getattr(self.config.app, "state", None), "push", None)
         if push is not None:
             await push.close_all()

@@ -77,6 +77,8 @@ async def test_close_all_tells_every_connection_to_come_back(push: Push) -> None
     await push.close_all(wait_s=0.01)
     restart = Close(CloseCode.SERVER_RESTART, "server restarting: reconnect and resume")
     assert [c.close_request for c in connections] == [restart, restart]
+    late = connect(push, ALICE)  # a request that was under way: it is told the same at once
+    assert late.close_request == restart
 
 
 # what a session is told on open ---------------------------------------------------------------------------------

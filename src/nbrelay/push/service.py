@@ -23,6 +23,7 @@ from nbrelay.push.transports.session import Close, CloseCode, Send, Session, Sub
 
 log = logging.getLogger(__name__)
 _SWEEP_INTERVAL_S = 2.0  # at most; a quarter of heartbeat_s when that is shorter (pings stay on time)
+GOODBYE = Close(CloseCode.SERVER_RESTART, "server restarting: reconnect and resume")
 
 
 class Push:
@@ -36,6 +37,7 @@ class Push:
         self._per_user: dict[str, int] = {}
         self._drained = asyncio.Event()  # set whenever the last connection goes
         self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False  # close_all has said goodbye: the server is stopping
 
     async def start(self) -> None:
         self.hub.observe_lag = self.metrics.hub_lag.observe
@@ -44,9 +46,11 @@ class Push:
         self._sweeper = asyncio.create_task(self._sweep())
 
     async def close_all(self, wait_s: float = 2.0) -> None:
-        """Tell every client the server is going away (4001: reconnect and resume), and let the frames go out."""
+        """Tell every client the server is going away (4001: reconnect and resume), and let the frames go out.
+        A connection that opens from now on is told the same at once (add)."""
+        self._closing = True
         for connection in list(self.connections):
-            connection.close_soon(Close(CloseCode.SERVER_RESTART, "server restarting: reconnect and resume"))
+            connection.close_soon(GOODBYE)
         if self.connections:
             self._drained.clear()
             with contextlib.suppress(TimeoutError):
@@ -108,6 +112,8 @@ class Push:
         name = _user_name(connection)
         self._per_user[name] = self._per_user.get(name, 0) + 1
         self.metrics.connections.labels(connection.transport).inc()
+        if self._closing:  # it came in while the server says goodbye (a request already under way)
+            connection.close_soon(GOODBYE)
 
     def remove(self, connection: Connection, code: int | None) -> None:
         if connection not in self.connections:
