@@ -1,5 +1,5 @@
 """A long queue on the embedded default, for the figures of docs/reliability.md (tests/chaos/test_jobs.py queues
-200 in CI).
+120 in CI).
 
     .venv/bin/python bench/soak/long_queue.py [--jobs 1000] [--workers 2]
 
