@@ -64,13 +64,14 @@ def server_env(size: Size, tag: str) -> dict[str, str]:
     }
 
 
-def make_tokens(data_dir: Path, users: list[str]) -> dict[str, str]:
-    """A token per user, stored as `nbrelay token create` does (before the server starts)."""
+def make_tokens(data_dir: Path, users: list[str], database_url: str | None = None) -> dict[str, str]:
+    """A token per user, stored as `nbrelay token create` does (before the server starts), in the data folder's
+    database or in `database_url`'s."""
     tokens = {user: new_token() for user in users}
 
     async def store_them() -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(f"sqlite:///{data_dir / 'nbrelay.db'}")
+        store = open_store(database_url or f"sqlite:///{data_dir / 'nbrelay.db'}")
         await store.start()
         try:
             for user, token in tokens.items():
@@ -160,8 +161,13 @@ class EventChaos:
         size: Size,
         tokens: dict[str, str],
         log: Callable[[str], None] = lambda line: None,
+        victim: ServerProcess | None = None,
     ):
+        """`server` takes the changes and jobs and answers the final read of the streams; `victim` (by default the
+        server itself) is the process restarted mid-stream and the one the direct clients use. In the multi-node
+        mode they are two web nodes, and nginx spreads its clients over both."""
         self.server, self.nginx, self.tls, self.size, self.tokens = server, nginx, tls, size, tokens
+        self.victim = victim or server
         began = time.monotonic()
         self.log = lambda line: log(f"[{time.monotonic() - began:6.1f} s] {line}")
         self.users = list(tokens)
@@ -192,7 +198,7 @@ class EventChaos:
             for user in self.users:  # the notebook each user's jobs run (announced before any client connects)
                 notebook = (NOTEBOOKS / "tiny.ipynb").read_bytes()
                 await self._write(f"users/{user}/tiny.ipynb", notebook, user, count=False)
-            direct = Chaos(self.server.url, None, size.cut_mean_s)
+            direct = Chaos(self.victim.url, None, size.cut_mean_s)
             proxied = Chaos(self.nginx.origin, self.tls, size.cut_mean_s) if self.nginx else direct
             chaoses = [direct] if proxied is direct else [direct, proxied]
             kinds = itertools.cycle(itertools.product(CLIENTS, ("direct", "nginx") if self.nginx else ("direct",)))
@@ -289,8 +295,8 @@ class EventChaos:
         for k, kind in enumerate(restarts):
             await self._published((k + 1) * self.size.events / (len(restarts) + 1))
             started = time.monotonic()
-            await asyncio.to_thread(self.server.stop, signal.SIGKILL if kind == "kill" else signal.SIGTERM)
-            await asyncio.to_thread(self.server.start, 300)
+            await asyncio.to_thread(self.victim.stop, signal.SIGKILL if kind == "kill" else signal.SIGTERM)
+            await asyncio.to_thread(self.victim.start, 300)
             self.figures.restart_s.append(round(time.monotonic() - started, 1))
 
     async def _jobs_finished(self) -> bool:
@@ -375,3 +381,19 @@ class EventChaos:
         figures.by_transport = {k: dict(v) for k, v in figures.by_transport.items()}
         answers = figures.closes.items()
         figures.push_server_errors = sum(n for k, n in answers if k.startswith("http 5") and k != "http 502")
+
+
+def check(figures: Figures, size: Size, server_log: str) -> None:
+    """What a run must show: the chaos happened, and nothing was lost, duplicated, altered or left unanswered."""
+    print(figures.to_json())  # the figures of a run, for whoever reads the output (-s)
+    assert figures.errors == [], figures.errors[:5]
+    assert figures.cuts > figures.size["clients"] and figures.restart_s, "the chaos happened"
+    assert figures.published == size.events and sum(figures.jobs.values()) == size.jobs, figures.jobs
+    assert figures.stream_events >= size.events + 3 * size.jobs
+    # what the server said of its hub and of announcements, for a failure's message
+    complaints = "\n".join(line for line in server_log.splitlines() if "announced" in line or "hub" in line)
+    assert figures.unannounced == 0, f"acknowledged changes with no event: {figures.unannounced_paths}\n{complaints}"
+    assert figures.not_caught_up == 0 and figures.unrecovered == 0
+    assert figures.lost == 0 and figures.duplicated == 0 and figures.mismatched == 0, figures.to_json()
+    assert figures.delivered == figures.expected - figures.coalesced_progress
+    assert figures.server_errors == 0

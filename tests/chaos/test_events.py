@@ -8,7 +8,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from tests.chaos.scenario import CI, EventChaos, make_tokens, server_env
+from tests.chaos.scenario import CI, EventChaos, check, make_tokens, server_env
 from tests.conftest import NOTEBOOKS, ServerProcess, kernel_processes
 from tests.deploy.conftest import Certificate, Nginx
 
@@ -28,16 +28,5 @@ def test_every_client_gets_every_event_once_in_order_through_cuts_and_a_restart(
     finally:
         nginx.stop()
         server.stop()
-    # what the server said of its hub and of announcements, for a failure's message
-    complaints = "\n".join(line for line in server.log().splitlines() if "announced" in line or "hub" in line)[-3000:]
-    print(figures.to_json())  # the figures of a run, for whoever reads the output (-s)
-    assert figures.errors == [], figures.errors[:5]
-    assert figures.cuts > figures.size["clients"] and figures.restart_s, "the chaos happened"
-    assert figures.published == CI.events and sum(figures.jobs.values()) == CI.jobs, figures.jobs
-    assert figures.stream_events >= CI.events + 3 * CI.jobs
-    assert figures.unannounced == 0, f"acknowledged changes with no event: {figures.unannounced_paths}\n{complaints}"
-    assert figures.not_caught_up == 0 and figures.unrecovered == 0
-    assert figures.lost == 0 and figures.duplicated == 0 and figures.mismatched == 0, figures.to_json()
-    assert figures.delivered == figures.expected - figures.coalesced_progress
-    assert figures.server_errors == 0
+    check(figures, CI, server.log())
     assert not kernel_processes(tag), "a kernel outlived the server"

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -362,7 +362,16 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("cluster")
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@contextmanager
+def running_cluster(
+    root: Path, settings: dict[str, str] | None = None, before_start: Callable[[Cluster], None] = lambda c: None
+) -> Iterator[Cluster]:
+    """The cluster in `root`, its processes with `settings` on top of the cluster's own; `before_start` runs once
+    its database and Redis prefix exist, before any process starts (bench/soak/run.py --cluster adds tokens)."""
     workspace = root / "workspace"
     shutil.copytree(NOTEBOOKS, workspace)
     kernel_notebook(workspace / "pid.ipynb")
@@ -380,7 +389,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "NBRELAY_INTERRUPT_GRACE_S": "1",
             "NBRELAY_TRUSTED_PROXIES": "127.0.0.1",
             "NBRELAY_TEST_TAG": tag,
+            **(settings or {}),
         }
+        tag = env["NBRELAY_TEST_TAG"]  # the caller's, when its settings name one
         nodes = [ServerProcess(workspace, root / f"web-{name}", workers=1, env=dict(env)) for name in "ab"]
         workers = [WorkerProcess(workspace, root / f"worker-{i}", env=dict(env), slots=SLOTS) for i in (1, 2)]
         for node in nodes:
@@ -388,6 +399,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for worker in workers:
             stack.callback(worker.stop)
         cluster = Cluster(root, workspace, Certificate.make(root / "tls"), broker_url, tag, env, nodes, workers)
+        before_start(cluster)
         # Node A first: it creates the schema; the others start together.
         nodes[0].start()
         with ThreadPoolExecutor(3) as pool:
