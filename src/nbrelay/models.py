@@ -177,14 +177,19 @@ def transition(job: Job, to: JobState, *, at: datetime | None = None, **changes:
     return dataclasses.replace(job, state=to, **changes)
 
 
-def text_frame(payload: bytes) -> bytes:
-    """A final, unmasked WebSocket text frame (RFC 6455 5.2) carrying `payload` (UTF-8)."""
+def server_frame(opcode: int, payload: bytes) -> bytes:
+    """A final, unmasked WebSocket frame (RFC 6455 5.2) as a server sends it."""
     size = len(payload)
     if size < 126:
-        return bytes((0x81, size)) + payload
+        return bytes((0x80 | opcode, size)) + payload
     if size < 1 << 16:
-        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
-    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
+        return bytes((0x80 | opcode, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x80 | opcode, 127)) + size.to_bytes(8, "big") + payload
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A final, unmasked WebSocket text frame carrying `payload` (UTF-8)."""
+    return server_frame(0x1, payload)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,20 @@ from nbrelay.push.transports.ws_direct import DirectConnection
 from tests.push.transports.test_ws import open_session, read_events, recv
 
 
+def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A client's frame: masked with a random key."""
+    mask = os.urandom(4)
+    size = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if size < 126:
+        head += bytes([0x80 | size])
+    elif size < 1 << 16:
+        head += bytes([0x80 | 126]) + struct.pack("!H", size)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", size)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 class RawClient:
     """A WebSocket client written by hand, so a test decides what it answers (pings) and what it sends."""
 
@@ -47,16 +61,16 @@ class RawClient:
         return data
 
     def send(self, opcode: int, payload: bytes, fin: bool = True) -> None:
-        mask = os.urandom(4)
-        size = len(payload)
-        head = bytes([(0x80 if fin else 0) | opcode])
-        if size < 126:
-            head += bytes([0x80 | size])
-        elif size < 1 << 16:
-            head += bytes([0x80 | 126]) + struct.pack("!H", size)
-        else:
-            head += bytes([0x80 | 127]) + struct.pack("!Q", size)
-        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        self.sock.sendall(masked(opcode, payload, fin))
+
+    def rest_until_closed(self, timeout_s: float = 10) -> bytes:
+        """What the server still sends, up to its end of the TCP connection (a timeout if it never ends it)."""
+        self.sock.settimeout(timeout_s)
+        data = self.buffer
+        while chunk := self.sock.recv(65536):
+            data += chunk
+        self.buffer = b""
+        return data
 
     def frame(self, timeout_s: float = 30) -> tuple[int, bytes]:
         self.sock.settimeout(timeout_s)
@@ -280,3 +294,71 @@ def test_a_failure_before_the_handshake_is_answered_gets_http_500(live: Any) -> 
     with pytest.raises(InvalidStatus) as refused:
         connect(server.ws_url, open_timeout=10)
     assert refused.value.response.status_code == 500
+
+
+def test_a_client_close_is_answered_with_its_code_and_the_server_ends_the_connection(live: Any) -> None:
+    server = live()
+    client = RawClient(server.port)
+    try:
+        _texts(client, 2)
+        client.send(0x8, struct.pack("!H", 4321) + b"leaving")
+        opcode, payload = client.frame()
+        assert opcode == 0x8 and _close_code(payload) == 4321
+        assert client.rest_until_closed() == b""
+    finally:
+        client.close()
+
+
+def test_a_ping_frame_is_answered_with_its_payload(live: Any) -> None:
+    server = live()
+    client = RawClient(server.port)
+    try:
+        _texts(client, 2)
+        client.send(0x9, b"are you there")
+        assert client.frame() == (0xA, b"are you there")
+        # an open connection keeps no handshake, parser or reader of websockets (bench/push F4: memory per socket)
+        (connection,) = server.app.state.push.connections
+        assert isinstance(connection, DirectConnection) and connection.conn is None and connection.rest is None
+    finally:
+        client.close()
+
+
+def test_frames_split_across_reads_are_put_together(live: Any) -> None:
+    server = live()
+    client = RawClient(server.port)
+    try:
+        _texts(client, 2)
+        data = masked(0x1, b'{"op":"subscribe","stream":"user:local"}') + masked(0x1, b'{"op":"ping"}')
+        for cut in (1, 2, 7, len(data) - 3):  # inside a header, inside a mask key, inside a payload
+            client.sock.sendall(data[:cut])
+            time.sleep(0.05)  # a read of its own
+            client.sock.sendall(data[cut:])
+            assert _texts(client, 1) == [{"op": "pong"}]
+        server.publish("user:local", n=1)
+        assert _texts(client, 1)[0]["data"]["n"] == 1
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        bytes([0x81, 0x02]) + b"hi",  # not masked
+        masked(0x0, b"more"),  # a continuation with no message begun
+        masked(0x1, b"a", fin=False) + masked(0x1, b"b"),  # a new message inside a fragmented one
+        masked(0x8, struct.pack("!H", 1005)),  # a code no endpoint may send
+    ],
+    ids=["unmasked", "lone-continuation", "interleaved-messages", "bad-close-code"],
+)
+def test_framing_faults_close_with_1002_and_end_the_connection(live: Any, data: bytes) -> None:
+    server = live()
+    client = RawClient(server.port)
+    try:
+        _texts(client, 2)
+        client.sock.sendall(data)
+        opcode, payload = client.frame()
+        assert opcode == 0x8 and _close_code(payload) == 1002
+        client.sock.sendall(masked(0x8, struct.pack("!H", 1002)))
+        assert client.rest_until_closed() == b""
+    finally:
+        client.close()

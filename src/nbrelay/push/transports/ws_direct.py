@@ -1,11 +1,13 @@
 """Protocol v1 at /ws, served by the server's WebSocket protocol itself: no ASGI scope, task or coroutine is kept
 per connection.
 
-An idle push connection is its socket, a websockets sans-I/O parser, a Session and one `DirectConnection`
-(slots, no dict). The hub hands events straight to `offer`, which writes them at once; a broadcast writes one
-pre-built frame (`Event.ws_frame`) to every socket. A connection runs a task only while it opens or carries out a
-subscribe (both read the database); events that arrive meanwhile, or while the peer is not reading (the socket
-buffer is over its high-water mark), wait in a bounded hub.Subscription — the same queue policy as everywhere:
+An idle push connection is its socket, a Session and one `DirectConnection` (slots, no dict). websockets' sans-I/O
+protocol answers the handshake; from then on the connection reads and writes its frames itself (ws_frames.py),
+keeping no parser, handshake request or reader per connection. The hub hands events straight to `offer`, which
+writes them at once; a broadcast writes one pre-built frame (`Event.ws_frame`) to every socket. A connection runs
+a task only while it opens or carries out a subscribe (both read the database); events that arrive meanwhile, or
+while the peer is not reading (the socket buffer is over its high-water mark), wait in a bounded
+hub.Subscription — the same queue policy as everywhere:
 progress coalesced, nothing else dropped, overflow closes with 4008 and the client resumes.
 
 Heartbeats: PushPort's sweep calls `tick` every couple of seconds; a connection sends a ping frame every
@@ -17,7 +19,6 @@ Memory per idle connection and CPU per delivered message are measured in bench/p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -28,25 +29,38 @@ from urllib.parse import parse_qs
 
 from starlette.requests import cookie_parser
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.exceptions import InvalidState
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
-from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from nbrelay.auth import request_origin_allowed
 from nbrelay.errors import Unavailable
 from nbrelay.hub.hub import Subscription
-from nbrelay.models import Event, compact_json
+from nbrelay.models import Event, compact_json, text_frame
 from nbrelay.push.transports.link import SLOW_CLOSE_WAIT_S, SessionLink, open_session, opening, unavailable
 from nbrelay.push.transports.port import PushPort
 from nbrelay.push.transports.session import MAX_MESSAGE_BYTES, Close, CloseCode, Send, Session, Subscribe
+from nbrelay.push.transports.ws_frames import (
+    BINARY,
+    CLOSE,
+    CONT,
+    NO_STATUS,
+    PING,
+    PONG,
+    TEXT,
+    Frame,
+    FrameError,
+    close_frame,
+    close_payload_code,
+    read_frames,
+    server_frame,
+)
 
 log = logging.getLogger(__name__)
 
 PUSH_PATH = "/ws"
 CLOSE_WAIT_S = 10.0  # how long to wait for the peer's answer to our close frame
 MAX_INBOX = 64  # client messages held while a subscribe is under way; more is a flood (4013)
+MAX_FRAME = 16 * MAX_MESSAGE_BYTES  # bigger frames and messages close with 1009; the session refuses > 4 KiB
 
 
 class DirectConnection(SessionLink, asyncio.Protocol):
@@ -54,9 +68,12 @@ class DirectConnection(SessionLink, asyncio.Protocol):
 
     __slots__ = (
         "backlog",
+        "close_rcvd",
+        "close_sent",
         "close_timer",
         "closing",
         "conn",
+        "failed",
         "fragments",
         "inbox",
         "paused",
@@ -65,6 +82,7 @@ class DirectConnection(SessionLink, asyncio.Protocol):
         "ping_payload",
         "push",
         "registry",
+        "rest",
         "sent",
         "session",
         "sock",
@@ -76,7 +94,7 @@ class DirectConnection(SessionLink, asyncio.Protocol):
     def __init__(self, push: PushPort, conn: ServerProtocol, sock: asyncio.Transport, registry: set[Any]):
         self.push = push
         self.streams: set[str] = set()  # hub.Subscriber: the streams this connection follows
-        self.conn = conn
+        self.conn: ServerProtocol | None = conn  # the handshake's; dropped once it is answered
         self.sock = sock
         self.registry = registry  # the server's open connections: it closes them on shutdown
         self.session: Session | None = None
@@ -87,30 +105,47 @@ class DirectConnection(SessionLink, asyncio.Protocol):
         self.paused = False
         self.closing = False
         self.close_timer: asyncio.TimerHandle | None = None
+        self.close_sent: int | None = None  # the code of the close frame sent, then of the one received
+        self.close_rcvd: int | None = None
+        self.rest: bytes | None = None  # the start of a frame not yet whole
+        self.failed = False  # the client broke the framing: nothing more is read
         self.ping_payload: bytes | None = None
         self.ping_at = time.monotonic()
         self.sent = 0
         peer = sock.get_extra_info("peername")
         self.peer: str | None = peer[0] if isinstance(peer, tuple) and peer else None
-        conn.max_message_size = 16 * MAX_MESSAGE_BYTES  # the session refuses anything over MAX_MESSAGE_BYTES
 
     # opening -------------------------------------------------------------------------------------------------
     def start(self, request: Request) -> None:
         """The handshake request arrived: answer it (after the origin check and finding the user)."""
-        response = self.conn.accept(request)
+        conn = self.handshake()
+        response = conn.accept(request)
         if response.status_code != 101:  # not a valid WebSocket handshake: websockets says why
             self._answer_and_close(response)
             return
         headers = request.headers
         if not request_origin_allowed(headers, self.peer, self.push.settings):
-            self._answer_and_close(self.conn.reject(403, "Forbidden: this origin may not open push connections\n"))
+            self._answer_and_close(conn.reject(403, "Forbidden: this origin may not open push connections\n"))
             return
         self._run(self._open(request, response))
 
+    def handshake(self) -> ServerProtocol:
+        conn = self.conn
+        assert conn is not None, "the handshake is answered once"
+        return conn
+
+    def _answer(self, response: Any) -> None:
+        """Send the handshake's answer; after it, frames are read and written here (ws_frames)."""
+        conn = self.handshake()
+        conn.send_response(response)
+        data = conn.data_to_send()
+        if data and not self.sock.is_closing():
+            self.sock.write(b"".join(data))
+        self.conn = None
+
     def _answer_and_close(self, response: Any) -> None:
         self.closing = True
-        self.conn.send_response(response)
-        self._flush()
+        self._answer(response)
         self.sock.close()
 
     async def _open(self, request: Request, response: Any) -> None:
@@ -125,8 +160,7 @@ class DirectConnection(SessionLink, asyncio.Protocol):
         )
         if self.sock.is_closing():
             return
-        self.conn.send_response(response)
-        self._flush()
+        self._answer(response)
         session = open_session(push, user)
         if isinstance(session, Close):
             self.close(session)
@@ -162,44 +196,72 @@ class DirectConnection(SessionLink, asyncio.Protocol):
 
     # client → server -----------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        conn = self.conn
-        conn.receive_data(data)
-        for frame in conn.events_received():
-            if isinstance(frame, Frame):
-                self._on_frame(frame)
-        # Pongs to pings and the answer to a close frame, queued by the parser. The TCP close comes when the
-        # protocol says it is due (its end-of-data marker: the closing handshake is complete or failed), not as soon
-        # as a close frame was sent: closing while the peer's frames still arrive resets the connection, and the
-        # peer would lose our close frame (and its code) with the data it had not read.
-        if self._flush():
-            self.closing = True
-            self.sock.close()
+        if self.close_rcvd is not None or self.failed:  # nothing follows a close frame or a framing fault
+            return
+        rest = self.rest
+        try:
+            frames, rest = read_frames(rest + data if rest else data, MAX_FRAME)
+        except FrameError as error:
+            self.fail(error.code, error.reason)
+            return
+        self.rest = rest or None
+        for frame in frames:
+            self.on_frame(frame)
+            if self.close_rcvd is not None or self.failed:
+                break
 
-    def _on_frame(self, frame: Frame) -> None:
-        opcode = frame.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.CONT:
-            if not frame.fin:  # a fragment: kept until the message's last one
-                if opcode is Opcode.TEXT:
-                    self.fragments = []
-                if self.fragments is not None:
-                    self.fragments.append(bytes(frame.data))
+    def on_frame(self, frame: Frame) -> None:
+        """One whole frame from the client (also one that websockets read right behind the handshake request)."""
+        opcode, payload = frame.opcode, frame.payload
+        if opcode in (TEXT, CONT):
+            fragments = self.fragments
+            if opcode == TEXT and fragments is not None:
+                self.fail(1002, "a new message began before the last one's final fragment")
                 return
-            data = bytes(frame.data)
-            if opcode is Opcode.CONT:
-                if self.fragments is None:
-                    return
-                data, self.fragments = b"".join(self.fragments) + data, None
+            if opcode == CONT and fragments is None:
+                self.fail(1002, "a continuation frame without a message")
+                return
+            if not frame.fin:  # a fragment: kept until the message's last one
+                fragments = self.fragments = fragments if fragments is not None else []
+                fragments.append(payload)
+                if sum(map(len, fragments)) > MAX_FRAME:
+                    self.fail(1009, f"message over {MAX_FRAME} bytes")
+                return
+            if fragments is not None:
+                payload, self.fragments = b"".join(fragments) + payload, None
             try:
-                text = data.decode()
+                text = payload.decode()
             except UnicodeDecodeError:
                 self.close(Close(1007, "text frames must be UTF-8"))
                 return
             self._on_client_text(text)
-        elif opcode is Opcode.PONG:
-            if self.ping_payload is not None and bytes(frame.data) == self.ping_payload:
+        elif opcode == PING:
+            if self.close_sent is None and self.conn is None:  # after our close, or before the 101: no pong
+                self.sock.write(server_frame(PONG, payload))
+        elif opcode == PONG:
+            if self.ping_payload is not None and payload == self.ping_payload:
                 self.ping_payload = None
-        elif opcode is Opcode.BINARY:
+        elif opcode == CLOSE:
+            self._on_close_frame(payload)
+        elif opcode == BINARY:
             self.close(Close(CloseCode.BAD_REQUEST, "binary frames are not part of the protocol"))
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        """The peer's close: answered with the same code if ours was not sent yet, then the TCP connection ends
+        (the server closes it first, RFC 6455 7.1.1)."""
+        try:
+            code, reason = close_payload_code(payload)
+        except FrameError as error:
+            self.fail(error.code, error.reason)
+            return
+        self.close_rcvd = code
+        self.closing = True
+        if self.task is not None:
+            self.task.cancel()
+        if self.close_sent is None:
+            self.close_sent = code
+            self.sock.write(close_frame(code, reason) if code != NO_STATUS else server_frame(CLOSE, b""))
+        self.sock.close()
 
     def _on_client_text(self, text: str) -> None:
         session = self.session
@@ -275,15 +337,7 @@ class DirectConnection(SessionLink, asyncio.Protocol):
     def send(self, message: dict[str, Any]) -> None:
         if self.closing:
             return
-        self.conn.send_text(compact_json(message).encode())
-        self._flush()
-
-    def _flush(self) -> bool:
-        """Write what the protocol has to send; True when it also says the TCP connection should close now."""
-        data = self.conn.data_to_send()
-        if data and not self.sock.is_closing():
-            self.sock.write(b"".join(data))
-        return b"" in data
+        self.sock.write(text_frame(compact_json(message).encode()))
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -304,13 +358,11 @@ class DirectConnection(SessionLink, asyncio.Protocol):
             if now - self.ping_at > session.heartbeat_s:
                 return Close(CloseCode.NO_PONG, f"no pong to the server's ping in {session.heartbeat_s:g} s")
         elif now - self.ping_at >= session.heartbeat_s:
+            if self.close_sent is not None:
+                return None
             self.ping_payload = payload = os.urandom(4)
             self.ping_at = now
-            try:
-                self.conn.send_ping(payload)
-            except InvalidState:
-                return None
-            self._flush()
+            self.sock.write(server_frame(PING, payload))
         return None
 
     def close_soon(self, close: Close) -> None:
@@ -323,14 +375,24 @@ class DirectConnection(SessionLink, asyncio.Protocol):
         self.closing = True
         if self.task is not None:
             self.task.cancel()
-        if self.conn.state is State.CONNECTING:  # failed before the handshake was answered: say so in HTTP
-            self.closing = False
+        if self.conn is not None:  # failed before the handshake was answered: say so in HTTP
             self._answer_and_close(self.conn.reject(500, "Internal Server Error\n"))
             return
-        with contextlib.suppress(InvalidState):
-            self.conn.send_close(close.code, close.reason)
-        self._flush()
+        if self.close_sent is None:
+            self.close_sent = close.code
+            self.sock.write(close_frame(close.code, close.reason))
         self.close_timer = asyncio.get_running_loop().call_later(wait_s, self.sock.abort)
+
+    def fail(self, code: int, reason: str) -> None:
+        """The client broke the framing: the close frame, then our end of the TCP connection; nothing more is read
+        (the stream cannot be parsed past the fault). The peer closes its end, or the socket is dropped in
+        CLOSE_WAIT_S. Half-closing rather than closing keeps the close frame from being lost to a reset while
+        the peer's data still arrives."""
+        self.rest = self.fragments = None
+        self.failed = True
+        self.close(Close(code, reason))
+        if self.sock.can_write_eof() and not self.sock.is_closing():
+            self.sock.write_eof()
 
     def shutdown(self) -> None:
         """The server is stopping (after PushPort.close_all sent 4001 to every client)."""
@@ -350,9 +412,8 @@ class DirectConnection(SessionLink, asyncio.Protocol):
         self.backlog = self.inbox = None
         if self.session is not None:
             self.report()
-            received, sent = self.conn.close_rcvd, self.conn.close_sent
-            code = received.code if received is not None else sent.code if sent is not None else 1006
-            self.push.remove(self, code)
+            code = self.close_rcvd if self.close_rcvd is not None else self.close_sent
+            self.push.remove(self, code if code is not None else 1006)
 
     def report(self) -> None:
         """Move the count of events sent into the metrics (counted locally: a broadcast is hot)."""
@@ -383,7 +444,9 @@ class PushWebSocketProtocol(WebSocketsSansIOProtocol):
         asyncio.get_running_loop().call_soon(self.transport.set_protocol, direct)
         direct.start(event)
 
-    # until the hand-over, whatever the socket reports belongs to the direct connection
+    # until the hand-over, whatever the socket reports belongs to the direct connection (uvicorn's HTTP protocol
+    # hands over the request alone: bytes a client sends behind it before the 101, against RFC 6455 4.1, are dropped
+    # there)
     def data_received(self, data: bytes) -> None:
         if self.direct is not None:
             self.direct.data_received(data)
