@@ -2,6 +2,7 @@
 
     python bench/push/loadclient.py --port P --proto nbrelay|socketio --count K [--first I]
         [--stream broadcast | --stream 'user:u{i}'] [--concurrency C] [--ping-s 25] [--max-seconds 1200]
+    [--source 127.0.0.N]
 
 The WebSocket framing is written out by hand (asyncio.Protocol, no per-connection tasks) so that the client
 spends as little CPU per message as possible and the server under test stays the bottleneck. Client frames
@@ -220,6 +221,7 @@ class Client:
                         lambda: Conn(args.proto, args.host, args.port, self.path, stream, self.stats),
                         args.host,
                         args.port,
+                        local_addr=(args.source, 0) if args.source else None,
                     ),
                     timeout=30,
                 )
@@ -305,6 +307,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--source",
+        default="",
+        help="local address to connect from, e.g. 127.0.0.3: each source address has its own ~28,000 ephemeral "
+        "ports towards the server, so several processes with different sources get past that limit",
+    )
     parser.add_argument("--proto", choices=["nbrelay", "socketio"], required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--first", type=int, default=0, help="index of the first connection ({i} in --stream)")
