@@ -369,8 +369,9 @@ async def _run(
         kernel.kc.allow_stdin = False  # as nbclient sets it: input() raises StdinNotImplementedError, never waits
         emit("job.started", {"total": client.total, "kernel": spec.kernel_name, "pid": kernel.pid})
         outcome = await Supervisor(spec, client, kernel, stop).run()
-        # The kernel goes while the report is written; the job ends only when both are done.
-        shutdown = asyncio.create_task(kernel.shutdown())
+        # The kernel's process goes while the report is written; the job ends only when both are done (its
+        # clean-up after that is nothing the job waits for).
+        shutdown = asyncio.create_task(kernel.kill())
         try:
             # Pieces still rendering are finished first; then the report is a join of them.
             await asyncio.wrap_future(pieces.write(html_path=spec.report_path, ipynb_path=spec.output_path))
@@ -383,7 +384,8 @@ async def _run(
         return outcome
     finally:
         pieces.close()
-        await (shutdown if shutdown is not None else kernel.shutdown())
+        await (shutdown if shutdown is not None else kernel.kill())
+        pool.release_later(kernel)
 
 
 async def _enter_folder(kernel: Kernel, folder: Path) -> None:
