@@ -7,6 +7,8 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import event
+
 from nbrelay.models import JobState, transition, utcnow
 from nbrelay.store.base import NewJob
 from nbrelay.store.notifications import NotificationStore, deliveries
@@ -147,3 +149,35 @@ async def test_two_stores_claim_each_delivery_once(db_url: str) -> None:
     finally:
         for each in stores:
             await each.close()
+
+
+async def test_the_store_counts_what_a_jobs_end_put_in_the_outbox(store: SqlJobStore) -> None:
+    """What the delivery loop's wake at a job's end looks at: an end that owes nothing does not wake it."""
+    notes = NotificationStore(store.engine)
+    await end(store, JobState.SUCCEEDED)  # no webhook, no address: nothing owed
+    assert store.outbox_writes == 0
+    await notes.add_webhook("alice", "http://a.example/", ["job.succeeded"], schedule_id=None, secret="whsec_x")
+    await notes.set_email_recipients("alice", ["me@example.com"], ["succeeded"])
+    await end(store, JobState.SUCCEEDED)
+    assert store.outbox_writes == 2 == len(await rows(store))
+
+
+async def test_a_claim_with_nothing_due_writes_nothing(store: SqlJobStore) -> None:
+    """Most polls find nothing due: they read, and leave the outbox (and SQLite's write lock) alone."""
+    notes = NotificationStore(store.engine)
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement.lstrip().split()[0].upper())
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert await notes.claim_due("n1", limit=10, lease_s=30) == []
+        assert statements and "UPDATE" not in statements
+        await notes.add_webhook("alice", "http://a.example/", ["job.succeeded"], schedule_id=None, secret="whsec_x")
+        await end(store, JobState.SUCCEEDED)
+        statements.clear()
+        assert len(await notes.claim_due("n1", limit=10, lease_s=30)) == 1
+        assert "UPDATE" in statements
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", seen)

@@ -256,7 +256,7 @@ def open_delivery(
     settings: Settings, store: JobStore, hub: Hub, recorder: JobRecorder, metrics: Metrics
 ) -> tuple[Notifications, DeliveryLoop]:
     """The notifications service and this node's delivery loop on the job store's database; each attempt is
-    announced on its owner's stream, and a job ending here wakes the loop at once."""
+    announced on its owner's stream, and a job ending here with deliveries owed wakes the loop at once."""
     if not isinstance(store, SqlJobStore):
         raise TypeError(f"notifications need the SQL job store, not {type(store).__name__}")
     notifications = NotificationStore(store.engine)
@@ -270,8 +270,12 @@ def open_delivery(
         except HubUnavailable as exc:  # the log has it; only the page's live update is lost
             log.warning("delivery %s: attempt not announced: %s", delivery.id, exc)
 
+    seen = store.outbox_writes
+
     async def wake(event: Event) -> None:
-        if event.type in TERMINAL_EVENTS:
+        nonlocal seen
+        if event.type in TERMINAL_EVENTS and store.outbox_writes != seen:  # its end put deliveries in the outbox
+            seen = store.outbox_writes
             loop.wake()
 
     loop.listeners.append(announce)

@@ -309,6 +309,9 @@ class NotificationStore:
             c.next_attempt_at <= now,
             sa.or_(c.claimed_until.is_(None), c.claimed_until < now),
         )
+        async with self._engine.connect() as conn:  # most polls find nothing: a read, no write transaction
+            if (await conn.execute(sa.select(c.id).where(due).limit(1))).first() is None:
+                return []
         busy = list(busy_webhooks)
         pick = sa.select(c.id).where(due).order_by(c.next_attempt_at, c.id).limit(limit)
         if busy:

@@ -265,6 +265,7 @@ class SqlJobStore:
         self.url = engine_url(url)
         self._sqlite = self.url.get_backend_name() == "sqlite"
         self._started = False
+        self.outbox_writes = 0  # deliveries this store has put in the outbox (save of a job's end)
         if self._sqlite:
             self._engine: AsyncEngine = create_async_engine(self.url)
             event.listen(self._engine.sync_engine, "connect", sqlite_pragmas)
@@ -366,7 +367,8 @@ class SqlJobStore:
             result = await conn.execute(query)
             if result.rowcount == 1 and job.state.terminal and not expect_state.terminal:
                 # The notifications owed for this end go into the outbox with it: written together or not at all.
-                await nbrelay.store.notifications.enqueue(conn, job)
+                # Counted for the delivery loop, which wakes at a job's end only when it has something to deliver.
+                self.outbox_writes += await nbrelay.store.notifications.enqueue(conn, job)
         return result.rowcount == 1
 
     async def claim(self, worker: str, *, lease_s: float | None, job_id: int | None = None) -> Job | None:
