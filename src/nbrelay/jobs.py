@@ -198,6 +198,12 @@ class JobService:
         total = await self.store.count_jobs(**where)
         return jobs, total
 
+    async def position(self, job: Job) -> int | None:
+        """The queue position of `job` as read (None unless it is queued: nothing to ask the store then)."""
+        if job.state is not JobState.QUEUED:
+            return None
+        return (await self.store.queue_positions([job.id])).get(job.id)
+
     async def with_positions(self, jobs: Sequence[Job]) -> Sequence[tuple[Job, int | None]]:
         """Each job with its queue position, state and position agreeing.
 

@@ -81,7 +81,7 @@ async def submit_job(body: SubmitJob, jobs: Service, user: CurrentUser) -> JSONR
         steps=body.steps,
     )
     job = await jobs.submit(user, request)
-    position = await jobs.store.queue_position(job.id)
+    position = await jobs.position(job)
     return JSONResponse(job_json(job, position), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
 
 
@@ -119,7 +119,7 @@ async def list_jobs(
 )
 async def get_job(job_id: JobId, jobs: Service, user: CurrentUser) -> dict[str, Any]:
     job = await jobs.get(user, job_id)
-    return job_json(job, await jobs.store.queue_position(job.id))
+    return job_json(job, await jobs.position(job))
 
 
 @router.post(
@@ -130,7 +130,7 @@ async def get_job(job_id: JobId, jobs: Service, user: CurrentUser) -> dict[str, 
 )
 async def cancel_job(job_id: JobId, jobs: Service, user: CurrentUser) -> dict[str, Any]:
     job = await jobs.cancel(user, job_id)
-    return job_json(job, await jobs.store.queue_position(job.id))
+    return job_json(job, await jobs.position(job))
 
 
 def _artifact(job: Job, path: str | None, what: str) -> Path:

@@ -201,5 +201,5 @@ async def delete_schedule(schedule_id: ScheduleId, schedules: Service, user: Cur
 )
 async def run_schedule_now(schedule_id: ScheduleId, schedules: Service, user: CurrentUser) -> JSONResponse:
     job = await schedules.run_now(user, schedule_id)
-    position = await schedules.jobs.store.queue_position(job.id)
+    position = await schedules.jobs.position(job)
     return JSONResponse(job_json(job, position), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})

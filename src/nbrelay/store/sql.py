@@ -257,6 +257,25 @@ def _filters(
     return clauses
 
 
+def _queue_positions_query() -> sa.Select[Any]:
+    """Positions of the queued jobs among `ids` in one statement, so they come from a single snapshot; each is an
+    index range count on (state, id), and only the asked-for rows are read: no queued job is loaded whole. Built
+    once: a statement made per call cost more than its run (it is asked for with every job read over HTTP)."""
+    ahead = sa.alias(jobs, "ahead")
+    count = (
+        sa.select(sa.func.count())
+        .select_from(ahead)
+        .where(ahead.c.state == JobState.QUEUED.value, ahead.c.id <= jobs.c.id)
+        .scalar_subquery()
+    )
+    return sa.select(jobs.c.id, count).where(
+        jobs.c.state == JobState.QUEUED.value, jobs.c.id.in_(sa.bindparam("ids", expanding=True))
+    )
+
+
+_QUEUE_POSITIONS = _queue_positions_query()
+
+
 @calls_finish_when_cancelled
 class SqlJobStore:
     """A JobStore for one database; each call checks a connection out of the engine's pool."""
@@ -435,19 +454,8 @@ class SqlJobStore:
         wanted = sorted(set(job_ids))
         if not wanted:
             return {}
-        queued = jobs.c.state == JobState.QUEUED.value
-        ahead = sa.alias(jobs, "ahead")
-        # One statement, so the positions come from a single snapshot; each is an index range count on
-        # (state, id), and only the asked-for rows are read: no queued job is loaded whole.
-        count = (
-            sa.select(sa.func.count())
-            .select_from(ahead)
-            .where(ahead.c.state == JobState.QUEUED.value, ahead.c.id <= jobs.c.id)
-            .scalar_subquery()
-        )
-        query = sa.select(jobs.c.id, count).where(queued, jobs.c.id.in_(wanted))
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+            rows = (await conn.execute(_QUEUE_POSITIONS, {"ids": wanted})).all()
         return {int(job_id): int(position) for job_id, position in rows}
 
     async def jobs_in_state(self, state: JobState) -> Sequence[Job]:
