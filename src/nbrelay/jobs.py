@@ -135,6 +135,18 @@ class JobService:
         )
         return info
 
+    def _checked(self, user: User, request: SubmitRequest) -> tuple[NotebookInfo, list[dict[str, Any]]]:
+        """The notebook of a submit, read and checked, and its steps (asked for, else the notebook's own)."""
+        info = self.inspect(request.notebook, user, request.kernel_name)
+        self.kernels.check(info.kernel_name)
+        check_parameters(info.parameters, request.parameters)
+        if request.steps is None:
+            defaults = read_notebook_steps(info.absolute)
+            return info, validate_steps(
+                defaults, parameters=request.parameters, origin=f"{info.path} metadata.nbrelay.steps"
+            )
+        return info, validate_steps(request.steps, parameters=request.parameters)
+
     def _timeout(self, given: float | None, default: float | None, what: str) -> float | None:
         value = given if given is not None else default
         if value is not None and not (0 < value <= self.settings.max_timeout_s):
@@ -145,17 +157,8 @@ class JobService:
         return value
 
     async def submit(self, user: User, request: SubmitRequest) -> Job:
-        info = await asyncio.to_thread(self.inspect, request.notebook, user, request.kernel_name)
+        info, steps = await asyncio.to_thread(self._checked, user, request)  # file reads: one trip to a thread
         kernel_name = info.kernel_name
-        await asyncio.to_thread(self.kernels.check, kernel_name)
-        check_parameters(info.parameters, request.parameters)
-        if request.steps is None:
-            defaults = await asyncio.to_thread(read_notebook_steps, info.absolute)
-            steps = validate_steps(
-                defaults, parameters=request.parameters, origin=f"{info.path} metadata.nbrelay.steps"
-            )
-        else:
-            steps = validate_steps(request.steps, parameters=request.parameters)
         new = NewJob(
             owner=user.name,
             notebook=info.path,
