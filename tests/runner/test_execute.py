@@ -7,6 +7,7 @@ import collections
 import itertools
 import os
 import re
+import shutil
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from typing import Any
 import nbformat
 import pytest
 
+import nbrelay.runner.execute as execute
 from nbrelay.models import JobState
 from nbrelay.runner.execute import Outcome, run_job
 from nbrelay.runner.html import ReportWriter
@@ -154,6 +156,7 @@ async def test_cancel_of_a_running_job_leaves_no_kernel(run: Run) -> None:
     assert outcome.state is JobState.CANCELLED
     assert outcome.error is not None and outcome.error.reason == "cancelled by request"
     assert not pid_exists(run.first("job.started")["pid"])
+    assert not (run.workspace / "ran.txt").exists()  # the cell did not run in the kernel's starting folder
 
 
 async def test_kernel_killed_from_outside_fails_the_job_within_5_s(run: Run) -> None:
@@ -297,3 +300,41 @@ async def test_metadata_nbclient_accepts_runs_and_the_executed_notebook_is_valid
     assert executed.metadata.language_info.name == "python"  # from the kernel, as nbclient records it
     kernelspec = executed.metadata.get("kernelspec")
     assert kernelspec is None or kernelspec.name == "python3"
+
+
+def _write_notebook(path: Path, *sources: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+async def test_a_notebook_runs_in_its_own_folder(run: Run) -> None:
+    """Its first cell already runs there (the chdir is sent ahead of the cells, not waited for)."""
+    _write_notebook(run.workspace / "deep" / "er" / "here.ipynb", "print(open('data.txt').read())")
+    (run.workspace / "deep" / "er" / "data.txt").write_text("next to the notebook")
+    outcome = await run("deep/er/here.ipynb")
+    assert outcome.state is JobState.SUCCEEDED, outcome.error
+    executed = nbformat.read(run.tmp_path / "out" / "executed.ipynb", as_version=4)
+    assert executed.cells[0].outputs[0]["text"] == "next to the notebook\n"
+    assert executed.cells[0].execution_count == 1  # the chdir left no trace in the count
+
+
+async def test_a_notebook_whose_folder_went_away_fails_without_running_elsewhere(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_notebook(run.workspace / "gone" / "nb.ipynb", "open('ran.txt', 'w').close()")
+    loaded = execute.load_notebook
+
+    def load_then_remove(path: Path, kernel_name: str) -> Any:
+        nb = loaded(path, kernel_name)
+        shutil.rmtree(path.parent)  # removed between the read and the run
+        return nb
+
+    monkeypatch.setattr(execute, "load_notebook", load_then_remove)
+    outcome = await run("gone/nb.ipynb")
+    assert outcome.state is JobState.FAILED
+    assert outcome.error is not None
+    assert outcome.error.reason == f"could not enter the notebook's folder {run.workspace / 'gone'}"
+    assert not pid_exists(run.first("job.started")["pid"])
+    assert not (run.workspace / "ran.txt").exists()  # the cell did not run in the kernel's starting folder

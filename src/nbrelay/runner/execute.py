@@ -57,6 +57,9 @@ def raised(cell: int | None, ename: str | None, memory_max_mb: int = 0) -> str:
     return f"cell {cell} raised {ename or 'an error'}"
 
 
+ENTER_FAILED_EXIT = 213  # the exit code of a kernel that could not enter its notebook's folder (_enter_folder)
+
+
 def _signal_name(code: int | None) -> str:
     if code is None or code >= 0:
         return f"exit code {code}" if code is not None else "unknown exit"
@@ -271,6 +274,9 @@ class Supervisor:
             return Outcome(JobState.SUCCEEDED)
         if isinstance(exc, DeadKernelError) or not self.kernel.km.has_kernel:
             code = self.kernel.exit_code()
+            if code == ENTER_FAILED_EXIT:
+                folder = self.spec.notebook_path.parent
+                return Outcome(JobState.FAILED, JobError(reason=f"could not enter the notebook's folder {folder}"))
             self.client.number_running_cell()
             return Outcome(
                 JobState.FAILED,
@@ -363,7 +369,7 @@ async def _run(
         return Outcome(JobState.FAILED, JobError(reason=f"could not start kernel {spec.kernel_name!r}: {exc}"))
     shutdown: asyncio.Task[None] | None = None
     try:
-        await _enter_folder(kernel, spec.notebook_path.parent)
+        _enter_folder(kernel, spec.notebook_path.parent)
         client = _JobClient(nb, spec, emit, pieces, km=kernel.km, kernel_name=spec.kernel_name)
         client.kc = kernel.kc
         kernel.kc.allow_stdin = False  # as nbclient sets it: input() raises StdinNotImplementedError, never waits
@@ -388,17 +394,22 @@ async def _run(
         pool.release_later(kernel)
 
 
-async def _enter_folder(kernel: Kernel, folder: Path) -> None:
-    """Warm kernels start in the workspace; a notebook runs in its own folder, as it would by hand."""
+def _enter_folder(kernel: Kernel, folder: Path) -> None:
+    """Warm kernels start in the workspace; a notebook runs in its own folder, as it would by hand.
+
+    Sent, not awaited: the kernel carries out its shell requests in order, so the chdir is done before the first
+    cell runs, and a job does not wait for its round trip (~5 ms). Should the folder be gone, the kernel exits
+    with ENTER_FAILED_EXIT rather than run the cells elsewhere, and the job fails saying so (Supervisor).
+    """
     # The kernel's own language: the notebook's metadata may not say it (nbclient does not need it to).
     language = getattr(kernel.km.kernel_spec, "language", None) or "python"
     if language.lower() != "python":
         return
-    reply = await kernel.kc.execute_interactive(
-        f"import os as _nbrelay_os; _nbrelay_os.chdir({str(folder)!r}); del _nbrelay_os",
+    kernel.kc.execute(
+        "import os as _nbrelay_os\n"
+        f"try:\n    _nbrelay_os.chdir({str(folder)!r})\n"
+        f"except OSError:\n    _nbrelay_os._exit({ENTER_FAILED_EXIT})\n"
+        "del _nbrelay_os",
         silent=True,
         store_history=False,
-        timeout=30,
     )
-    if reply["content"].get("status") != "ok":
-        raise RuntimeError(f"could not enter {folder}")
