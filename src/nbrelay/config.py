@@ -88,8 +88,10 @@ class Settings(BaseSettings):
     # Reports and executed notebooks; shared by every node and worker in multi-node mode. Empty: <data_dir>/reports.
     reports_folder: Path | None = Field(None, validation_alias=AliasChoices("reports_dir", "NBRELAY_REPORTS_DIR"))
     workers: int = Field(default_factory=_default_workers, ge=1, le=256)
-    # Warm kernels kept ready per kernel name in each worker process.
-    kernel_pool_size: int = Field(1, ge=0, le=16)
+    # Warm kernels kept ready per kernel name in each worker process. Each is started (forked) while jobs run, so it
+    # is also how many kernel starts are under way at once: 3 ran 80 tiny jobs back to back at ~820 jobs/min on two
+    # cores, 1 at ~310 (docs/benchmarks.md, F2); an idle forked kernel costs ~25 MiB (PSS).
+    kernel_pool_size: int = Field(3, ge=0, le=16)
     # Fork python kernels from a preloaded process (about 8x less CPU per kernel than a fresh interpreter).
     fork_kernels: bool = True
     kernel_startup_timeout_s: float = Field(60.0, gt=0)
