@@ -98,4 +98,5 @@ class Statements:
         data = f"{p}::json" if postgres else p
         self.insert = f'INSERT INTO hub_events (stream, "offset", type, data, ts) VALUES ({p}, {p}, {p}, {data}, {p})'
         self.trim = f'DELETE FROM hub_events WHERE stream = {p} AND "offset" <= {p}'
+        self.position = f"SELECT epoch, last_offset FROM hub_streams WHERE name = {p}"
         self.expire = f"DELETE FROM hub_events WHERE ts < {p}"
