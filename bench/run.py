@@ -103,9 +103,12 @@ def say(message: str) -> None:
 
 
 def warm_server(server: Server) -> None:
+    """One untimed job per worker (dispatch goes to the worker idle longest): a worker's first report learns the
+    kernel's language_info and renders the frame, as on a server that has run a job."""
     say(f"  server on {server.url} ({server.workers} workers) is up; letting it warm for {WARM_S:g} s")
     time.sleep(WARM_S)
-    server.run_one(TINY_NAME, PARAMS, POLL_S)
+    for _ in range(server.workers):
+        server.run_one(TINY_NAME, PARAMS, POLL_S)
     time.sleep(SETTLE_S)
 
 

@@ -40,9 +40,11 @@ class WorkerConfig:
 
 
 def _warm_exporter(reports: ReportWriter) -> None:
-    # The first export loads templates and filters (~0.5 s); do it before the first job needs it.
+    # The first export loads templates and filters (~0.5 s); do it before the first job needs it. Likewise
+    # papermill, which a job with parameters imports (~75 ms of a worker's first such job, measured).
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1", outputs=[])])
     reports.to_html(nb)
+    import papermill.parameterize  # noqa: F401
 
 
 def main(index: int, config: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
