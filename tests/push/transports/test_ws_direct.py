@@ -362,3 +362,16 @@ def test_framing_faults_close_with_1002_and_end_the_connection(live: Any, data: 
         assert client.rest_until_closed() == b""
     finally:
         client.close()
+
+
+def test_a_message_in_endless_empty_fragments_is_closed_with_1009(live: Any) -> None:
+    """Fragments that carry no bytes still cost memory: their number is bounded as well as their size."""
+    server = live()
+    client = RawClient(server.port)
+    try:
+        _texts(client, 2)
+        client.sock.sendall(masked(0x1, b"", fin=False) + masked(0x0, b"", fin=False) * 300)
+        opcode, payload = client.frame()
+        assert opcode == 0x8 and _close_code(payload) == 1009
+    finally:
+        client.close()

@@ -61,6 +61,7 @@ PUSH_PATH = "/ws"
 CLOSE_WAIT_S = 10.0  # how long to wait for the peer's answer to our close frame
 MAX_INBOX = 64  # client messages held while a subscribe is under way; more is a flood (4013)
 MAX_FRAME = 16 * MAX_MESSAGE_BYTES  # bigger frames and messages close with 1009; the session refuses > 4 KiB
+MAX_FRAGMENTS = 256  # a message in more pieces closes with 1009 too (empty fragments would cost memory, no bytes)
 
 
 class DirectConnection(SessionLink, asyncio.Protocol):
@@ -105,8 +106,8 @@ class DirectConnection(SessionLink, asyncio.Protocol):
         self.paused = False
         self.closing = False
         self.close_timer: asyncio.TimerHandle | None = None
-        self.close_sent: int | None = None  # the code of the close frame sent, then of the one received
-        self.close_rcvd: int | None = None
+        self.close_sent: int | None = None  # the code of the close frame we sent
+        self.close_rcvd: int | None = None  # the code of the peer's (NO_STATUS when it had none)
         self.rest: bytes | None = None  # the start of a frame not yet whole
         self.failed = False  # the client broke the framing: nothing more is read
         self.ping_payload: bytes | None = None
@@ -211,7 +212,7 @@ class DirectConnection(SessionLink, asyncio.Protocol):
                 break
 
     def on_frame(self, frame: Frame) -> None:
-        """One whole frame from the client (also one that websockets read right behind the handshake request)."""
+        """One whole frame from the client."""
         opcode, payload = frame.opcode, frame.payload
         if opcode in (TEXT, CONT):
             fragments = self.fragments
@@ -224,8 +225,8 @@ class DirectConnection(SessionLink, asyncio.Protocol):
             if not frame.fin:  # a fragment: kept until the message's last one
                 fragments = self.fragments = fragments if fragments is not None else []
                 fragments.append(payload)
-                if sum(map(len, fragments)) > MAX_FRAME:
-                    self.fail(1009, f"message over {MAX_FRAME} bytes")
+                if len(fragments) > MAX_FRAGMENTS or sum(map(len, fragments)) > MAX_FRAME:
+                    self.fail(1009, f"message over {MAX_FRAME} bytes or {MAX_FRAGMENTS} fragments")
                 return
             if fragments is not None:
                 payload, self.fragments = b"".join(fragments) + payload, None
