@@ -260,7 +260,8 @@ def _filters(
 def _queue_positions_query() -> sa.Select[Any]:
     """Positions of the queued jobs among `ids` in one statement, so they come from a single snapshot; each is an
     index range count on (state, id), and only the asked-for rows are read: no queued job is loaded whole. Built
-    once: a statement made per call cost more than its run (it is asked for with every job read over HTTP)."""
+    once: a statement made per call cost more than its run (it is asked for with every queued job read over HTTP
+    and every listing)."""
     ahead = sa.alias(jobs, "ahead")
     count = (
         sa.select(sa.func.count())
