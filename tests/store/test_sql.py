@@ -187,17 +187,21 @@ async def test_oldest_queued_is_fifo(store: SqlJobStore) -> None:
 
 
 async def test_queue_position(store: SqlJobStore) -> None:
+    async def position(job_id: int) -> int | None:
+        return (await store.queue_positions([job_id])).get(job_id)
+
     a, b, c = [await store.add_job(new()) for _ in range(3)]
-    assert [await store.queue_position(j.id) for j in (a, b, c)] == [1, 2, 3]
+    assert [await position(j.id) for j in (a, b, c)] == [1, 2, 3]
+    assert await store.queue_positions(j.id for j in (c, a, b)) == {a.id: 1, b.id: 2, c.id: 3}
 
     await start(store, a)
-    assert await store.queue_position(a.id) is None
-    assert [await store.queue_position(j.id) for j in (b, c)] == [1, 2]
+    assert await position(a.id) is None
+    assert [await position(j.id) for j in (b, c)] == [1, 2]
 
     assert await store.save(transition(b, JobState.CANCELLED), expect_state=JobState.QUEUED)
-    assert await store.queue_position(b.id) is None
-    assert await store.queue_position(c.id) == 1
-    assert await store.queue_position(999_999) is None
+    assert await position(b.id) is None
+    assert await position(c.id) == 1
+    assert await position(999_999) is None
 
 
 async def test_queue_positions_of_several_jobs_at_once(store: SqlJobStore) -> None:

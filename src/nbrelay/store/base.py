@@ -118,9 +118,6 @@ class JobStore(Protocol):
     async def oldest_queued(self, limit: int) -> Sequence[Job]:
         """Queued jobs in FIFO order (oldest first)."""
 
-    async def queue_position(self, job_id: int) -> int | None:
-        """1-based position among queued jobs, None when the job is not queued."""
-
     async def queue_positions(self, job_ids: Iterable[int]) -> dict[int, int]:
         """{job id: 1-based position among queued jobs} for those of `job_ids` that are queued, read at one
         moment."""

@@ -448,9 +448,6 @@ class SqlJobStore:
         query = jobs.select().where(jobs.c.state == JobState.QUEUED.value).order_by(jobs.c.id).limit(limit)
         return await self._fetch(query)
 
-    async def queue_position(self, job_id: int) -> int | None:
-        return (await self.queue_positions([job_id])).get(job_id)
-
     async def queue_positions(self, job_ids: Iterable[int]) -> dict[int, int]:
         wanted = sorted(set(job_ids))
         if not wanted:
