@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -28,7 +29,28 @@ from sqlalchemy.engine import make_url
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A port free now, for a server a test starts in a moment, taken below the ephemeral range: a port the kernel
+    handed out for port 0 may be given next to an outgoing connection of another test as its source port before
+    our server binds it ("address already in use", seen in a CI run). Below the range only explicit binds compete,
+    and a random pick keeps the test processes running side by side apart."""
+    low = _ephemeral_low()
+    if low > 12_000:
+        for _ in range(200):
+            port = random.randrange(10_000, low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
