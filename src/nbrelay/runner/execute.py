@@ -401,9 +401,9 @@ def _enter_folder(kernel: Kernel, folder: Path) -> None:
     cell runs, and a job does not wait for its round trip (~5 ms). Should the folder be gone, the kernel exits
     with ENTER_FAILED_EXIT rather than run the cells elsewhere, and the job fails saying so (Supervisor).
     """
-    # The kernel's own language: the notebook's metadata may not say it (nbclient does not need it to).
-    language = getattr(kernel.km.kernel_spec, "language", None) or "python"
-    if language.lower() != "python":
+    # The kernel's own language: the notebook's metadata may not say it (nbclient does not need it to). A spec
+    # that names none is taken for Python, as before.
+    if kernel.language not in ("", "python"):
         return
     kernel.kc.execute(
         "import os as _nbrelay_os\n"

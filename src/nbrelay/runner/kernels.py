@@ -195,6 +195,11 @@ class Kernel:
         process = getattr(self.km.provisioner, "process", None)
         return getattr(process, "pid", None)
 
+    @property
+    def language(self) -> str:
+        """The kernel's own language as its spec says it, lower case ("" when it says none)."""
+        return str(getattr(self.km.kernel_spec, "language", None) or "").lower()
+
     def exit_code(self) -> int | None:
         process = getattr(self.km.provisioner, "process", None)
         return process.poll() if process is not None else None
@@ -337,8 +342,7 @@ async def _first_execute(kernel: Kernel) -> None:
     """A waiting kernel's first execution, done before a job needs it: ipykernel's first one costs twice a later
     one (~13 against ~6 ms here), time a job would wait. Silent, so it leaves no trace (no history, no execution
     count). A kernel that fails it is still handed out: the job then meets the failure itself."""
-    language = getattr(kernel.km.kernel_spec, "language", None) or ""
-    if language.lower() != "python":
+    if kernel.language != "python":
         return
     with contextlib.suppress(Exception):
         await kernel.kc.execute_interactive("pass", silent=True, store_history=False, timeout=10)
