@@ -9,8 +9,8 @@ F6  per-user event latency publish → client (200 users), with     vs  `await s
 F6C F6 across two nodes: published on node A, clients on node B,  vs  F6 on one node (sql://)
     the events going through Redis (redis://)
 
-F6C needs the Redis at BENCH_REDIS_URL (default redis://127.0.0.1:6379/0); its keys go under a prefix of the
-run's own, deleted at the end.
+F6 (its redis:// variant) and F6C need the Redis at BENCH_REDIS_URL (default redis://127.0.0.1:6379/0); its keys
+go under a prefix of the run's own, deleted at the end.
 
 Needs python-socketio (benchmark only, not a dependency of nbrelay):  uv pip install -p .venv python-socketio
 --profile also needs py-spy:  uv pip install -p .venv py-spy
@@ -623,8 +623,8 @@ def redis_broker() -> Any:
             client.ping()
         except redis.RedisError as exc:
             raise RuntimeError(
-                f"F6C needs Redis at {base} ({exc}); start one: redis-server --daemonize yes --bind 127.0.0.1 "
-                '--port 6379 --save "" --appendonly no, or set BENCH_REDIS_URL'
+                f"F6 (its redis:// variant) and F6C need Redis at {base} ({exc}); start one: redis-server "
+                '--daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no, or set BENCH_REDIS_URL'
             ) from None
         try:
             yield f"{base}?prefix={prefix}"
