@@ -1,4 +1,4 @@
-"""A preloaded process that forks fresh Python kernels on request: ~0.1 CPU-s per kernel instead of ~0.8.
+"""A preloaded process that forks fresh Python kernels on request: ~0.07 CPU-s per kernel instead of ~0.8.
 
 Protocol on stdin/stdout, one JSON object per line: {"args": [...], "cwd": str, "env": {...}} → {"pid": N}.
 Each kernel is forked twice so that it is re-parented to the worker (a child subreaper), which can then wait
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
+import importlib
 import json
 import os
 import sys
@@ -20,6 +22,21 @@ from typing import Any
 
 from nbrelay.runner.lifeline import start_kernel
 
+# What a kernel imports while it initialises, beyond ipykernel's own modules (ipykernel 6, IPython 8): imported here
+# once, each a few milliseconds of every kernel's start otherwise (~18 ms of CPU per kernel in all, measured). A name
+# a later version no longer has is skipped.
+_KERNEL_START_MODULES = (
+    "IPython.core.completerlib",
+    "IPython.core.debugger",
+    "IPython.core.oinspect",
+    "IPython.extensions.storemagic",
+    "IPython.utils.wildcard",
+    "faulthandler",
+    "pdb",
+    "sqlite3",
+    "tornado.platform.asyncio",
+)
+
 
 def _preload() -> None:
     # The debugger is imported by every kernel at start and costs ~0.3 s: import it once, here.
@@ -27,6 +44,14 @@ def _preload() -> None:
     import ipykernel.debugger
     import ipykernel.ipkernel
     import ipykernel.kernelapp  # noqa: F401
+
+    for name in _KERNEL_START_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    # Everything alive now (the modules above, their classes and functions) is out of the collector's reach for
+    # good: a kernel's collections would otherwise walk these objects and write to each one's header, copying
+    # nearly every page it shares with us (copy-on-write). ~19 ms of CPU per kernel start, measured.
+    gc.freeze()
 
 
 KERNEL_PROCESS_NAME = b"nbrelay-kernel"
