@@ -22,17 +22,19 @@ from typing import Any
 
 from nbrelay.runner.lifeline import start_kernel
 
-# What a kernel imports while it initialises, beyond ipykernel's own modules (ipykernel 6, IPython 8): imported here
-# once, each a few milliseconds of every kernel's start otherwise (~18 ms of CPU per kernel in all, measured). A name
-# a later version no longer has is skipped.
+# What a kernel imports while it initialises and runs its first cell, beyond ipykernel's own modules (ipykernel 6,
+# IPython 8): imported here once, each a few milliseconds of every kernel's start otherwise (~18 ms of CPU per
+# kernel in all, measured). A name a later version no longer has is skipped.
 _KERNEL_START_MODULES = (
     "IPython.core.completerlib",
     "IPython.core.debugger",
+    "IPython.core.logger",
     "IPython.core.oinspect",
     "IPython.extensions.storemagic",
     "IPython.utils.wildcard",
     "faulthandler",
     "pdb",
+    "runpy",
     "sqlite3",
     "tornado.platform.asyncio",
 )
