@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 
@@ -255,12 +256,15 @@ class KernelPool:
         self.cwd = cwd
         self.startup_timeout_s = startup_timeout_s
         self.zygote = Zygote() if fork and become_subreaper() else None
+        # One ZeroMQ context for every kernel's manager and client: jupyter_client would make two per kernel,
+        # each with an I/O thread started and joined again (~2 ms of CPU a kernel).
+        self._zmq = zmq.asyncio.Context()
         self._ready: dict[str, deque[Kernel]] = {}
         self._filling: dict[str, set[asyncio.Task[None]]] = {}
         self._releasing: set[asyncio.Task[None]] = set()
 
     async def start_kernel(self, name: str, cwd: Path | None = None) -> Kernel:
-        km = AsyncKernelManager(kernel_name=name, transport="ipc")
+        km = AsyncKernelManager(kernel_name=name, transport="ipc", context=self._zmq)
         km.shutdown_wait_time = 1.0
         # Every kernel goes through ForkProvisioner: forked by the zygote when it can be, else launched, and held
         # to the worker's life and the memory limit either way.
@@ -274,8 +278,10 @@ class KernelPool:
         ipc_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         km.ip = str(ipc_dir / f"k-{os.urandom(6).hex()}")
         await km.start_kernel(cwd=str(cwd or self.cwd), extra_arguments=["--HistoryManager.hist_file=:memory:"])
-        kc = km.client()
-        kc.start_channels()
+        kc = km.client(context=self._zmq)
+        # No heartbeat channel (a thread and a socket per kernel): the client asks its manager, which polls the
+        # kernel's process, whether the kernel is alive (jupyter_client does so for a client its manager made).
+        kc.start_channels(hb=False)
         try:
             await kc.wait_for_ready(timeout=self.startup_timeout_s)
         except BaseException:  # cancelled too (the pool closing mid-start): no client left talking to a kernel
@@ -336,6 +342,7 @@ class KernelPool:
                 await ready.popleft().shutdown()
         if self.zygote is not None:
             await asyncio.to_thread(self.zygote.close)
+        self._zmq.destroy(linger=0)
 
 
 async def _first_execute(kernel: Kernel) -> None:

@@ -1,0 +1,34 @@
+"""The kernel pool's own costs: what each started kernel adds to the worker process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nbrelay.runner.kernels import Kernel, KernelPool
+
+
+def _threads() -> int:
+    """Threads of this process, native ones too (ZeroMQ's I/O threads are not Python threads)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+async def test_more_kernels_add_no_threads_to_the_worker(tmp_path: Path) -> None:
+    pool = KernelPool(size=0, cwd=tmp_path, startup_timeout_s=60)
+    kernels: list[Kernel] = []
+    try:
+        kernels.append(await pool.start_kernel("python3"))
+        with_one = _threads()
+        for _ in range(3):
+            kernels.append(await pool.start_kernel("python3"))
+        # One ZeroMQ context for the pool and no heartbeat channel: jupyter_client's defaults add three threads
+        # per kernel (two contexts' I/O threads and the heartbeat's).
+        assert _threads() == with_one
+        for kernel in kernels:
+            reply = await kernel.kc.execute_interactive("x = 1", timeout=30)
+            assert reply["content"]["status"] == "ok"
+            assert await kernel.kc.is_alive()
+    finally:
+        for kernel in kernels:
+            await kernel.shutdown()
+        await pool.close()
