@@ -199,10 +199,19 @@ async def test_a_run_is_reported_as_the_plain_export_of_what_it_ran(runs: Runs, 
 
 @pytest.mark.kernel
 async def test_two_runs_on_one_writer_are_each_the_plain_export(runs: Runs) -> None:
-    # The second run starts with the kernel's language_info learnt from the first, and reuses its frame.
-    for notebook in ("hello.ipynb", "hello.ipynb", "tour.ipynb"):
-        assert (await runs(notebook, parameters=QUICK.get(notebook, {}))).state is JobState.SUCCEEDED
+    # The second run starts with the kernel's language_info learnt from the first, and reuses its frame and the
+    # inputs the first highlighted and cleaned (its parameters differ: that cell is highlighted anew).
+    memory = runs.reports._memory
+    for notebook, parameters in (
+        ("hello.ipynb", {}),
+        ("hello.ipynb", {"name": "again"}),
+        ("tour.ipynb", QUICK["tour.ipynb"]),
+    ):
+        hits = memory.highlighted.hits, memory.cleaned.hits
+        assert (await runs(notebook, parameters=parameters)).state is JobState.SUCCEEDED
         runs.assert_report_is_the_plain_export()
+        if parameters == {"name": "again"}:
+            assert memory.highlighted.hits > hits[0] and memory.cleaned.hits > hits[1]
 
 
 @pytest.mark.kernel

@@ -17,7 +17,7 @@ from nbconvert import HTMLExporter
 from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
 from nbrelay.runner import mathml
-from nbrelay.runner.report_pieces import Frames, ReportPieces
+from nbrelay.runner.report_pieces import ReportPieces, WorkerMemory
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -88,12 +88,12 @@ class ReportExporter(HTMLExporter):
 
 class ReportWriter:
     """A worker process's exporter, and what its jobs taught it: the kernels' language_info (so that inputs are
-    highlighted with the kernel's lexer before the kernel says it) and the last frames rendered."""
+    highlighted with the kernel's lexer before the kernel says it) and what its reports share (WorkerMemory)."""
 
     def __init__(self) -> None:
         self._exporter: ReportExporter | None = None
         self._language_info: dict[str, Any] = {}  # kernel name -> the language_info its last run reported
-        self._frames: Frames = {}
+        self._memory = WorkerMemory()
 
     @property
     def exporter(self) -> ReportExporter:
@@ -113,7 +113,7 @@ class ReportWriter:
         if kernel_name is not None:
             known = self._language_info.get(kernel_name)
             metadata = None if known is None else nbformat.NotebookNode({**nb.metadata, "language_info": known})
-        return ReportPieces(self.exporter, nb, metadata=metadata, frames=self._frames)
+        return ReportPieces(self.exporter, nb, metadata=metadata, memory=self._memory)
 
     def learn(self, nb: nbformat.NotebookNode, kernel_name: str | None) -> None:
         """Remember the language_info the kernel gave `nb` when it ran."""

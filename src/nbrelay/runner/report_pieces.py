@@ -23,6 +23,7 @@ import secrets
 from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from itertools import groupby, pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,11 +38,12 @@ from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 
 from nbrelay.files import atomic_write
 from nbrelay.runner.notebook import runs
+from nbrelay.runner.render_cache import RenderCache
 
 if TYPE_CHECKING:
     from nbrelay.runner.html import ReportExporter
 
-__all__ = ["MARKER", "Frames", "ReportPieces", "piece_html"]
+__all__ = ["MARKER", "Frames", "ReportPieces", "WorkerMemory", "piece_html"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,20 @@ _NO_ALT = "No description has been provided for this image"  # nbconvert's words
 _FRAMES_KEPT = 8
 
 Frames = dict[Hashable, list[str] | None]  # a worker's last frames: (metadata, cells, version) -> parts or None
+# An input's cleaned HTML, and the span of it that had the whole-document pass alone (start, end, its HTML after the
+# pass), or None when it cannot have it alone.
+Cleaned = tuple[str, tuple[int, int, str] | None]
+
+
+@dataclass
+class WorkerMemory:
+    """What a worker's reports share across its jobs (the exporter is the same for all of them): the last frames,
+    a highlighter per lexer, and the answers of the pure filters on inputs (runner/render_cache.py)."""
+
+    frames: Frames = field(default_factory=dict)
+    highlighters: dict[str | None, Highlight2HTML] = field(default_factory=dict)
+    highlighted: RenderCache[str] = field(default_factory=lambda: RenderCache(len))
+    cleaned: RenderCache[Cleaned] = field(default_factory=lambda: RenderCache(lambda answer: 2 * len(answer[0])))
 
 
 class _Fragment(BeautifulSoup):
@@ -203,7 +219,7 @@ class ReportPieces:
         nb: nbformat.NotebookNode,
         *,
         metadata: nbformat.NotebookNode | None = None,
-        frames: Frames | None = None,
+        memory: WorkerMemory | None = None,
     ) -> None:
         self.exporter = exporter
         self.nb = nb
@@ -211,7 +227,8 @@ class ReportPieces:
         self._seen: list[tuple[Any, Any] | None] = [None] * len(nb.cells)  # (cell, metadata) each piece shows
         self._spills: set[int] = set()  # cells whose HTML would reach outside them in the whole document
         self._missing_alt = [0] * len(nb.cells)
-        self._frames = frames if frames is not None else {}
+        self._memory = memory if memory is not None else WorkerMemory()
+        self._frames = self._memory.frames
         self._highlighters: dict[str | None, _Memo] = {}
         self._clean_html = self._filter("clean_html")
         self._clean = _Memo(self._cleaned, lambda html: html)
@@ -328,21 +345,29 @@ class ReportPieces:
     def _cleaned(self, html: str) -> str:
         """The clean_html filter for this job's pieces: the cleaned HTML goes through the whole-document pass once,
         here, and the piece holds a comment in its place until the piece has had that pass (a highlighted input is
-        most of a code cell's tags, and the cell is rendered again when it ends). Only from its first tag to its
-        last: text at either end stays in the piece, where it may join the text around it (BeautifulSoup writes a
+        most of a code cell's tags, and the cell is rendered again when it ends)."""
+        cleaned, core = self._memory.cleaned.get(html, lambda: self._clean_alone(html))
+        if core is None:
+            return cleaned
+        start, end, fragment = core
+        self._fragments.append(fragment)
+        token = self._stand_in.pattern.replace("(\\d+)", str(len(self._fragments) - 1))
+        return cleaned[:start] + token + cleaned[end:]
+
+    def _clean_alone(self, html: str) -> Cleaned:
+        """`html` cleaned, and the part of it that can have the whole-document pass alone: from its first tag to its
+        last. Text at either end stays in the piece, where it may join the text around it (BeautifulSoup writes a
         text of blanks alone as one blank, so where a text ends matters)."""
         cleaned = str(self._clean_html(html))
         start, end = cleaned.find("<"), cleaned.rfind(">") + 1
         if start < 0 or end <= start:
-            return cleaned
+            return cleaned, None
         fragment = piece_html(cleaned[start:end])
         # Images without alt text stay in the piece, which counts them; a core that does not begin and end with a
         # tag (a '<' read as text) would join the text around it.
         if fragment is None or fragment[1] or not (fragment[0].startswith("<") and fragment[0].endswith(">")):
-            return cleaned
-        self._fragments.append(fragment[0])
-        token = self._stand_in.pattern.replace("(\\d+)", str(len(self._fragments) - 1))
-        return cleaned[:start] + token + cleaned[end:]
+            return cleaned, None
+        return cleaned, (start, end, fragment[0])
 
     def _render_ended(self) -> None:
         """The cells that ended since this thread last looked, rendered together (with the metadata each ended
@@ -435,12 +460,21 @@ class ReportPieces:
                     env.filters[name] = fn
 
     def _highlighter(self, metadata: Any) -> _Memo:
+        """The highlight_code filter for this job's lexer: the worker's answers for the same input first."""
         langinfo = metadata.get("language_info", {})
         lexer = langinfo.get("pygments_lexer", langinfo.get("name", None))
         memo = self._highlighters.get(lexer)
         if memo is None:
-            highlight = Highlight2HTML(pygments_lexer=lexer, parent=self.exporter)
-            memo = self._highlighters[lexer] = _Memo(highlight, _highlight_key)
+            memory = self._memory
+            highlight = memory.highlighters.get(lexer)
+            if highlight is None:
+                highlight = memory.highlighters[lexer] = Highlight2HTML(pygments_lexer=lexer, parent=self.exporter)
+
+            def highlighted(source: str, language: str | None = None, metadata: Any = None) -> str:
+                key = (lexer, _highlight_key(source, language, metadata))
+                return memory.highlighted.get(key, lambda: highlight(source, language=language, metadata=metadata))
+
+            memo = self._highlighters[lexer] = _Memo(highlighted, _highlight_key)
         return memo
 
     def _filter(self, name: str) -> Callable[..., str]:
