@@ -31,6 +31,7 @@ from nbrelay.errors import HubUnavailable
 from nbrelay.hub.backends.base import Deliver, History
 from nbrelay.hub.backends.sql_batch import Publish, Statements, offsets_needed, place, sqlite_ts, trims
 from nbrelay.models import Event, compact_json, utcnow
+from nbrelay.store.loop_sqlite import LoopSqlite, is_busy
 from nbrelay.store.shielded import finishes_when_cancelled
 from nbrelay.store.sql import UtcDateTime, engine_url, sqlite_pragmas
 
@@ -105,7 +106,7 @@ class SqlBackend:
         # thread and back cost more CPU than the transaction itself (~130 against ~110 us, measured). Busy (the
         # job store is writing): the batch goes to the writer thread, which waits for the lock. This connection
         # never checkpoints (that can wait for the disk); the writer thread does, every _CHECKPOINT_EVERY batches.
-        self._loop_db: Any = None
+        self._here: LoopSqlite | None = None
         self._loop_batches = 0
         self._pg: AsyncConnection | None = None  # PostgreSQL: the writer's connection, kept likewise
         if self._sqlite:
@@ -114,6 +115,7 @@ class SqlBackend:
             self._sync_engine = sa.create_engine(url.set(drivername="sqlite"), pool_size=1)
             sa.event.listen(self._sync_engine, "connect", sqlite_pragmas)
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-writer")
+            self._here = LoopSqlite(url, sqlite_pragmas)
         else:
             self.engine = create_async_engine(url, pool_size=3, max_overflow=5, pool_pre_ping=True)
 
@@ -137,9 +139,8 @@ class SqlBackend:
         while self._drainer is not None and not self._drainer.done():
             await asyncio.wait({self._drainer})
         self._deliver = None
-        if self._loop_db is not None:
-            self._loop_db.close()
-            self._loop_db = None
+        if self._here is not None:
+            self._here.close()
         if self._writer is not None:
             if self._db is not None:
                 await asyncio.get_running_loop().run_in_executor(self._writer, self._db.close)
@@ -236,12 +237,8 @@ class SqlBackend:
 
     def _loop_connection(self) -> Any:
         """The event loop thread's own sqlite3 connection (opened on first use): never waits for a lock."""
-        assert self._sync_engine is not None
-        if self._loop_db is None:
-            self._loop_db = self._sync_engine.raw_connection()
-            self._loop_db.driver_connection.execute("PRAGMA busy_timeout = 0")
-            self._loop_db.driver_connection.execute("PRAGMA wal_autocheckpoint = 0")
-        return self._loop_db.driver_connection
+        assert self._here is not None
+        return self._here.dbapi
 
     def _write_sqlite_here(self, batch: list[Publish]) -> list[list[Event]] | None:
         """The batch on the loop's own connection if SQLite's write lock is free now; None if it is not."""
@@ -250,7 +247,7 @@ class SqlBackend:
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if _busy(exc):
+            if is_busy(exc):
                 return None
             raise
         placed = self._sqlite_transaction(db, batch, expire=False)
@@ -287,7 +284,7 @@ class SqlBackend:
                 return
             except sqlite3.OperationalError as exc:
                 waited = time.monotonic() - began
-                if not _busy(exc) or waited >= self.lock_wait_s:
+                if not is_busy(exc) or waited >= self.lock_wait_s:
                     raise
                 log.warning("%d hub event(s) have waited %.1f s for the write lock of %s", count, waited, self.where)
 
@@ -379,7 +376,7 @@ class SqlBackend:
         try:
             row = self._loop_connection().execute(self._sql.position, (stream,)).fetchone()
         except sqlite3.OperationalError as exc:
-            if _busy(exc):
+            if is_busy(exc):
                 return None
             raise
         return (str(row[0]), int(row[1])) if row is not None else None
@@ -403,11 +400,6 @@ class SqlBackend:
             )
             events = [Event(r.type, r.data, ts=r.ts, stream=stream, offset=int(r.offset), epoch=epoch) for r in rows]
         return History(epoch=epoch, last_offset=last, first_offset=int(first) if first else last + 1, events=events)
-
-
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    """Another connection holds the lock (SQLITE_BUSY, SQLITE_LOCKED and their extended codes)."""
-    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _position(conn: sa.Connection, stream: str, *, lock: bool) -> tuple[str, int]:
