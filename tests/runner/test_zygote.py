@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from nbrelay.runner.kernels import Kernel, KernelPool
@@ -44,3 +46,16 @@ async def test_a_forked_kernel_shares_the_frozen_preload_and_collects_its_own_cy
     finally:
         await kernel.shutdown()
         await pool.close()
+
+
+def test_the_preload_compiles_what_a_kernels_first_cell_would() -> None:
+    probe = (
+        "import json, tokenize\n"
+        "from nbrelay.runner.zygote import _preload\n"
+        "before = tokenize._compile.cache_info().currsize\n"
+        "_preload()\n"
+        "print(json.dumps([before, tokenize._compile.cache_info().currsize]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    before, after = json.loads(done.stdout)
+    assert before == 0 and after >= 1  # the tokenizer's expressions, which IPython's input transforms use

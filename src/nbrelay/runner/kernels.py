@@ -322,7 +322,6 @@ class KernelPool:
         except Exception as exc:
             log.warning("could not pre-start a %s kernel: %s", name, exc)
             return
-        await _first_execute(kernel)
         self._ready.setdefault(name, deque()).append(kernel)
 
     def release_later(self, kernel: Kernel) -> None:
@@ -343,13 +342,3 @@ class KernelPool:
         if self.zygote is not None:
             await asyncio.to_thread(self.zygote.close)
         self._zmq.destroy(linger=0)
-
-
-async def _first_execute(kernel: Kernel) -> None:
-    """A waiting kernel's first execution, done before a job needs it: ipykernel's first one costs twice a later
-    one (~13 against ~6 ms here), time a job would wait. Silent, so it leaves no trace (no history, no execution
-    count). A kernel that fails it is still handed out: the job then meets the failure itself."""
-    if kernel.language != "python":
-        return
-    with contextlib.suppress(Exception):
-        await kernel.kc.execute_interactive("pass", silent=True, store_history=False, timeout=10)
