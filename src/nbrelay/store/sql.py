@@ -276,6 +276,13 @@ def _queue_positions_query() -> sa.Select[Any]:
 
 
 _QUEUE_POSITIONS = _queue_positions_query()
+# The statements run at every event of a job, built once (building one per call cost as much as running it).
+_GET_JOB = jobs.select().where(jobs.c.id == sa.bindparam("job_id"))
+_SET_PROGRESS = (
+    jobs.update()
+    .where(jobs.c.id == sa.bindparam("job_id"))
+    .values(progress_cell=sa.bindparam("cell"), progress_total=sa.bindparam("total"))
+)
 
 
 @calls_finish_when_cancelled
@@ -343,16 +350,16 @@ class SqlJobStore:
         return dataclasses.replace(job, id=int(key[0]))
 
     async def get_job(self, job_id: int) -> Job | None:
-        query = jobs.select().where(jobs.c.id == job_id)
+        key = {"job_id": job_id}
         if self._here is not None:
             try:
-                row = self._here.run(lambda conn: conn.execute(query).first())
+                row = self._here.run(lambda conn: conn.execute(_GET_JOB, key).first())
             except Busy:
                 pass
             else:
                 return _to_job(row) if row is not None else None
         async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(_GET_JOB, key)).first()
         return _to_job(row) if row is not None else None
 
     async def get_jobs(self, job_ids: Iterable[int]) -> Sequence[Job]:
@@ -451,15 +458,15 @@ class SqlJobStore:
         return await self._fetch(query)
 
     async def update_progress(self, job_id: int, cell: int, total: int) -> None:
-        query = jobs.update().where(jobs.c.id == job_id).values(progress_cell=cell, progress_total=total)
+        values = {"job_id": job_id, "cell": cell, "total": total}
         if self._here is not None:
             try:
-                self._here.run(lambda conn: conn.execute(query))
+                self._here.run(lambda conn: conn.execute(_SET_PROGRESS, values))
                 return
             except Busy:
                 pass  # another connection is writing: wait for it on the async path
         async with self._engine.begin() as conn:
-            await conn.execute(query)
+            await conn.execute(_SET_PROGRESS, values)
 
     async def set_cancel_requested(self, job_id: int) -> None:
         async with self._engine.begin() as conn:
