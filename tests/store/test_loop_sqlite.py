@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from nbrelay.models import JobState, transition
 from nbrelay.store import NewJob
 from nbrelay.store.loop_sqlite import Busy, LoopSqlite
+from nbrelay.store.notifications import NotificationStore
 from nbrelay.store.sql import SqlJobStore, engine_url, jobs, sqlite_pragmas
 
 
@@ -105,3 +106,42 @@ async def test_a_job_read_on_the_loop_equals_the_async_drivers(sqlite_store: Sql
     assert here == through_driver
     assert here is not None and here.started_at is not None and here.started_at.utcoffset() is not None
     assert await sqlite_store.get_job(job.id + 1000) is None
+
+
+async def test_a_jobs_end_saved_while_another_connection_writes_waits_and_keeps_its_outbox(
+    sqlite_store: SqlJobStore,
+) -> None:
+    notes = NotificationStore(sqlite_store.engine)
+    await notes.add_webhook("alice", "http://a.example/", ["job.succeeded"], schedule_id=None, secret="whsec_x")
+    job = await sqlite_store.add_job(NewJob(owner="alice", notebook="a.ipynb", kernel_name="python3"))
+    running = transition(job, JobState.RUNNING)
+    assert await sqlite_store.save(running, expect_state=JobState.QUEUED)
+    path = db_path(sqlite_store)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with write_lock(path):
+            locked.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        save = asyncio.ensure_future(
+            sqlite_store.save(transition(running, JobState.SUCCEEDED), expect_state=JobState.RUNNING)
+        )
+        added = asyncio.ensure_future(
+            sqlite_store.add_job(NewJob(owner="bob", notebook="b.ipynb", kernel_name="python3"))
+        )
+        await asyncio.sleep(0.3)
+        assert not save.done() and not added.done()
+    finally:
+        release.set()
+        holder.join()
+    assert await asyncio.wait_for(save, 10)
+    assert (await asyncio.wait_for(added, 10)).id > job.id
+    assert sqlite_store.outbox_writes == 1
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone() == ("succeeded",)
+        assert conn.execute("SELECT COUNT(*) FROM deliveries WHERE job_id = ?", (job.id,)).fetchone() == (1,)

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nbrelay.models import Job, utcnow
 from nbrelay.notify.outbox import EmailRule, WebhookRule, outbox_rows
@@ -184,28 +184,29 @@ def _attempt(row: Row[Any]) -> Attempt:
     return Attempt(**{f.name: m[f.name] for f in dataclasses.fields(Attempt)})
 
 
-async def enqueue(conn: AsyncConnection, job: Job) -> int:
-    """Write the deliveries owed for `job`'s terminal state on `conn`, in the caller's transaction; how many."""
+def enqueue(conn: sa.Connection, job: Job) -> int:
+    """Write the deliveries owed for `job`'s terminal state on `conn`, in the caller's transaction; how many.
+    Synchronous, for both of the job store's paths (an async connection runs it with `run_sync`)."""
     hooks = [
         WebhookRule(row.id, list(row.events or []), row.schedule_id)
-        for row in await conn.execute(
+        for row in conn.execute(
             sa.select(webhooks.c.id, webhooks.c.events, webhooks.c.schedule_id).where(
                 webhooks.c.owner == job.owner, webhooks.c.active.is_(True)
             )
         )
     ]
     rules: list[EmailRule] = []
-    mine = (await conn.execute(email_recipients.select().where(email_recipients.c.owner == job.owner))).first()
+    mine = conn.execute(email_recipients.select().where(email_recipients.c.owner == job.owner)).first()
     if mine is not None:
         rules.append(EmailRule(list(mine.addresses or []), list(mine.notify_on or [])))
     if job.schedule_id is not None:
         query = sa.select(schedules.c.notify_email, schedules.c.notify_on).where(schedules.c.id == job.schedule_id)
-        theirs = (await conn.execute(query)).first()
+        theirs = conn.execute(query).first()
         if theirs is not None:
             rules.append(EmailRule(list(theirs.notify_email or []), list(theirs.notify_on or [])))
     rows = outbox_rows(job, hooks, rules, now=utcnow())
     if rows:
-        await conn.execute(deliveries.insert(), rows)
+        conn.execute(deliveries.insert(), rows)
     return len(rows)
 
 

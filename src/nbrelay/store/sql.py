@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -34,6 +34,7 @@ _DRIVERS = {
     "postgresql+psycopg": "postgresql+psycopg",
 }
 _WAL_ATTEMPTS = 5
+T = TypeVar("T")
 _PG_MIGRATION_LOCK = 0x6E6272656C6179  # "nbrelay": the advisory lock key that serialises migrations
 
 
@@ -343,23 +344,18 @@ class SqlJobStore:
             steps=list(new.steps),
             schedule_id=new.schedule_id,
         )
-        async with self._engine.begin() as conn:
-            result = await conn.execute(jobs.insert().values(_row_values(job)))
-        key = result.inserted_primary_key
-        assert key is not None, "an INSERT always reports its primary key"
-        return dataclasses.replace(job, id=int(key[0]))
+        row = _row_values(job)
+
+        def insert(conn: Connection) -> int:
+            key = conn.execute(jobs.insert().values(row)).inserted_primary_key
+            assert key is not None, "an INSERT always reports its primary key"
+            return int(key[0])
+
+        return dataclasses.replace(job, id=await self._transaction(insert))
 
     async def get_job(self, job_id: int) -> Job | None:
         key = {"job_id": job_id}
-        if self._here is not None:
-            try:
-                row = self._here.run(lambda conn: conn.execute(_GET_JOB, key).first())
-            except Busy:
-                pass
-            else:
-                return _to_job(row) if row is not None else None
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(_GET_JOB, key)).first()
+        row = await self._read(lambda conn: conn.execute(_GET_JOB, key).first())
         return _to_job(row) if row is not None else None
 
     async def get_jobs(self, job_ids: Iterable[int]) -> Sequence[Job]:
@@ -405,13 +401,17 @@ class SqlJobStore:
         query = jobs.update().where(jobs.c.id == job.id, jobs.c.state == expect_state.value).values(values)
         if expect_worker is not None:
             query = query.where(jobs.c.worker == expect_worker)
-        async with self._engine.begin() as conn:
-            result = await conn.execute(query)
-            if result.rowcount == 1 and job.state.terminal and not expect_state.terminal:
-                # The notifications owed for this end go into the outbox with it: written together or not at all.
-                # Counted for the delivery loop, which wakes at a job's end only when it has something to deliver.
-                self.outbox_writes += await nbrelay.store.notifications.enqueue(conn, job)
-        return result.rowcount == 1
+        terminal = job.state.terminal and not expect_state.terminal
+
+        def update(conn: Connection) -> tuple[bool, int]:
+            if conn.execute(query).rowcount != 1:
+                return False, 0
+            # A job's end writes the notifications it owes into the outbox with it: together or not at all.
+            return True, nbrelay.store.notifications.enqueue(conn, job) if terminal else 0
+
+        saved, owed = await self._transaction(update)
+        self.outbox_writes += owed  # the delivery loop wakes at a job's end only when it has something to deliver
+        return saved
 
     async def claim(self, worker: str, *, lease_s: float | None, job_id: int | None = None) -> Job | None:
         now = utcnow()
@@ -431,8 +431,7 @@ class SqlJobStore:
             )
             .returning(*jobs.c)
         )
-        async with self._engine.begin() as conn:
-            row = (await conn.execute(query)).first()
+        row = await self._transaction(lambda conn: conn.execute(query).first())
         return _to_job(row) if row is not None else None
 
     async def renew_leases(self, worker: str, job_ids: Iterable[int], *, lease_s: float) -> dict[int, bool]:
@@ -459,14 +458,7 @@ class SqlJobStore:
 
     async def update_progress(self, job_id: int, cell: int, total: int) -> None:
         values = {"job_id": job_id, "cell": cell, "total": total}
-        if self._here is not None:
-            try:
-                self._here.run(lambda conn: conn.execute(_SET_PROGRESS, values))
-                return
-            except Busy:
-                pass  # another connection is writing: wait for it on the async path
-        async with self._engine.begin() as conn:
-            await conn.execute(_SET_PROGRESS, values)
+        await self._transaction(lambda conn: conn.execute(_SET_PROGRESS, values))
 
     async def set_cancel_requested(self, job_id: int) -> None:
         async with self._engine.begin() as conn:
@@ -560,6 +552,28 @@ class SqlJobStore:
         async with self._engine.begin() as conn:
             result = await conn.execute(tokens.delete().where(tokens.c.name == name))
         return int(result.rowcount)
+
+    async def _transaction(self, work: Callable[[Connection], T]) -> T:
+        """`work` in one transaction, committed: on the loop's own SQLite connection when no other connection is
+        writing (nothing there waits), else through the async driver, which waits for the write lock."""
+        if self._here is not None:
+            try:
+                return self._here.run(work)
+            except Busy:
+                pass  # rolled back: nothing of it was done
+        async with self._engine.begin() as conn:
+            return await conn.run_sync(work)
+
+    async def _read(self, work: Callable[[Connection], T]) -> T:
+        """`work` reading only: on the loop's own SQLite connection (in WAL a read does not wait for writers, save
+        in rare moments, such as the log being reset: the async driver then), else through the async driver."""
+        if self._here is not None:
+            try:
+                return self._here.run(work)
+            except Busy:
+                pass
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(work)
 
     async def _fetch(self, query: sa.Select[Any]) -> list[Job]:
         async with self._engine.connect() as conn:
