@@ -42,6 +42,26 @@ def write_lock(path: str) -> Iterator[sqlite3.Connection]:
         other.close()
 
 
+@contextmanager
+def held_by_another_thread(path: str) -> Iterator[None]:
+    """SQLite's write lock held by a connection on another thread for the whole block."""
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with write_lock(path):
+            locked.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        yield
+    finally:
+        release.set()
+        holder.join()
+
+
 def db_path(store: SqlJobStore) -> str:
     assert store.url.database is not None
     return store.url.database
@@ -73,24 +93,11 @@ async def test_a_write_that_would_wait_is_refused_at_once_and_leaves_nothing(sql
 async def test_progress_written_while_another_connection_writes_waits_for_it(sqlite_store: SqlJobStore) -> None:
     job = await sqlite_store.add_job(NewJob(owner="alice", notebook="a.ipynb", kernel_name="python3"))
     path = db_path(sqlite_store)
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with write_lock(path):
-            locked.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert locked.wait(10)
+    with held_by_another_thread(path):
         update = asyncio.ensure_future(sqlite_store.update_progress(job.id, 3, 4))
         await asyncio.sleep(0.3)
         assert not update.done()  # waiting for the lock on the async path, the loop free meanwhile
         assert progress_of(path, job.id) == (0, 0)
-    finally:
-        release.set()
-        holder.join()
     await asyncio.wait_for(update, 10)
     assert progress_of(path, job.id) == (3, 4)
     assert (await sqlite_store.get_job(job.id)).progress_cell == 3  # type: ignore[union-attr]
@@ -117,17 +124,7 @@ async def test_a_jobs_end_saved_while_another_connection_writes_waits_and_keeps_
     running = transition(job, JobState.RUNNING)
     assert await sqlite_store.save(running, expect_state=JobState.QUEUED)
     path = db_path(sqlite_store)
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with write_lock(path):
-            locked.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert locked.wait(10)
+    with held_by_another_thread(path):
         save = asyncio.ensure_future(
             sqlite_store.save(transition(running, JobState.SUCCEEDED), expect_state=JobState.RUNNING)
         )
@@ -136,9 +133,6 @@ async def test_a_jobs_end_saved_while_another_connection_writes_waits_and_keeps_
         )
         await asyncio.sleep(0.3)
         assert not save.done() and not added.done()
-    finally:
-        release.set()
-        holder.join()
     assert await asyncio.wait_for(save, 10)
     assert (await asyncio.wait_for(added, 10)).id > job.id
     assert sqlite_store.outbox_writes == 1
