@@ -277,7 +277,9 @@ def _queue_positions_query() -> sa.Select[Any]:
 
 
 _QUEUE_POSITIONS = _queue_positions_query()
-# The statements run at every event of a job, built once (building one per call cost as much as running it).
+# The statements run at every job's submit and events, built once (building one per call cost as much as running
+# it).
+_ADD_JOB = jobs.insert()
 _GET_JOB = jobs.select().where(jobs.c.id == sa.bindparam("job_id"))
 _SET_PROGRESS = (
     jobs.update()
@@ -347,7 +349,7 @@ class SqlJobStore:
         row = _row_values(job)
 
         def insert(conn: Connection) -> int:
-            key = conn.execute(jobs.insert().values(row)).inserted_primary_key
+            key = conn.execute(_ADD_JOB, row).inserted_primary_key
             assert key is not None, "an INSERT always reports its primary key"
             return int(key[0])
 
@@ -472,8 +474,7 @@ class SqlJobStore:
         wanted = sorted(set(job_ids))
         if not wanted:
             return {}
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(_QUEUE_POSITIONS, {"ids": wanted})).all()
+        rows = await self._read(lambda conn: conn.execute(_QUEUE_POSITIONS, {"ids": wanted}).all())
         return {int(job_id): int(position) for job_id, position in rows}
 
     async def jobs_in_state(self, state: JobState) -> Sequence[Job]:
