@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -31,4 +32,31 @@ async def test_more_kernels_add_no_threads_to_the_worker(tmp_path: Path) -> None
     finally:
         for kernel in kernels:
             await kernel.shutdown()
+        await pool.close()
+
+
+async def _filled(pool: KernelPool, name: str) -> None:
+    pool.refill(name)
+    while pool._filling.get(name):
+        await asyncio.wait(set(pool._filling[name]))
+
+
+async def test_the_pool_refills_when_a_job_gives_its_kernel_back_while_another_is_ready(tmp_path: Path) -> None:
+    pool = KernelPool(size=2, cwd=tmp_path, startup_timeout_s=60)
+    try:
+        await _filled(pool, "python3")
+        first = await pool.acquire("python3")
+        # One kernel is still ready for the next job: nothing starts beside the job that has just begun.
+        assert not pool._filling.get("python3") and len(pool._ready["python3"]) == 1
+        await first.kill()
+        pool.release_later(first)
+        assert len(pool._filling["python3"]) == 1
+        await _filled(pool, "python3")
+        second = await pool.acquire("python3")
+        third = await pool.acquire("python3")
+        # That took the last ready kernel: the refill starts at once.
+        assert len(pool._filling["python3"]) == 2 and not pool._ready["python3"]
+        for kernel in (second, third):
+            await kernel.shutdown()
+    finally:
         await pool.close()

@@ -291,7 +291,11 @@ class KernelPool:
         return Kernel(name=name, km=km, kc=kc)
 
     async def acquire(self, name: str) -> Kernel:
-        """A ready kernel for `name` (from the pool when one is warm), used by the caller only."""
+        """A ready kernel for `name` (from the pool when one is warm), used by the caller only.
+
+        The pool refills when the kernel is given back (release_later), not now, while another ready kernel is
+        left: a kernel's start costs the worker ~15 ms of its event loop and a core for ~30 ms, which the job that
+        has just begun would wait for. A worker runs one job at a time, so the next job finds a kernel ready."""
         ready = self._ready.setdefault(name, deque())
         # A refill under way finishes sooner than a kernel started now, which would only compete with it.
         while not ready and self._filling.get(name):
@@ -303,7 +307,8 @@ class KernelPool:
                 kernel = candidate
                 break
             await candidate.shutdown()
-        self.refill(name)
+        if kernel is None or not ready:
+            self.refill(name)
         if kernel is None:
             kernel = await self.start_kernel(name)
         return kernel
@@ -325,10 +330,12 @@ class KernelPool:
         self._ready.setdefault(name, deque()).append(kernel)
 
     def release_later(self, kernel: Kernel) -> None:
-        """A killed kernel's clean-up (Kernel.release), in the background; close() waits for it."""
+        """A killed kernel's clean-up (Kernel.release), in the background (close() waits for it), and the refill
+        of the pool its job left short."""
         task = asyncio.create_task(kernel.release())
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
+        self.refill(kernel.name)
 
     async def close(self) -> None:
         await asyncio.gather(*self._releasing, return_exceptions=True)
