@@ -86,6 +86,16 @@ def run(workspace: Path, pool: KernelPool, tmp_path: Path) -> Run:
     return Run(workspace, pool, tmp_path)
 
 
+@pytest.fixture(params=["forked", "launched"])
+async def either_run(request: pytest.FixtureRequest, workspace: Path, tmp_path: Path) -> AsyncIterator[Run]:
+    """A run on kernels forked by the zygote (told their folder by a signal) or launched by jupyter_client (sent
+    a chdir request)."""
+    pool = KernelPool(size=1, cwd=workspace, startup_timeout_s=60, fork=request.param == "forked")
+    assert (pool.zygote is not None) == (request.param == "forked")
+    yield Run(workspace, pool, tmp_path)
+    await pool.close()
+
+
 async def test_success_with_parameters_writes_report_and_events(run: Run) -> None:
     outcome = await run("params.ipynb", parameters={"n": 5, "label": "zebra-42", "items": [1, 2]})
     assert outcome.state is JobState.SUCCEEDED and outcome.error is None and outcome.report_written
@@ -309,8 +319,9 @@ def _write_notebook(path: Path, *sources: str) -> None:
     nbformat.write(nb, path)
 
 
-async def test_a_notebook_runs_in_its_own_folder(run: Run) -> None:
-    """Its first cell already runs there (the chdir is sent ahead of the cells, not waited for)."""
+async def test_a_notebook_runs_in_its_own_folder(either_run: Run) -> None:
+    """Its first cell already runs there (the kernel is told ahead of the cells, not waited for)."""
+    run = either_run
     _write_notebook(run.workspace / "deep" / "er" / "here.ipynb", "print(open('data.txt').read())")
     (run.workspace / "deep" / "er" / "data.txt").write_text("next to the notebook")
     outcome = await run("deep/er/here.ipynb")
@@ -321,8 +332,9 @@ async def test_a_notebook_runs_in_its_own_folder(run: Run) -> None:
 
 
 async def test_a_notebook_whose_folder_went_away_fails_without_running_elsewhere(
-    run: Run, monkeypatch: pytest.MonkeyPatch
+    either_run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    run = either_run
     _write_notebook(run.workspace / "gone" / "nb.ipynb", "open('ran.txt', 'w').close()")
     loaded = execute.load_notebook
 

@@ -23,6 +23,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 
 from nbrelay.models import JobError, JobState
+from nbrelay.runner import enter
+from nbrelay.runner.enter import ENTER_FAILED_EXIT
 from nbrelay.runner.html import ReportWriter
 from nbrelay.runner.kernels import Kernel, KernelPool
 from nbrelay.runner.notebook import complete_kernelspec, parse, runs
@@ -57,9 +59,6 @@ def raised(cell: int | None, ename: str | None, memory_max_mb: int = 0) -> str:
     return f"cell {cell} raised {ename or 'an error'}"
 
 
-ENTER_FAILED_EXIT = 213  # the exit code of a kernel that could not enter its notebook's folder (_enter_folder)
-
-
 def _signal_name(code: int | None) -> str:
     if code is None or code >= 0:
         return f"exit code {code}" if code is not None else "unknown exit"
@@ -81,7 +80,15 @@ class _JobClient(NotebookClient):
     number. `cell` is the number of the cell running, or of the last one run.
     """
 
-    def __init__(self, nb: nbformat.NotebookNode, spec: RunSpec, emit: Emit, pieces: ReportPieces, **kw: Any):
+    def __init__(
+        self,
+        nb: nbformat.NotebookNode,
+        spec: RunSpec,
+        emit: Emit,
+        pieces: ReportPieces,
+        language_info: dict[str, Any] | None = None,
+        **kw: Any,
+    ):
         super().__init__(
             nb,
             timeout=None,  # cell and job timeouts are enforced by the supervisor, which interrupts first
@@ -96,6 +103,7 @@ class _JobClient(NotebookClient):
         self.spec = spec
         self.emit = emit
         self.pieces = pieces
+        self.language_info = language_info
         self._metadata_known = False
         self.total = sum(1 for c in nb.cells if runs(c))
         self.started = time.monotonic()
@@ -109,6 +117,19 @@ class _JobClient(NotebookClient):
         self._last_flush = 0.0
         self._flush_handle: asyncio.TimerHandle | None = None
         self.cap = OutputCap(spec.cell_output_max_chars, spec.job_output_max_chars)
+
+    async def async_execute(self, reset_kc: bool = False, **kwargs: Any) -> nbformat.NotebookNode:
+        """nbclient's run of the cells, without the kernel_info request it opens with when the kernel's answer to it
+        is known (the pool's kernels gave it when they started): a round trip the first cell would wait for."""
+        if self.language_info is None or reset_kc:
+            return await super().async_execute(reset_kc=reset_kc, **kwargs)
+        self.reset_execution_trackers()
+        async with self.async_setup_kernel(**kwargs):
+            self.nb.metadata["language_info"] = self.language_info
+            for index, cell in enumerate(self.nb.cells):
+                await self.async_execute_cell(cell, index, execution_count=self.code_cells_executed + 1)
+            self.set_widgets_metadata()
+        return self.nb
 
     # hooks ---------------------------------------------------------------------------------------------------
     def _cell_start(self, cell: Any, cell_index: int) -> None:
@@ -370,7 +391,9 @@ async def _run(
     shutdown: asyncio.Task[None] | None = None
     try:
         _enter_folder(kernel, spec.notebook_path.parent)
-        client = _JobClient(nb, spec, emit, pieces, km=kernel.km, kernel_name=spec.kernel_name)
+        client = _JobClient(
+            nb, spec, emit, pieces, language_info=kernel.language_info, km=kernel.km, kernel_name=spec.kernel_name
+        )
         client.kc = kernel.kc
         kernel.kc.allow_stdin = False  # as nbclient sets it: input() raises StdinNotImplementedError, never waits
         emit("job.started", {"total": client.total, "kernel": spec.kernel_name, "pid": kernel.pid})
@@ -397,10 +420,16 @@ async def _run(
 def _enter_folder(kernel: Kernel, folder: Path) -> None:
     """Warm kernels start in the workspace; a notebook runs in its own folder, as it would by hand.
 
-    Sent, not awaited: the kernel carries out its shell requests in order, so the chdir is done before the first
-    cell runs, and a job does not wait for its round trip (~5 ms). Should the folder be gone, the kernel exits
-    with ENTER_FAILED_EXIT rather than run the cells elsewhere, and the job fails saying so (Supervisor).
+    A forked kernel is asked by a signal (runner/enter.py). Any other Python kernel is sent the chdir as a silent
+    execute request, not awaited: the kernel carries out its shell requests in order, so the chdir is done before
+    the first cell runs. Either way, should the folder be gone, the kernel exits with ENTER_FAILED_EXIT rather than
+    run the cells elsewhere, and the job fails saying so (Supervisor).
     """
+    pid, request_file = kernel.pid, kernel.enter_file
+    if pid is not None and request_file is not None:
+        with contextlib.suppress(ProcessLookupError):  # the kernel is gone: the Supervisor says so
+            enter.ask(pid, request_file, folder)
+        return
     # The kernel's own language: the notebook's metadata may not say it (nbclient does not need it to). A spec
     # that names none is taken for Python, as before.
     if kernel.language not in ("", "python"):

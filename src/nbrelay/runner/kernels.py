@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq.asyncio
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 
@@ -116,12 +117,25 @@ class Zygote:
         return self._proc
 
     def spawn(
-        self, args: list[str], cwd: str, env: dict[str, str], log_path: str | None = None, memory_max_bytes: int = 0
+        self,
+        args: list[str],
+        cwd: str,
+        env: dict[str, str],
+        log_path: str | None = None,
+        memory_max_bytes: int = 0,
+        enter_file: str | None = None,
     ) -> int:
         with self._lock:
             proc = self._ensure()
             assert proc.stdin is not None and proc.stdout is not None
-            request = {"args": args, "cwd": cwd, "env": env, "log_path": log_path, "memory_max_bytes": memory_max_bytes}
+            request = {
+                "args": args,
+                "cwd": cwd,
+                "env": env,
+                "log_path": log_path,
+                "memory_max_bytes": memory_max_bytes,
+                "enter_file": enter_file,  # runner/enter.py
+            }
             proc.stdin.write(json.dumps(request).encode() + b"\n")
             proc.stdin.flush()
             reply = json.loads(proc.stdout.readline() or b'{"error": "zygote exited"}')
@@ -163,6 +177,7 @@ class ForkProvisioner(LocalProvisioner):
 
     zygote: Zygote | None = None
     memory_max_bytes = 0
+    enter_file: str | None = None  # a forked kernel's request file for entering its job's folder (runner/enter.py)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         args = forkable(cmd)
@@ -175,11 +190,23 @@ class ForkProvisioner(LocalProvisioner):
         # imported, which in the zygote is before any job: so say it on the command line too.
         args = [*args, f"--IPKernelApp.parent_handle={os.getpid()}"]
         cwd = str(kwargs.get("cwd") or os.getcwd())
-        pid = await asyncio.to_thread(self.zygote.spawn, args, cwd, env, memory_max_bytes=self.memory_max_bytes)
+        pid = await asyncio.to_thread(
+            self.zygote.spawn, args, cwd, env, memory_max_bytes=self.memory_max_bytes, enter_file=self.enter_file
+        )
         self.process = ForkedProcess(pid)  # type: ignore[assignment]  # Popen-like by design
         self.pid = self.pgid = pid
         self.cwd = cwd
         return self.connection_info
+
+
+class _InfoKeepingClient(AsyncKernelClient):
+    """A kernel client that keeps the kernel_info reply its wait for the kernel ended with."""
+
+    kernel_info_reply: dict[str, Any] | None = None
+
+    def _handle_kernel_info_reply(self, msg: dict[str, Any]) -> None:
+        self.kernel_info_reply = msg
+        super()._handle_kernel_info_reply(msg)
 
 
 @dataclass
@@ -197,9 +224,23 @@ class Kernel:
         return getattr(process, "pid", None)
 
     @property
+    def enter_file(self) -> str | None:
+        """Where to ask a forked kernel to enter a folder (runner/enter.py); None for a kernel launched otherwise."""
+        provisioner = self.km.provisioner
+        forked = isinstance(getattr(provisioner, "process", None), ForkedProcess)
+        return getattr(provisioner, "enter_file", None) if forked else None
+
+    @property
     def language(self) -> str:
         """The kernel's own language as its spec says it, lower case ("" when it says none)."""
         return str(getattr(self.km.kernel_spec, "language", None) or "").lower()
+
+    @property
+    def language_info(self) -> dict[str, Any] | None:
+        """The language_info of the kernel's kernel_info reply, read when it started (it does not change)."""
+        reply = getattr(self.kc, "kernel_info_reply", None)
+        info = (reply or {}).get("content", {}).get("language_info")
+        return dict(info) if isinstance(info, dict) else None
 
     def exit_code(self) -> int | None:
         process = getattr(self.km.provisioner, "process", None)
@@ -238,6 +279,10 @@ class Kernel:
     async def release(self) -> None:
         """jupyter_client's clean-up once the process is gone (its connection files and sockets; ~10 ms, nothing
         a job waits for: KernelPool.release_later), or the kill where the process is still there."""
+        if self.enter_file is not None:  # left when the kernel was killed before it read it
+            for leftover in (self.enter_file, f"{self.enter_file}.partial"):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
         try:
             await self.km.shutdown_kernel(now=True)
         except Exception as exc:
@@ -265,6 +310,7 @@ class KernelPool:
 
     async def start_kernel(self, name: str, cwd: Path | None = None) -> Kernel:
         km = AsyncKernelManager(kernel_name=name, transport="ipc", context=self._zmq)
+        km.client_factory = _InfoKeepingClient
         km.shutdown_wait_time = 1.0
         # Every kernel goes through ForkProvisioner: forked by the zygote when it can be, else launched, and held
         # to the worker's life and the memory limit either way.
@@ -277,6 +323,7 @@ class KernelPool:
         ipc_dir = Path(os.environ.get("NBRELAY_RUNTIME_DIR") or tempfile.gettempdir())
         ipc_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         km.ip = str(ipc_dir / f"k-{os.urandom(6).hex()}")
+        provisioner.enter_file = f"{km.ip}-enter"
         await km.start_kernel(cwd=str(cwd or self.cwd), extra_arguments=["--HistoryManager.hist_file=:memory:"])
         kc = km.client(context=self._zmq)
         # No heartbeat channel (a thread and a socket per kernel): the client asks its manager, which polls the

@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Any
 
+from nbrelay.runner import enter
 from nbrelay.runner.lifeline import start_kernel
 
 # What a kernel imports while it initialises and runs its first cell, beyond ipykernel's own modules (ipykernel 6,
@@ -94,6 +95,8 @@ def _become_kernel(request: dict[str, Any]) -> None:
     os.dup2(devnull, 1)
     os.dup2(err, 2)
     os.chdir(request.get("cwd") or "/")
+    if request.get("enter_file"):
+        enter.install(str(request["enter_file"]))
     os.environ.clear()
     os.environ.update(request.get("env") or {})
     args = [str(a) for a in request["args"]]
