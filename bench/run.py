@@ -337,7 +337,7 @@ def last_cell_end(nb: dict[str, Any]) -> float:
 def f3_job(server: Server, client: Any) -> dict[str, float]:
     """Submit the 200-cell notebook once the WebSocket is subscribed; the terminal event's arrival against the
     last cell's end (wall clock: the kernel stamps its replies with this machine's clock)."""
-    _, received, job_id = submit_notified(server, client, F3_NAME, {})
+    _, received, (job_id,) = submit_notified(server, client, F3_NAME, {})
     job = server.job(job_id)
     response = server.http.get(f"/api/jobs/{job_id}/notebook")
     response.raise_for_status()
