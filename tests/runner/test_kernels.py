@@ -60,3 +60,10 @@ async def test_the_pool_refills_when_a_job_gives_its_kernel_back_while_another_i
             await kernel.shutdown()
     finally:
         await pool.close()
+
+
+async def test_a_closed_pool_starts_no_kernel(tmp_path: Path) -> None:
+    pool = KernelPool(size=2, cwd=tmp_path, startup_timeout_s=60)
+    await pool.close()
+    pool.refill("python3")  # a job ending while its worker stops
+    assert not pool._filling.get("python3")

@@ -139,3 +139,20 @@ async def test_a_jobs_end_saved_while_another_connection_writes_waits_and_keeps_
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone() == ("succeeded",)
         assert conn.execute("SELECT COUNT(*) FROM deliveries WHERE job_id = ?", (job.id,)).fetchone() == (1,)
+
+
+async def test_asked_from_another_thread_it_does_nothing_and_says_so(sqlite_store: SqlJobStore) -> None:
+    here = LoopSqlite(engine_url(str(sqlite_store.url)), sqlite_pragmas)
+    read = sa.select(sa.func.count()).select_from(jobs)
+    try:
+        assert here.run(lambda conn: conn.execute(read).scalar()) == 0  # opened on this thread
+
+        def elsewhere() -> object:
+            try:
+                return here.run(lambda conn: conn.execute(read).scalar())
+            except Busy as exc:
+                return exc
+
+        assert isinstance(await asyncio.to_thread(elsewhere), Busy)
+    finally:
+        here.close()

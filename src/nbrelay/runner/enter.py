@@ -45,7 +45,8 @@ def install(request_file: str) -> None:
 def ask(pid: int, request_file: str, folder: Path) -> None:
     """In the worker: have kernel `pid` (which installed a handler on `request_file`) enter `folder`."""
     partial = f"{request_file}.partial"
-    with open(partial, "w", encoding="utf-8") as request:
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as request:
         request.write(str(folder))
     os.replace(partial, request_file)  # the kernel reads a whole path or none
     os.kill(pid, ENTER_SIGNAL)

@@ -307,6 +307,7 @@ class KernelPool:
         self._ready: dict[str, deque[Kernel]] = {}
         self._filling: dict[str, set[asyncio.Task[None]]] = {}
         self._releasing: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     async def start_kernel(self, name: str, cwd: Path | None = None) -> Kernel:
         km = AsyncKernelManager(kernel_name=name, transport="ipc", context=self._zmq)
@@ -361,6 +362,8 @@ class KernelPool:
         return kernel
 
     def refill(self, name: str) -> None:
+        if self._closing:  # a job ending while the pool closes: no kernel is needed any more
+            return
         tasks = self._filling.setdefault(name, set())
         missing = self.size - len(self._ready.get(name, ())) - len(tasks)
         for _ in range(max(0, missing)):
@@ -385,6 +388,7 @@ class KernelPool:
         self.refill(kernel.name)
 
     async def close(self) -> None:
+        self._closing = True
         await asyncio.gather(*self._releasing, return_exceptions=True)
         for tasks in self._filling.values():
             for task in list(tasks):

@@ -11,6 +11,7 @@ commits. SQLite in WAL mode: a read never waits for a writer, only a write does.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,7 +26,8 @@ __all__ = ["Busy", "LoopSqlite", "is_busy"]
 
 
 class Busy(Exception):
-    """The statement would have had to wait for another connection's lock: nothing of it was done."""
+    """The statement would have had to wait for another connection's lock, or was asked for on another thread than
+    the one the connection belongs to: nothing of it was done (the caller takes its async path)."""
 
 
 def is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -42,6 +44,7 @@ class LoopSqlite:
         self._on_connect = on_connect
         sa.event.listen(self._engine, "connect", self._prepare)
         self._conn: sa.Connection | None = None
+        self._thread: int | None = None  # the thread that opened the connection, the only one to use it
 
     def _prepare(self, dbapi_connection: Any, record: Any) -> None:
         self._on_connect(dbapi_connection, record)
@@ -52,6 +55,7 @@ class LoopSqlite:
     def connection(self) -> sa.Connection:
         if self._conn is None:
             self._conn = self._engine.connect()
+            self._thread = threading.get_ident()
         return self._conn
 
     @property
@@ -61,6 +65,8 @@ class LoopSqlite:
 
     def run(self, work: Callable[[sa.Connection], T]) -> T:
         """`work` in one transaction, committed; `Busy` (rolled back) if it would have waited for a lock."""
+        if self._thread is not None and self._thread != threading.get_ident():
+            raise Busy("the connection belongs to another thread")
         conn = self.connection
         try:
             with conn.begin():
