@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from nbrelay.store import NewJob
 from nbrelay.store.loop_sqlite import Busy, LoopSqlite
 from nbrelay.store.notifications import NotificationStore
 from nbrelay.store.sql import SqlJobStore, engine_url, jobs, sqlite_pragmas
+from tests.store.locks import held_by_another_thread, write_lock
 
 
 @pytest.fixture
@@ -28,38 +27,6 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqlJobStore]:
         yield store
     finally:
         await store.close()
-
-
-@contextmanager
-def write_lock(path: str) -> Iterator[sqlite3.Connection]:
-    """Another connection holding SQLite's write lock until the block ends."""
-    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")
-    try:
-        yield other
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
-
-
-@contextmanager
-def held_by_another_thread(path: str) -> Iterator[None]:
-    """SQLite's write lock held by a connection on another thread for the whole block."""
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with write_lock(path):
-            locked.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert locked.wait(10)
-        yield
-    finally:
-        release.set()
-        holder.join()
 
 
 def db_path(store: SqlJobStore) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sqlite3
+import threading
 from pathlib import Path
 
 import anyio
@@ -12,6 +14,7 @@ import pytest
 
 from nbrelay.store import open_store
 from nbrelay.store.base import NewJob
+from tests.store.locks import write_lock
 
 
 async def test_reads_cancelled_as_starlette_cancels_leave_nothing_pending(
@@ -53,3 +56,38 @@ async def test_a_write_whose_caller_is_cancelled_is_made(tmp_path: Path) -> None
         assert [job.notebook for job in await store.list_jobs()] == ["a.ipynb"]
     finally:
         await store.close()
+
+
+def test_a_store_closing_lets_a_cancelled_callers_write_finish_before_the_loop_ends(tmp_path: Path) -> None:
+    """A shutdown: the caller (a loop being stopped) is cancelled while its write waits for SQLite's lock, the store
+    closes, the event loop ends. The write is made: close() waits for it, where the end of the loop would otherwise
+    cancel it mid-way (a connection invalidated, the row never committed)."""
+    path = tmp_path / "jobs.db"
+
+    async def shutdown() -> None:
+        store = open_store(f"sqlite:///{path}")
+        await store.start()
+        with sqlite3.connect(path) as conn:
+            conn.execute("SELECT 1")  # the file is there before the other thread locks it
+        locked, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with write_lock(str(path)):
+                locked.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert locked.wait(10)
+        threading.Timer(0.3, release.set).start()  # the lock goes while the store is closing
+        call = asyncio.create_task(store.add_job(NewJob(owner="ada", notebook="a.ipynb", kernel_name="python3")))
+        await asyncio.sleep(0.05)  # waiting for the lock on the async path
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await store.close()
+        holder.join()
+
+    asyncio.run(shutdown())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT notebook FROM jobs").fetchall() == [("a.ipynb",)]

@@ -40,6 +40,14 @@ def finishes_when_cancelled(method: Callable[P, Coroutine[Any, Any, R]]) -> Call
     return call
 
 
+async def settle(timeout_s: float = 10.0) -> None:
+    """Wait for the calls whose callers were cancelled (at most `timeout_s`): a store closes its engine only after
+    them, so that a write asked for before a shutdown is made, and no call is left mid-way when the loop ends."""
+    pending = [task for task in _finishing if task.get_loop() is asyncio.get_running_loop()]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout_s)
+
+
 def _ended_after_cancel(task: asyncio.Task[Any]) -> None:
     _finishing.discard(task)
     if not task.cancelled() and task.exception() is not None:  # nobody waits for it: say it here

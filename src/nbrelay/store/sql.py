@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from nbrelay.models import Job, JobError, JobState, utcnow
 from nbrelay.store.base import TOKEN_HASH_MAX, NewJob, TokenRecord, check_user_name
 from nbrelay.store.loop_sqlite import Busy, LoopSqlite
-from nbrelay.store.shielded import calls_finish_when_cancelled
+from nbrelay.store.shielded import calls_finish_when_cancelled, settle
 
 __all__ = ["MIGRATIONS_DIR", "SqlJobStore", "UtcDateTime", "engine_url", "jobs", "metadata", "sqlite_pragmas", "tokens"]
 
@@ -329,6 +329,7 @@ class SqlJobStore:
         self._started = True
 
     async def close(self) -> None:
+        await settle()  # calls whose callers were cancelled (a loop stopping, a client gone) end first
         if self._here is not None:
             self._here.close()
         await self._engine.dispose()
