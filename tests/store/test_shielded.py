@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import sqlite3
-import threading
 from pathlib import Path
 
 import anyio
@@ -14,7 +13,7 @@ import pytest
 
 from nbrelay.store import open_store
 from nbrelay.store.base import NewJob
-from tests.store.locks import write_lock
+from tests.store.locks import held_by_another_thread
 
 
 async def test_reads_cancelled_as_starlette_cancels_leave_nothing_pending(
@@ -67,26 +66,15 @@ def test_a_store_closing_lets_a_cancelled_callers_write_finish_before_the_loop_e
     async def shutdown() -> None:
         store = open_store(f"sqlite:///{path}")
         await store.start()
-        with sqlite3.connect(path) as conn:
-            conn.execute("SELECT 1")  # the file is there before the other thread locks it
-        locked, release = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            with write_lock(str(path)):
-                locked.set()
-                release.wait(10)
-
-        holder = threading.Thread(target=hold)
-        holder.start()
-        assert locked.wait(10)
-        threading.Timer(0.3, release.set).start()  # the lock goes while the store is closing
-        call = asyncio.create_task(store.add_job(NewJob(owner="ada", notebook="a.ipynb", kernel_name="python3")))
-        await asyncio.sleep(0.05)  # waiting for the lock on the async path
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
-        await store.close()
-        holder.join()
+        with held_by_another_thread(str(path)):
+            call = asyncio.create_task(store.add_job(NewJob(owner="ada", notebook="a.ipynb", kernel_name="python3")))
+            await asyncio.sleep(0.05)  # waiting for the lock on the async path
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            closing = asyncio.create_task(store.close())
+            await asyncio.sleep(0.3)  # the lock goes while the store is closing
+        await closing
 
     asyncio.run(shutdown())
     with sqlite3.connect(path) as conn:

@@ -358,7 +358,7 @@ class SqlJobStore:
 
     async def get_job(self, job_id: int) -> Job | None:
         key = {"job_id": job_id}
-        row = await self._read(lambda conn: conn.execute(_GET_JOB, key).first())
+        row = await self._transaction(lambda conn: conn.execute(_GET_JOB, key).first(), read_only=True)
         return _to_job(row) if row is not None else None
 
     async def get_jobs(self, job_ids: Iterable[int]) -> Sequence[Job]:
@@ -475,7 +475,9 @@ class SqlJobStore:
         wanted = sorted(set(job_ids))
         if not wanted:
             return {}
-        rows = await self._read(lambda conn: conn.execute(_QUEUE_POSITIONS, {"ids": wanted}).all())
+        rows = await self._transaction(
+            lambda conn: conn.execute(_QUEUE_POSITIONS, {"ids": wanted}).all(), read_only=True
+        )
         return {int(job_id): int(position) for job_id, position in rows}
 
     async def jobs_in_state(self, state: JobState) -> Sequence[Job]:
@@ -555,26 +557,16 @@ class SqlJobStore:
             result = await conn.execute(tokens.delete().where(tokens.c.name == name))
         return int(result.rowcount)
 
-    async def _transaction(self, work: Callable[[Connection], T]) -> T:
+    async def _transaction(self, work: Callable[[Connection], T], *, read_only: bool = False) -> T:
         """`work` in one transaction, committed: on the loop's own SQLite connection when no other connection is
-        writing (nothing there waits), else through the async driver, which waits for the write lock."""
+        writing (nothing there waits; in WAL a read waits for no writer, save in rare moments such as the log being
+        reset), else through the async driver, which waits for the write lock."""
         if self._here is not None:
             try:
                 return self._here.run(work)
             except Busy:
                 pass  # rolled back: nothing of it was done
-        async with self._engine.begin() as conn:
-            return await conn.run_sync(work)
-
-    async def _read(self, work: Callable[[Connection], T]) -> T:
-        """`work` reading only: on the loop's own SQLite connection (in WAL a read does not wait for writers, save
-        in rare moments, such as the log being reset: the async driver then), else through the async driver."""
-        if self._here is not None:
-            try:
-                return self._here.run(work)
-            except Busy:
-                pass
-        async with self._engine.connect() as conn:
+        async with self._engine.connect() if read_only else self._engine.begin() as conn:
             return await conn.run_sync(work)
 
     async def _fetch(self, query: sa.Select[Any]) -> list[Job]:
