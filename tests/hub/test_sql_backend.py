@@ -1,6 +1,8 @@
-"""What group commit in the sql:// hub promises beyond the HubBackend contract (tests/hub/test_hub.py), on
-SQLite and PostgreSQL: publishes of one moment share a transaction, a failed transaction fails each of its
-publishers and keeps everything acknowledged before it, and close() writes what was published before it."""
+"""What the sql:// hub promises beyond the HubBackend contract (tests/hub/test_hub.py). On SQLite and PostgreSQL:
+publishes of one moment share a transaction, close() writes what was published before it. PostgreSQL: a failed
+transaction fails each of its publishers and keeps everything acknowledged before it. SQLite (journal first): a
+publish never waits for the database, and what the database refuses or a lock delays is written later, all of it.
+What a process that dies leaves in the journal: tests/hub/test_sqlite_journal.py."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from sqlalchemy.engine import make_url
 
 from nbrelay.errors import HubUnavailable
 from nbrelay.hub import Hub, open_hub
-from nbrelay.hub.backends.sql import _LOCK_TRY_MS, SqlBackend
+from nbrelay.hub.backends.sql import SqlBackend
+from nbrelay.hub.backends.sqlite_writer import _LOCK_TRY_MS
 from tests.conftest import fresh_postgres_url
 from tests.hub.test_hub import has, publish, received
 
@@ -31,8 +34,11 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             yield f"sqlite:///{tmp_path / 'hub.db'}"
 
 
-async def opened(database: str) -> Hub:
+async def opened(database: str, commit_window_s: float | None = None) -> Hub:
     hub = open_hub("sql://", database_url=database, history_size=500, history_ttl_s=3600, subscriber_queue_size=1000)
+    if commit_window_s is not None:
+        assert isinstance(hub.backend, SqlBackend) and hub.backend.sqlite is not None
+        hub.backend.sqlite.commit_window_s = commit_window_s
     await hub.start()
     return hub
 
@@ -49,15 +55,25 @@ def admin_sql(database: str, statement: str) -> None:
 
 
 def counting_transactions(backend: SqlBackend) -> list[int]:
-    """The size of each batch written from now on (a wrapper around the real write)."""
+    """The number of events of each transaction written from now on (a wrapper around the real write)."""
     sizes: list[int] = []
-    write: Callable[..., Any] = backend._write
+    if backend.sqlite is not None:
+        writer = backend.sqlite
+        transaction: Callable[..., Any] = writer._transaction
+
+        def counted_here(db: Any, records: list[Any], expire: bool) -> Any:
+            sizes.append(sum(len(r.placements) for r in records))
+            return transaction(db, records, expire)
+
+        writer._transaction = counted_here  # type: ignore[method-assign]
+        return sizes
+    write: Callable[..., Any] = backend._write_postgres
 
     async def counted(batch: list[Any]) -> Any:
-        sizes.append(len(batch))
+        sizes.append(sum(len(item.streams) for item in batch))
         return await write(batch)
 
-    backend._write = counted  # type: ignore[method-assign]
+    backend._write_postgres = counted  # type: ignore[method-assign]
     return sizes
 
 
@@ -67,16 +83,23 @@ async def test_publishes_of_one_moment_share_one_transaction(database: str) -> N
         assert isinstance(hub.backend, SqlBackend)
         sizes = counting_transactions(hub.backend)
         placed = await asyncio.gather(*(publish(hub, f"user:u{i % 7}", n=i) for i in range(100)))
+        await hub.resume("user:u0", "x:0")  # a read: what was published is in the database first
         assert sum(sizes) == 100 and len(sizes) <= 2, sizes
         assert sorted(e.offset or 0 for e in placed if e.stream == "user:u0") == list(range(1, 16))
     finally:
         await hub.close()
 
 
-async def test_a_failed_transaction_fails_each_publisher_and_loses_nothing_acknowledged(database: str) -> None:
+@pytest.mark.postgres
+async def test_postgres_a_failed_transaction_fails_each_publisher_and_loses_nothing_acknowledged() -> None:
     """A real fault: the events table is renamed away under the running hub, so the batch's INSERT fails after
     its offsets were taken. Every publisher of the batch gets HubUnavailable; the offsets are not used up; what was
     acknowledged before is all there, and publishing goes on once the table is back."""
+    with fresh_postgres_url() as database:
+        await _fails_each_publisher_and_loses_nothing_acknowledged(database)
+
+
+async def _fails_each_publisher_and_loses_nothing_acknowledged(database: str) -> None:
     hub = await opened(database)
     try:
         sub = hub.subscription()
@@ -92,6 +115,36 @@ async def test_a_failed_transaction_fails_each_publisher_and_loses_nothing_ackno
         kept = (await hub.resume("user:a", f"{after.epoch}:0")).events
         assert [(e.offset, e.data["n"]) for e in kept] == [(1, 0), (2, 1), (3, 2), (4, 99)]
         assert [e.data["n"] for e in await received(sub, has(4))] == [0, 1, 2, 99]  # nothing of the failed batch
+    finally:
+        await hub.close()
+
+
+async def test_sqlite_the_database_refusing_a_group_loses_nothing_delivered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same fault on SQLite: the publishes are delivered (journaled first), the group the database refuses is
+    kept and tried again, a read meanwhile says why it cannot answer, and once the table is back the database
+    has every event, in order, at the offsets delivered."""
+    database = f"sqlite:///{tmp_path / 'hub.db'}"
+    hub = await opened(database, commit_window_s=0.01)
+    try:
+        sub = hub.subscription()
+        await hub.follow(sub, "user:a")
+        before = [await publish(hub, "user:a", n=i) for i in range(3)]
+        await hub.resume("user:a", before[0].id or "")  # written
+        admin_sql(database, "ALTER TABLE hub_events RENAME TO hub_events_away")
+        during = [await publish(hub, "user:a", n=10 + i) for i in range(5)]
+        assert [e.offset for e in during] == [4, 5, 6, 7, 8]
+        assert [e.data["n"] for e in await received(sub, has(8))] == [0, 1, 2, 10, 11, 12, 13, 14]
+        with pytest.raises(HubUnavailable, match="could not write its events"):
+            await hub.resume("user:a", before[0].id or "")
+        assert any("kept in its journal" in r.getMessage() for r in caplog.records)
+        admin_sql(database, "ALTER TABLE hub_events_away RENAME TO hub_events")
+        after = await publish(hub, "user:a", n=99)
+        assert after.offset == 9 and after.epoch == before[0].epoch
+        kept = (await hub.resume("user:a", f"{after.epoch}:0")).events
+        numbers = [0, 1, 2, 10, 11, 12, 13, 14, 99]
+        assert [(e.offset, e.data["n"]) for e in kept] == list(zip(range(1, 10), numbers, strict=True))
     finally:
         await hub.close()
 
@@ -112,54 +165,71 @@ async def test_close_writes_what_was_published_before_it(database: str) -> None:
         await again.close()
 
 
-async def test_sqlite_a_publish_while_another_connection_writes_waits_off_the_loop(tmp_path: Path) -> None:
-    """The job store holds SQLite's write lock (here: another connection in BEGIN IMMEDIATE): the batch is not
-    written on the event loop, which stays free, but on the writer thread, which waits for the lock."""
+def written(path: Path, stream: str) -> list[int]:
+    """The offsets of `stream` in the database at `path`, read by another connection."""
+    with sqlite3.connect(path) as db:
+        return [row[0] for row in db.execute('SELECT "offset" FROM hub_events WHERE stream = ? ORDER BY 1', (stream,))]
+
+
+async def test_sqlite_a_publish_while_another_connection_writes_is_delivered_at_once(tmp_path: Path) -> None:
+    """The job store holds SQLite's write lock (here: another connection in BEGIN IMMEDIATE): the publish does not
+    wait for it. Its event is delivered and answered at once; the database gets it from the writer thread, which
+    waits for the lock, once it is free (the event loop stays free meanwhile)."""
     path = tmp_path / "hub.db"
-    hub = await opened(f"sqlite:///{path}")
+    hub = await opened(f"sqlite:///{path}", commit_window_s=0.01)
     try:
+        sub = hub.subscription()
+        await hub.follow(sub, "user:a")
         first = await publish(hub, "user:a", n=0)
+        await hub.resume("user:a", first.id or "")
         other = sqlite3.connect(path, isolation_level=None)
         try:
             other.execute("BEGIN IMMEDIATE")
-            pending = asyncio.create_task(publish(hub, "user:a", n=1))
-            await asyncio.sleep(0.3)  # the loop runs meanwhile
-            assert not pending.done()
+            second = await asyncio.wait_for(publish(hub, "user:a", n=1), 1)
+            assert second.id == f"{first.epoch}:2"
+            assert [e.offset for e in await received(sub, has(2))] == [1, 2]
+            await asyncio.sleep(0.3)  # the loop runs meanwhile; the group waits for the lock
+            assert written(path, "user:a") == [1]
             other.execute("COMMIT")
         finally:
             other.close()
-        assert (await pending).id == f"{first.epoch}:2"
+        for _ in range(100):
+            if written(path, "user:a") == [1, 2]:
+                break
+            await asyncio.sleep(0.02)
+        assert written(path, "user:a") == [1, 2]
     finally:
         await hub.close()
 
 
 @pytest.mark.parametrize("lock_wait_s", [30.0, 0.5])
-async def test_sqlite_a_lock_held_past_one_try_is_waited_out_up_to_lock_wait_s(
+async def test_sqlite_a_lock_held_past_one_try_is_waited_out_and_nothing_is_lost(
     tmp_path: Path, lock_wait_s: float, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Another connection holds the write lock for 2.5 tries of the writer thread: with the default wait the
-    publish is written once the lock is free (a warning per try says so); with a shorter wait it fails, as
-    HubUnavailable, and takes no offset."""
+    """Another connection holds the write lock for 2.5 tries of the writer thread: with the default wait the group
+    is written once the lock is free (a warning per try says so); with a shorter wait the database refuses it,
+    and it is kept and written at a later try. Either way the publish was answered at once."""
     path = tmp_path / "hub.db"
-    hub = await opened(f"sqlite:///{path}")
+    hub = await opened(f"sqlite:///{path}", commit_window_s=0.01)
     try:
-        assert isinstance(hub.backend, SqlBackend)
-        hub.backend.lock_wait_s = lock_wait_s
+        assert isinstance(hub.backend, SqlBackend) and hub.backend.sqlite is not None
+        hub.backend.sqlite.lock_wait_s = lock_wait_s
         first = await publish(hub, "user:a", n=0)
+        await hub.resume("user:a", first.id or "")
         other = sqlite3.connect(path, isolation_level=None)
         try:
             other.execute("BEGIN IMMEDIATE")
-            pending = asyncio.create_task(publish(hub, "user:a", n=1))
+            second = await asyncio.wait_for(publish(hub, "user:a", n=1), 1)
             await asyncio.sleep(2.5 * _LOCK_TRY_MS / 1000)
             other.execute("COMMIT")
         finally:
             other.close()
+        assert second.id == f"{first.epoch}:2"
+        resume = await hub.resume("user:a", first.id or "")
+        assert resume.recovered and [e.data["n"] for e in resume.events] == [1]
         if lock_wait_s > 2.5 * _LOCK_TRY_MS / 1000:
-            assert (await pending).id == f"{first.epoch}:2"
             assert sum("waited" in r.getMessage() for r in caplog.records) >= 2
         else:
-            with pytest.raises(HubUnavailable, match="database is locked"):
-                await pending
-            assert (await publish(hub, "user:a", n=2)).id == f"{first.epoch}:2"
+            assert any("kept in its journal" in r.getMessage() for r in caplog.records)
     finally:
         await hub.close()

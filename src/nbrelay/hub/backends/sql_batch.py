@@ -1,6 +1,6 @@
 """Group commit for the sql:// hub, the part without I/O: what one transaction writes for a batch of publishes
-(how many offsets each stream takes, the rows, the positioned events, the trims), and its SQL in each driver's
-own parameter style. sql.py runs it on SQLite (a thread of its own) and PostgreSQL (psycopg, async)."""
+(how many offsets each stream takes, the rows, the positioned events, the trims), and its SQL. sql.py runs it on
+PostgreSQL (psycopg, async); SQLite's writer (sqlite_writer.py) shares the trims and the time format."""
 
 from __future__ import annotations
 
