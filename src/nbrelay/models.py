@@ -205,16 +205,28 @@ class Event:
     stream: str | None = None
     offset: int | None = None
     epoch: str | None = None
-    # Encoded once, however many clients the event goes to (see json() and ws_text()).
+    # Encoded once, however many clients the event goes to (see json() and ws_text()); the data once for every
+    # stream the event is published on (see data_json()).
+    _data_json: str | None = field(default=None, init=False, repr=False, compare=False)
     _json: str | None = field(default=None, init=False, repr=False, compare=False)
     _ws_text: str | None = field(default=None, init=False, repr=False, compare=False)
     _ws_frame: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def data_json(self) -> str:
+        """The event's data as compact JSON text, built on first use and kept (its positioned copies share it)."""
+        text = self._data_json
+        if text is None:
+            text = compact_json(self.data)
+            object.__setattr__(self, "_data_json", text)
+        return text
 
     def json(self) -> str:
         """The event as compact JSON text (the SSE `data:`), built on first use and kept."""
         text = self._json
         if text is None:
-            text = compact_json(self.to_dict())
+            head = self.to_dict()
+            del head["data"]
+            text = f'{compact_json(head)[:-1]},"data":{self.data_json()}}}'
             object.__setattr__(self, "_json", text)
         return text
 
@@ -248,7 +260,10 @@ class Event:
 
     def positioned(self, stream: str, offset: int, epoch: str) -> Event:
         """This event as published on `stream`: the same type, data and time, at (epoch, offset)."""
-        return Event(self.type, self.data, ts=self.ts, stream=stream, offset=offset, epoch=epoch)
+        copy = Event(self.type, self.data, ts=self.ts, stream=stream, offset=offset, epoch=epoch)
+        if self._data_json is not None:
+            object.__setattr__(copy, "_data_json", self._data_json)
+        return copy
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> Event:

@@ -15,7 +15,7 @@ from typing import Any
 
 from nbrelay.hub import Hub, open_hub
 from nbrelay.hub.backends.sql import SqlBackend
-from nbrelay.hub.backends.sqlite_journal import Journal, encode
+from nbrelay.hub.backends.sqlite_journal import Journal, decode, encode
 from nbrelay.models import Event
 
 # A process of its own publishes with a window so long that nothing reaches the database, then acts as told.
@@ -158,6 +158,16 @@ def test_one_journal_holds_the_lock_at_a_time_and_learns_who_held_it_since(tmp_p
     finally:
         first.close()
         second.close()
+
+
+def test_a_record_reads_back_as_written_whatever_its_strings_hold() -> None:
+    odd = 'a "quoted"\ttab, a\nnewline, a \\ and ünïcode ✓'
+    data = json.dumps({"text": odd})
+    line = encode("2026-12-05 05:00:00.000001", odd, [(odd, 7, "ab12"), ("job:1", 2**62, odd)], data)
+    assert line.count(b"\n") == 1 and line.endswith(b"\n") and line.count(b"\t") == 1
+    record = decode(line[:-1])
+    assert (record.ts, record.type, record.data_json) == ("2026-12-05 05:00:00.000001", odd, data)
+    assert record.placements == [(odd, 7, "ab12"), ("job:1", 2**62, odd)]
 
 
 def test_the_files_are_private(tmp_path: Path) -> None:

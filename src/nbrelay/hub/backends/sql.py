@@ -33,7 +33,7 @@ from nbrelay.errors import HubUnavailable
 from nbrelay.hub.backends.base import Deliver, History
 from nbrelay.hub.backends.sql_batch import Publish, Statements, offsets_needed, place, trims
 from nbrelay.hub.backends.sqlite_writer import COMMIT_WINDOW_S, SqliteWriter
-from nbrelay.models import Event, compact_json, utcnow
+from nbrelay.models import Event, utcnow
 from nbrelay.store.shielded import finishes_when_cancelled
 from nbrelay.store.sql import UtcDateTime, engine_url, sqlite_pragmas
 
@@ -174,7 +174,7 @@ class SqlBackend:
         if self.sqlite is not None:
             return await self.sqlite.publish(event, streams)
         # Encoded here, once for all its streams: an event that cannot be encoded fails its own publisher only.
-        item = Publish(event, tuple(streams), compact_json(event.data), asyncio.get_running_loop().create_future())
+        item = Publish(event, tuple(streams), event.data_json(), asyncio.get_running_loop().create_future())
         # Full: the publisher waits for room. Never dropped: a publish is a promise of durability.
         while self._pending_events >= _MAX_PENDING_EVENTS:
             self._room.clear()

@@ -77,7 +77,7 @@ def trims(batch_counts: dict[str, int], last: dict[str, tuple[str, int]], histor
 def sqlite_ts(ts: datetime) -> str:
     """A time as SQLAlchemy's SQLite DateTime stores it (UTC, no zone): history reads it back, and the TTL's cutoff
     compares with it as text in the same format."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return ts.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class Statements:

@@ -33,7 +33,7 @@ from nbrelay.errors import HubUnavailable
 from nbrelay.hub.backends.base import Deliver
 from nbrelay.hub.backends.sql_batch import Publish, sqlite_ts, trims
 from nbrelay.hub.backends.sqlite_journal import Journal, Placement, Record, Taken, encode
-from nbrelay.models import Event, compact_json
+from nbrelay.models import Event
 from nbrelay.store.loop_sqlite import LoopSqlite, is_busy
 from nbrelay.store.sql import sqlite_pragmas
 
@@ -145,7 +145,7 @@ class SqliteWriter:
     # publishing -------------------------------------------------------------------------------------------------
     async def publish(self, event: Event, streams: Sequence[str]) -> list[Event]:
         # Encoded here, once for all its streams: an event that cannot be encoded fails its own publisher only.
-        data_json = compact_json(event.data)
+        data_json = event.data_json()
         if not self._waiting and self._ready_here(streams):
             return self._place(event, streams, data_json)
         item = Publish(event, tuple(streams), data_json, asyncio.get_running_loop().create_future())
