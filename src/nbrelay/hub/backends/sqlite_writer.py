@@ -229,8 +229,12 @@ class SqliteWriter:
         return placed
 
     def position(self, stream: str) -> tuple[str, int] | None:
-        """Where the stream stands, if this process hands out its offsets now (else the database says)."""
-        return self.known.get(stream) if self.journal.held else None
+        """Where the stream stands if this process hands out offsets now: what it handed out last, or, for a stream
+        it has not published on since it took the lock, the database (nobody else writes meanwhile). None when the
+        lock is not this process's, or the read could not be had at once."""
+        if not self.journal.held:
+            return None
+        return self.known.get(stream) or self.read_position_here(stream)
 
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[None]:
