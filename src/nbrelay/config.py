@@ -89,9 +89,10 @@ class Settings(BaseSettings):
     reports_folder: Path | None = Field(None, validation_alias=AliasChoices("reports_dir", "NBRELAY_REPORTS_DIR"))
     workers: int = Field(default_factory=_default_workers, ge=1, le=256)
     # Warm kernels kept ready per kernel name in each worker process. Each is started (forked) while jobs run, so it
-    # is also how many kernel starts are under way at once: 3 ran 80 tiny jobs back to back at ~820 jobs/min on two
-    # cores, 1 at ~310 (docs/benchmarks.md, F2); an idle forked kernel costs ~25 MiB (PSS).
-    kernel_pool_size: int = Field(3, ge=0, le=16)
+    # is also how many kernel starts are under way at once, which bounds throughput: 80 tiny jobs back to back on two
+    # cores, two workers, ran at ~900 jobs/min with 3, ~1,180 with 4, ~1,340 with 5, ~1,400 with 6, ~1,470 with 8
+    # (docs/benchmarks.md, F2); an idle forked kernel costs ~25 MiB (PSS).
+    kernel_pool_size: int = Field(6, ge=0, le=16)
     # Fork python kernels from a preloaded process (about 8x less CPU per kernel than a fresh interpreter).
     fork_kernels: bool = True
     kernel_startup_timeout_s: float = Field(60.0, gt=0)
