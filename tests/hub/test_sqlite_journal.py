@@ -13,6 +13,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from nbrelay.errors import HubUnavailable
 from nbrelay.hub import Hub, open_hub
 from nbrelay.hub.backends.sql import SqlBackend
 from nbrelay.hub.backends.sqlite_journal import Journal, decode, encode
@@ -136,6 +139,26 @@ async def test_a_journal_that_cannot_grow_fails_the_publish_and_uses_up_no_offse
         assert [n for _, n in rows(path, "user:a")] == [*range(10), *range(12, 20)]
         assert [offset for offset, _ in rows(path, "user:a")] == list(range(1, 19))
     finally:
+        await hub.close()
+
+
+async def test_a_hub_whose_lock_another_process_keeps_says_so(tmp_path: Path) -> None:
+    """Another process holds the lock and never lets go (here: a journal of the test's own): the hub waits
+    lock_wait_s, then refuses to start with a message that names the lock file and the likely cause."""
+    path = tmp_path / "hub.db"
+    other = Journal(path)
+    other.open()
+    assert other.try_lock() is not None
+    database = f"sqlite:///{path}"
+    hub = open_hub("sql://", database_url=database, history_size=5, history_ttl_s=60, subscriber_queue_size=9)
+    assert isinstance(hub.backend, SqlBackend) and hub.backend.sqlite is not None
+    hub.backend.sqlite.lock_wait_s = 0.3
+    try:
+        with pytest.raises(HubUnavailable, match=r"hub\.lock") as refused:
+            await hub.start()
+        assert "second server" in (refused.value.hint or "")
+    finally:
+        other.close()
         await hub.close()
 
 

@@ -408,7 +408,14 @@ class SqliteWriter:
             lock = self.journal.lock_path
             log.warning("the hub has waited %.1f s for another process to let go of %s", seconds, lock)
 
-        return self.journal.lock_waiting(self.lock_wait_s, waited)
+        try:
+            return self.journal.lock_waiting(self.lock_wait_s, waited)
+        except TimeoutError as exc:
+            raise HubUnavailable(
+                f"the hub could not take {self.journal.lock_path}: {exc}",
+                hint="another process publishes on this database and does not let go: is a second server running "
+                "on the same data folder? (several nodes share a hub through redis://)",
+            ) from exc
 
     def _took(self, taken: Taken) -> None:
         if taken.others_wrote:
