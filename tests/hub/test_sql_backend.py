@@ -233,3 +233,24 @@ async def test_sqlite_a_lock_held_past_one_try_is_waited_out_and_nothing_is_lost
             assert any("kept in its journal" in r.getMessage() for r in caplog.records)
     finally:
         await hub.close()
+
+
+async def test_sqlite_a_stream_whose_position_cannot_be_read_fails_its_publish_and_uses_up_nothing(
+    tmp_path: Path,
+) -> None:
+    """The streams table is renamed away: a publish to a stream this hub has not read yet cannot learn its position
+    and fails with HubUnavailable, delivering nothing; once the table is back the stream starts at offset 1."""
+    database = f"sqlite:///{tmp_path / 'hub.db'}"
+    hub = await opened(database)
+    try:
+        sub = hub.subscription()
+        await hub.follow(sub, "user:new")
+        admin_sql(database, "ALTER TABLE hub_streams RENAME TO hub_streams_away")
+        with pytest.raises(HubUnavailable, match="could not publish"):
+            await publish(hub, "user:new", n=0)
+        admin_sql(database, "ALTER TABLE hub_streams_away RENAME TO hub_streams")
+        placed = await publish(hub, "user:new", n=1)
+        assert placed.offset == 1
+        assert [e.data["n"] for e in await received(sub, has(1))] == [1]
+    finally:
+        await hub.close()

@@ -146,7 +146,12 @@ class SqliteWriter:
     async def publish(self, event: Event, streams: Sequence[str]) -> list[Event]:
         # Encoded here, once for all its streams: an event that cannot be encoded fails its own publisher only.
         data_json = event.data_json()
-        if not self._waiting and self._ready_here(streams):
+        try:
+            ready = not self._waiting and self._ready_here(streams)
+        except Exception as exc:  # the database refused a read or the write-back of a dead process's journal
+            self._let_go_if_idle()
+            raise self._unavailable("publish", exc) from exc
+        if ready:
             return self._place(event, streams, data_json)
         item = Publish(event, tuple(streams), data_json, asyncio.get_running_loop().create_future())
         self._waiting.append(item)
