@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 import pytest
 
 from nbrelay.errors import InvalidTransition
-from nbrelay.models import TERMINAL_STATES, Event, Job, JobError, JobState, transition
+from nbrelay.models import TERMINAL_STATES, Event, Job, JobError, JobState, compact_json, transition
 
 
 def job(state: JobState = JobState.QUEUED) -> Job:
@@ -118,3 +118,17 @@ def test_an_error_names_its_cell_1_based_and_old_0_based_indexes_are_not_taken_f
     # Stored before the one numbering: its 0-based index counted markdown cells too, so it has no cell number.
     old = JobError.from_dict({"reason": "cell 1 raised ValueError", "cell_index": 1, "ename": "ValueError"})
     assert old is not None and old.cell is None and old.reason == "cell 1 raised ValueError"
+
+
+def test_an_event_encodes_its_data_once_for_every_stream_and_frame() -> None:
+    """json() is the compact JSON of to_dict(), byte for byte; the data's text is made once and shared by the
+    positioned copies (one per stream), however their frames are built."""
+    event = Event("job.progress", {"job": 7, "text": 'naïve ✓ "quoted"\n', "cell": 3, "elapsed_s": 1.5})
+    data = event.data_json()
+    owner, job = event.positioned("user:a", 4, "ab12"), event.positioned("job:7", 9, "cd34")
+    for copy in (owner, job):
+        assert copy.data_json() is data
+        assert copy.json() == compact_json(copy.to_dict())
+        assert json.loads(copy.ws_text()) == {"op": "event", **copy.to_dict()}
+    empty = Event("notice", {}).positioned("broadcast", 1, "e")
+    assert empty.json() == compact_json(empty.to_dict())
