@@ -31,13 +31,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from nbrelay.errors import HubUnavailable
 from nbrelay.hub.backends.base import Deliver, History
-from nbrelay.hub.backends.sql_batch import Publish, Statements, offsets_needed, place, trims
+from nbrelay.hub.backends.sql_batch import EXPIRE_EVERY_S, Publish, Statements, offsets_needed, place, trims
 from nbrelay.hub.backends.sqlite_writer import COMMIT_WINDOW_S, SqliteWriter
 from nbrelay.models import Event, utcnow
 from nbrelay.store.shielded import finishes_when_cancelled
 from nbrelay.store.sql import UtcDateTime, engine_url, sqlite_pragmas
 
-_EXPIRE_EVERY_S = 60.0
 # A transaction holds at most this many events (a publish on two streams counts two).
 _MAX_BATCH_EVENTS = 500
 # Events waiting for their transaction, at most; beyond it publishers wait for room (nothing is dropped).
@@ -88,7 +87,7 @@ class SqlBackend:
         self._deliver: Deliver | None = None
         self._salt = ""
         self._closing = False
-        self._sql = Statements(postgres=url.get_backend_name() != "sqlite")
+        self._sql = Statements(postgres=True)  # PostgreSQL's; SQLite's writer has its own
         self.sqlite: SqliteWriter | None = None
         # PostgreSQL: publishes waiting for the next transaction, in call order; one drain task writes them batch
         # after batch (one transaction at a time keeps offsets in publish order without a lock or a retry).
@@ -233,7 +232,7 @@ class SqlBackend:
         """The batch in one transaction on the writer's own psycopg connection (kept: no pool checkout, no
         pre-ping per batch; dropped after a failure and opened again for the next batch)."""
         now = time.monotonic()
-        expire = now - self._last_expiry >= _EXPIRE_EVERY_S
+        expire = now - self._last_expiry >= EXPIRE_EVERY_S
         if expire:
             self._last_expiry = now
         if self._pg is None:

@@ -13,6 +13,7 @@ from typing import Any
 from nbrelay.models import Event
 
 TRIM_EVERY = 64  # trim a stream's history to history_size once per this many events
+EXPIRE_EVERY_S = 60.0  # delete the events older than history_ttl_s once per this long
 
 
 @dataclass(slots=True, eq=False)
@@ -86,8 +87,8 @@ class Statements:
 
     def __init__(self, *, postgres: bool):
         p = "%s" if postgres else "?"
-        # Takes the stream's next offsets and, on PostgreSQL, locks its row until the commit: writers of other
-        # processes queue up behind it (SQLite's BEGIN IMMEDIATE has already made us the only writer).
+        # PostgreSQL: takes the stream's next offsets and locks its row until the commit: writers of other
+        # processes queue up behind it. (SQLite's writer hands offsets out from memory under its journal's lock.)
         self.reserve = (
             f"UPDATE hub_streams SET last_offset = last_offset + {p} WHERE name = {p} RETURNING epoch, last_offset"
         )

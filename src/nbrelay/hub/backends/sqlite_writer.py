@@ -31,7 +31,7 @@ from sqlalchemy.engine import URL
 
 from nbrelay.errors import HubUnavailable
 from nbrelay.hub.backends.base import Deliver
-from nbrelay.hub.backends.sql_batch import Publish, sqlite_ts, trims
+from nbrelay.hub.backends.sql_batch import EXPIRE_EVERY_S, Publish, Statements, sqlite_ts, trims
 from nbrelay.hub.backends.sqlite_journal import Journal, Placement, Record, Taken, encode
 from nbrelay.models import Event
 from nbrelay.store.loop_sqlite import LoopSqlite, is_busy
@@ -40,12 +40,11 @@ from nbrelay.store.sql import sqlite_pragmas
 COMMIT_WINDOW_S = 0.1  # the longest a published event waits in the journal for the database
 _MAX_GROUP = 500  # records written in one transaction, at most (the job store waits for the same lock)
 _MAX_UNWRITTEN = 10_000  # records waiting for the database, at most; beyond it publishers wait for room
-_EXPIRE_EVERY_S = 60.0
 _CHECKPOINT_EVERY = 200  # groups on the loop's connection between checkpoints (~1000 pages, as SQLite's own)
 _LOCK_TRY_MS = 1000  # the writer thread's wait for SQLite's write lock per try (a warning after each)
 _RETRY_MAX_S = 2.0  # the longest pause before a group the database refused is tried again
 
-_STREAM = "SELECT epoch, last_offset FROM hub_streams WHERE name = ?"
+_SQL = Statements(postgres=False)  # the statements this writer shares with PostgreSQL's, in SQLite's style
 # Idempotent, so that records written again after a crash (the database had them, the journal not yet cleared)
 # change nothing: a stream's last offset only rises, and only within its epoch.
 _UPSERT_STREAM = (
@@ -53,8 +52,6 @@ _UPSERT_STREAM = (
     "SET last_offset = max(hub_streams.last_offset, excluded.last_offset) WHERE hub_streams.epoch = excluded.epoch"
 )
 _INSERT_EVENT = 'INSERT OR IGNORE INTO hub_events (stream, "offset", type, data, ts) VALUES (?, ?, ?, ?, ?)'
-_TRIM = 'DELETE FROM hub_events WHERE stream = ? AND "offset" <= ?'
-_EXPIRE = "DELETE FROM hub_events WHERE ts < ?"
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +263,7 @@ class SqliteWriter:
         group = self._unwritten[:_MAX_GROUP]
         del self._unwritten[:_MAX_GROUP]
         self.journal.switch(self._in_segment)
-        expire = time.monotonic() - self._last_expiry >= _EXPIRE_EVERY_S
+        expire = time.monotonic() - self._last_expiry >= EXPIRE_EVERY_S
         if not expire:
             try:
                 if self._write_here(group):
@@ -374,9 +371,9 @@ class SqliteWriter:
             db.executemany(_UPSERT_STREAM, [(stream, epoch, offset) for stream, (epoch, offset) in last.items()])
             db.executemany(_INSERT_EVENT, rows)
             for stream, upto in trims(counts, last, self.history_size):
-                db.execute(_TRIM, (stream, upto))
+                db.execute(_SQL.trim, (stream, upto))
             if expire:
-                db.execute(_EXPIRE, (sqlite_ts(self._expiry_cutoff()),))
+                db.execute(_SQL.expire, (sqlite_ts(self._expiry_cutoff()),))
             db.commit()
         except BaseException:
             db.rollback()
@@ -432,7 +429,7 @@ class SqliteWriter:
         """(epoch, last offset) of the stream in the database, read on the loop's connection; None if the read
         could not be had at once (a WAL reader waits only in rare cases, such as the log being reset)."""
         try:
-            row = self._here.dbapi.execute(_STREAM, (stream,)).fetchone()
+            row = self._here.dbapi.execute(_SQL.position, (stream,)).fetchone()
         except sqlite3.OperationalError as exc:
             if is_busy(exc):
                 return None
@@ -449,7 +446,7 @@ class SqliteWriter:
         db = self._writer_db()
         found = {}
         for stream in streams:
-            row = db.execute(_STREAM, (stream,)).fetchone()
+            row = db.execute(_SQL.position, (stream,)).fetchone()
             found[stream] = (str(row[0]), int(row[1])) if row is not None else (self._epoch_for(stream), 0)
         db.rollback()  # end the read transaction: it would keep an old snapshot of the log
         return found
