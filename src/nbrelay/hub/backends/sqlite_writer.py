@@ -114,7 +114,7 @@ class SqliteWriter:
         taken = await self._in_thread(self._lock_waiting)
         self._took(taken)
         if self._replay:
-            await self._in_thread(self._write_leftovers, True)
+            await self._in_thread(self._write_leftovers_waiting)
         if not self._unwritten:
             self.journal.unlock()
         self._deliver = deliver
@@ -178,7 +178,7 @@ class SqliteWriter:
             elif not self.journal.held:
                 self._took(await self._in_thread(self._lock_waiting))
             elif self._replay:
-                await self._in_thread(self._write_leftovers, True)
+                await self._in_thread(self._write_leftovers_waiting)
             else:
                 missing = [stream for stream in streams if stream not in self.known]
                 self.known.update(await self._in_thread(self._load_waiting, missing))
@@ -266,7 +266,7 @@ class SqliteWriter:
         expire = time.monotonic() - self._last_expiry >= EXPIRE_EVERY_S
         if not expire:
             try:
-                if self._write_here(group):
+                if self._write_here([u.record for u in group]):
                     self._done(group, None)
                     return
             except Exception as exc:
@@ -335,8 +335,8 @@ class SqliteWriter:
             if self._refused is not None:
                 raise self._unavailable("write", self._refused)
 
-    def _write_here(self, group: list[_Unwritten]) -> bool:
-        """The group in one transaction on the loop's own connection, if SQLite's write lock is free now."""
+    def _write_here(self, records: list[Record]) -> bool:
+        """The records in one transaction on the loop's own connection, if SQLite's write lock is free now."""
         db = self._here.dbapi
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -344,7 +344,7 @@ class SqliteWriter:
             if is_busy(exc):
                 return False
             raise
-        self._transaction(db, [u.record for u in group], expire=False)
+        self._transaction(db, records, expire=False)
         self._groups_here += 1
         if self._groups_here % _CHECKPOINT_EVERY == 0:
             self._thread.submit(self._checkpoint)
@@ -429,11 +429,15 @@ class SqliteWriter:
         """(epoch, last offset) of the stream in the database, read on the loop's connection; None if the read
         could not be had at once (a WAL reader waits only in rare cases, such as the log being reset)."""
         try:
-            row = self._here.dbapi.execute(_SQL.position, (stream,)).fetchone()
+            return self._read_position(self._here.dbapi, stream)
         except sqlite3.OperationalError as exc:
             if is_busy(exc):
                 return None
             raise
+
+    def _read_position(self, db: Any, stream: str) -> tuple[str, int]:
+        """(epoch, last offset) of the stream as `db` has it; (its derived epoch, 0) for a stream without a row."""
+        row = db.execute(_SQL.position, (stream,)).fetchone()
         return (str(row[0]), int(row[1])) if row is not None else (self._epoch_for(stream), 0)
 
     def _load_here(self, stream: str) -> bool:
@@ -444,33 +448,29 @@ class SqliteWriter:
 
     def _load_waiting(self, streams: list[str]) -> dict[str, tuple[str, int]]:
         db = self._writer_db()
-        found = {}
-        for stream in streams:
-            row = db.execute(_SQL.position, (stream,)).fetchone()
-            found[stream] = (str(row[0]), int(row[1])) if row is not None else (self._epoch_for(stream), 0)
+        found = {stream: self._read_position(db, stream) for stream in streams}
         db.rollback()  # end the read transaction: it would keep an old snapshot of the log
         return found
 
     def _write_leftovers_here(self) -> bool:
-        try:
-            self._write_leftovers(False)
-        except sqlite3.OperationalError as exc:
-            if is_busy(exc):
-                return False
-            raise
+        """Write back what a process that died left in the journal (they were delivered), on the loop's connection
+        if SQLite's write lock is free now; False if it is not."""
+        records = self.journal.leftovers()
+        if records and not self._write_here(records):
+            return False
+        self._wrote_leftovers(len(records))
         return True
 
-    def _write_leftovers(self, waiting: bool) -> None:
-        """Write the records a process that died left in the journal (they were delivered), then clear it."""
+    def _write_leftovers_waiting(self) -> None:
+        """The same on the writer thread, waiting for SQLite's write lock."""
         records = self.journal.leftovers()
         if records:
-            db = self._writer_db() if waiting else self._here.dbapi
-            if waiting:
-                self._begin_waiting(db, len(records))
-            else:
-                db.execute("BEGIN IMMEDIATE")
-            self._transaction(db, records, expire=False)
-            log.warning("the hub wrote %d event(s) left in its journal by a process that stopped", len(records))
+            self._write_waiting(records, False)
+        self._wrote_leftovers(len(records))
+
+    def _wrote_leftovers(self, count: int) -> None:
+        if count:
+            log.warning("the hub wrote %d event(s) left in its journal by a process that stopped", count)
         self.journal.clear(0)
         self.journal.clear(1)
         self.known.clear()
