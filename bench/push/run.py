@@ -814,15 +814,16 @@ def main() -> int:
     )
     parser.add_argument("--f4-n", type=int, default=0, help="F4: idle connections (default 100,000; 2,000 quick)")
     parser.add_argument("--repeat", type=int, default=1, help="F6: rounds of every variant (medians and spread)")
-    parser.add_argument(
-        "--src",
-        action="append",
-        default=[],
-        type=lambda value: tuple(value.split("=", 1)),
-        metavar="NAME=DIR",
-        help="F6: also run nbrelay (sql://) from another source tree, e.g. before=/tmp/hub-before/src made by "
-        "`git worktree add /tmp/hub-before <commit>` (never a stash or reset of the shared tree)",
-    )
+    for flag, hub in (("--src", "sql://"), ("--src-redis", "redis://")):
+        parser.add_argument(
+            flag,
+            action="append",
+            default=[],
+            type=lambda value: tuple(value.split("=", 1)),
+            metavar="NAME=DIR",
+            help=f"F6: also run nbrelay on {hub} from another source tree, e.g. before=/tmp/hub-before/src made by "
+            "`git worktree add /tmp/hub-before <commit>` (never a stash or reset of the shared tree)",
+        )
     args = parser.parse_args()
     only = {part.strip().upper() for part in args.only.split(",") if part.strip()}
     DATABASE["url"] = args.database_url
@@ -936,6 +937,8 @@ def main() -> int:
             variants["nbrelay_redis"] = ("nbrelay", redis_url, "")  # the other durable hub (history in Redis)
             for name, src in args.src:
                 variants[f"nbrelay@{name}"] = ("nbrelay", "sql://", src)
+            for name, src in args.src_redis:
+                variants[f"nbrelay_redis@{name}"] = ("nbrelay", redis_url, src)
             print(f"F6: {F6_USERS} users, {F6_RATE:.0f} events/s for {f6_seconds:.0f} s, {args.repeat} round(s) of "
                   f"{', '.join(variants)} ...", flush=True)  # fmt: skip
             runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}

@@ -6,11 +6,8 @@ pub/sub message, a dropped pub/sub connection, its data lost mid-stream, the ser
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
-import subprocess
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -20,11 +17,12 @@ import redis
 
 from nbrelay.errors import HubUnavailable
 from nbrelay.hub import Hub, Subscription, open_hub
-from nbrelay.hub.backends.redis import _PUBLISH, RedisBackend
+from nbrelay.hub.backends.redis import _PUBLISH, LuaScript, RedisBackend
 from nbrelay.jobs import User
 from nbrelay.models import Event, utcnow
 from nbrelay.push.transports.session import Session
-from tests.conftest import drop_redis_keys, free_port, fresh_postgres_url, fresh_redis_url
+from tests.conftest import drop_redis_keys, fresh_postgres_url, fresh_redis_url
+from tests.hub.conftest import RedisServer
 
 MakeHub = Callable[..., Awaitable[Hub]]
 
@@ -483,12 +481,12 @@ async def test_a_lost_pubsub_message_is_read_from_history(redis_pair: tuple[Hub,
     on_b = node_b.subscription()
     await node_b.follow(on_b, "user:a")
     await publish(node_a, "user:a", n=1)
-    normal = backend(node_a)._publish
+    normal = backend(node_a).publish_script
     silent = _PUBLISH.replace("redis.call('PUBLISH'", "-- redis.call('PUBLISH'")
     assert silent != _PUBLISH
-    backend(node_a)._publish = backend(node_a)._client.register_script(silent)  # appended, never announced
+    backend(node_a).publish_script = LuaScript(silent)  # appended, never announced
     await publish(node_a, "user:a", n=2)
-    backend(node_a)._publish = normal
+    backend(node_a).publish_script = normal
     await publish(node_a, "user:a", n=3)
     events = await received(on_b, has(3))
     assert [(e.offset, e.data["n"]) for e in events] == [(1, 1), (2, 2), (3, 3)]
@@ -555,40 +553,6 @@ async def test_redis_losing_the_data_mid_stream_starts_a_new_epoch(redis_pair: t
     resume = await node_b.resume("user:alice", first.id or "")
     assert not resume.recovered and resume.epoch == after.epoch
     assert (await publish(node_b, "user:alice", n=3)).id == f"{after.epoch}:2"
-
-
-class RedisServer:
-    """A redis-server of the test's own, to stop and start again empty (the shared one must not be touched)."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> RedisServer:
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
-        command += ["no", "--dir", str(self.folder)]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(redis.RedisError), redis.Redis.from_url(self.url) as client:
-                if client.ping():
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError(f"redis-server on port {self.port} did not start")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.kill()
 
 
 @pytest.mark.redis

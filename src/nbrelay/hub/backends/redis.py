@@ -10,12 +10,17 @@ One Lua script assigns the offsets, appends and publishes, for all streams of an
 a channel is the offset order and nothing is published that history does not hold. A node subscribes to the
 channel of a stream only while it has a subscriber for it; it re-reads history where it sees a gap in the offsets
 and, after its pub/sub connection comes back, for every stream it watches.
+
+A node talks to Redis over two connections of its own (redis_link.py): one for the scripts (publishes and reads,
+pipelined) and one for pub/sub, whose messages are handed on as they are read, unless one must wait for a
+re-read of history (then they wait in order in the inbox).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -24,17 +29,14 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import RedisError
-
 from nbrelay.errors import HubUnavailable
 from nbrelay.hub.backends.base import Deliver, History, stop
+from nbrelay.hub.backends.redis_link import Address, Link
+from nbrelay.hub.backends.redis_wire import Reply, ReplyError
 from nbrelay.models import Event
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,7 @@ DEFAULT_PREFIX = "nbrelay"
 # A stream's epoch and last offset outlive its events: an idle stream whose events expired keeps its epoch, so
 # its live clients are not told "history lost" for history they never needed. A day, or the TTL if longer.
 _META_TTL_MIN_S = 86_400.0
-_COMMAND_TIMEOUT_S = 2.0  # a publish waits no longer than this (and a couple of quick retries) for Redis
-_MAX_CONNECTIONS = 32  # commands in flight at once from this node (publishes, history reads)
+_COMMAND_TIMEOUT_S = 2.0  # a publish (or a read) waits no longer than this for Redis
 _PING_EVERY_S = 5.0  # a silent pub/sub connection is pinged; no pong in as long again: it is dead
 _RECONNECT_FIRST_S, _RECONNECT_MAX_S = 0.1, 5.0
 _MAX_OFFSET = 2**52  # what Lua's numbers hold exactly
@@ -114,6 +115,17 @@ def parse_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), prefix
 
 
+@dataclass(frozen=True)
+class LuaScript:
+    """A script run by its SHA1 (EVALSHA); its text goes once, when Redis does not have it (NOSCRIPT)."""
+
+    text: str
+
+    @cached_property
+    def sha(self) -> str:
+        return hashlib.sha1(self.text.encode()).hexdigest()
+
+
 @dataclass(eq=False)
 class _Watch:
     """A stream this node follows: what it has handed on (to see gaps) and whether Redis confirmed it."""
@@ -121,7 +133,7 @@ class _Watch:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     epoch: str | None = None  # of the last event handed on (or of the stream when watched); None: not known
     last: int = 0
-    subscribed_on: PubSub | None = None  # the pub/sub connection its SUBSCRIBE went out on
+    subscribed_on: Link | None = None  # the pub/sub connection its SUBSCRIBE went out on
     reread: bool = False  # the connection dropped: re-read history once subscribed again
 
 
@@ -135,42 +147,30 @@ class RedisBackend:
         self._ttl_ms = max(1, int(history_ttl_s * 1000))
         self._meta_ttl_ms = int(max(history_ttl_s, _META_TTL_MIN_S) * 1000)
         self._keys = f"{self.prefix}:hub:"
-        common: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": _COMMAND_TIMEOUT_S}
-        # At most _MAX_CONNECTIONS commands at once; more publishes wait for a connection (as long as a command
-        # may take) instead of failing: redis-py's default pool refuses the 101st at once ("Too many connections").
-        pool = aioredis.BlockingConnectionPool.from_url(
-            address,
-            max_connections=_MAX_CONNECTIONS,
-            timeout=_COMMAND_TIMEOUT_S,
-            socket_timeout=_COMMAND_TIMEOUT_S,
-            retry=Retry(ExponentialBackoff(0.5, 0.05), 2),
-            client_name=f"{self.prefix}:hub",  # CLIENT LIST tells whose connections these are
-            **common,
-        )
-        self._client = aioredis.Redis(connection_pool=pool)
-        self._client.auto_close_connection_pool = True
-        # The pub/sub connection is reconnected by _listen, not by redis-py, so that every reconnect is seen and
+        # Publishes and reads share one pipelined connection (redis_link.py), opened when first needed and again
+        # after it is lost; the pub/sub connection is reconnected by _listen, so that every reconnect is seen and
         # followed by the re-read of what may have been published meanwhile.
-        self._listener_client = aioredis.Redis.from_url(
-            address, retry=Retry(NoBackoff(), 0), client_name=f"{self.prefix}:hub-pubsub", **common
-        )
-        self._publish = self._client.register_script(_PUBLISH)
-        self._read = self._client.register_script(_READ)
+        self._address = Address.from_url(address)
+        self._link: Link | None = None
+        self._linking = asyncio.Lock()
+        self.publish_script = LuaScript(_PUBLISH)
+        self.read_script = LuaScript(_READ)
         self._deliver: Deliver | None = None
         self._watched: dict[str, _Watch] = {}
         self._confirming: dict[str, deque[_Watch]] = {}  # per channel, the watches whose SUBSCRIBE is unanswered
-        self._pubsub: PubSub | None = None
-        # Commands on the pub/sub connection go out one at a time and in the order asked (asyncio.Lock is FIFO):
-        # a stream's SUBSCRIBE and UNSUBSCRIBE must reach Redis in the order the hub watched and unwatched it.
-        self._send_lock = asyncio.Lock()
+        self._pubsub: Link | None = None
+        # What arrived on it and waits for history to be re-read first (or for what came before it), in order.
+        self._inbox: deque[list[Reply]] = deque()
+        self._draining: asyncio.Task[None] | None = None
+        self._heard = False  # something arrived on it since _keep_alive last looked
         self._listener: asyncio.Task[None] | None = None
 
     # life cycle ----------------------------------------------------------------------------------------------
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
         try:
-            await self._client.ping()
-        except (RedisError, OSError) as exc:
+            await self._command_link()
+        except OSError as exc:  # ConnectionError, TimeoutError, ssl.SSLError
             # Not fatal: the service runs, events fail to publish (and say so) until Redis is back.
             log.error("hub: Redis at %s is not reachable (%s); retrying in the background", self.where, exc)
         self._listener = asyncio.create_task(self._listen(), name="hub-redis-listener")
@@ -180,8 +180,8 @@ class RedisBackend:
             await stop([self._listener])
             self._listener = None
         self._deliver = None
-        await self._client.aclose()
-        await self._listener_client.aclose()
+        if self._link is not None:
+            self._link.close()
 
     # keys ----------------------------------------------------------------------------------------------------
     def channel(self, stream: str) -> str:
@@ -197,14 +197,12 @@ class RedisBackend:
         args: list[str | int] = [secrets.token_hex(4), self.history_size, self._ttl_ms, self._meta_ttl_ms]
         args += [int(event.ts.timestamp() * 1000), body, *(self.channel(stream) for stream in streams)]
         try:
-            placed = await self._publish(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+            placed = await self._run(self.publish_script, keys, args)
+        except (ReplyError, OSError) as exc:  # ConnectionError and TimeoutError are OSErrors
             raise HubUnavailable(f"the hub's Redis at {self.where} did not take a {event.type} event: {exc}") from exc
-        published = []
-        for i, stream in enumerate(streams):
-            epoch, offset = str(placed[2 * i]), int(placed[2 * i + 1])
-            published.append(event.positioned(stream, offset, epoch))
-        return published
+        return [
+            event.positioned(stream, int(placed[2 * i + 1]), placed[2 * i].decode()) for i, stream in enumerate(streams)
+        ]
 
     async def position(self, stream: str) -> tuple[str, int]:
         """Where the stream stands. A stream this node watches is known here (its live events keep it current,
@@ -215,19 +213,19 @@ class RedisBackend:
         if watch is not None and watch.epoch is not None and watch.ready.is_set() and watch.subscribed_on:
             return watch.epoch, watch.last
         epoch, last = await self._call_read(stream, "")
-        return str(epoch), int(last)
+        return epoch.decode(), int(last)
 
     async def history(self, stream: str, after: int) -> History:
-        epoch, last, entries = await self._call_read(stream, min(after, _MAX_OFFSET))
-        epoch, last = str(epoch), int(last)
+        epoch_bytes, last_reply, entries = await self._call_read(stream, min(after, _MAX_OFFSET))
+        epoch, last = epoch_bytes.decode(), int(last_reply)
         cutoff_ms = (time.time() - self.history_ttl_s) * 1000
         events: list[Event] = []
         for entry_id, fields in entries:
             values = dict(zip(fields[::2], fields[1::2], strict=True))
-            if not events and float(values["t"]) < cutoff_ms:
+            if not events and float(values[b"t"]) < cutoff_ms:
                 continue  # older than the TTL (only from the front: what is kept has no holes)
-            offset = int(entry_id.partition("-")[0])
-            events.append(Event.from_dict(json.loads(values["e"])).positioned(stream, offset, epoch))
+            offset = int(entry_id.partition(b"-")[0])
+            events.append(Event.from_dict(json.loads(values[b"e"])).positioned(stream, offset, epoch))
         # The oldest kept offset after `after`: what a resume decides by (see History).
         first = events[0].offset if events and events[0].offset is not None else last + 1
         return History(epoch=epoch, last_offset=last, first_offset=first, events=events)
@@ -235,9 +233,26 @@ class RedisBackend:
     async def _call_read(self, stream: str, after: int | str) -> list[Any]:
         args: list[str | int] = [secrets.token_hex(4), self._meta_ttl_ms, after, self.history_size]
         try:
-            return list(await self._read(keys=self._stream_keys(stream), args=args))
-        except (RedisError, OSError) as exc:
+            return list(await self._run(self.read_script, self._stream_keys(stream), args))
+        except (ReplyError, OSError) as exc:
             raise HubUnavailable(f"the hub's Redis at {self.where} did not answer for {stream}: {exc}") from exc
+
+    async def _run(self, script: LuaScript, keys: list[str], args: list[str | int]) -> Reply:
+        """Run a script on the command connection (sending its text once if Redis does not know it)."""
+        link = self._link if self._link is not None and self._link.is_open else await self._command_link()
+        try:
+            return await link.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except ReplyError as exc:
+            if exc.code != "NOSCRIPT":
+                raise
+            return await link.call("EVAL", script.text, len(keys), *keys, *args)
+
+    async def _command_link(self) -> Link:
+        """The command connection; a new one if there is none or it was lost (one connect at a time)."""
+        async with self._linking:
+            if self._link is None or not self._link.is_open:
+                self._link = await Link.open(self._address, name=f"{self.prefix}:hub", timeout_s=_COMMAND_TIMEOUT_S)
+            return self._link
 
     # watching ------------------------------------------------------------------------------------------------
     async def watch(self, stream: str) -> None:
@@ -245,12 +260,13 @@ class RedisBackend:
         if watch is None:
             watch = self._watched[stream] = _Watch()
         await self._baseline(stream, watch)
-        async with self._send_lock:
-            # Without a connection (Redis away), _listen subscribes to every watched stream once it has one; and
-            # a stream unwatched (or watched anew) meanwhile is not this watch's business any more.
-            pubsub = self._pubsub
-            if pubsub is not None and self._watched.get(stream) is watch and watch.subscribed_on is not pubsub:
-                await self._subscribe(pubsub, [stream])
+        # Without a connection (Redis away), _listen subscribes to every watched stream once it has one; and a
+        # stream unwatched (or watched anew) meanwhile is not this watch's business any more. Commands to the
+        # pub/sub connection go out at once and in the order given: a stream's SUBSCRIBE and UNSUBSCRIBE reach
+        # Redis in the order the hub watched and unwatched it.
+        pubsub = self._pubsub
+        if pubsub is not None and self._watched.get(stream) is watch and watch.subscribed_on is not pubsub:
+            self._subscribe(pubsub, [stream])
         await watch.ready.wait()
 
     async def unwatch(self, stream: str) -> None:
@@ -258,10 +274,8 @@ class RedisBackend:
         if watch is None:
             return
         watch.ready.set()  # nobody waits for it any more
-        async with self._send_lock:
-            if self._pubsub is not None and stream not in self._watched:  # not watched again meanwhile
-                with contextlib.suppress(RedisError, OSError):  # a lost connection unsubscribes by itself
-                    await self._pubsub.unsubscribe(self.channel(stream))
+        if self._pubsub is not None and self._pubsub.is_open:  # a lost connection unsubscribes by itself
+            self._pubsub.send("UNSUBSCRIBE", self.channel(stream))
 
     async def _baseline(self, stream: str, watch: _Watch) -> None:
         """Note where the stream is before its SUBSCRIBE goes out: whatever comes after is handed on, live or,
@@ -271,16 +285,17 @@ class RedisBackend:
             with contextlib.suppress(HubUnavailable):
                 epoch, last = await self._call_read(stream, "")
                 if watch.epoch is None:
-                    watch.epoch, watch.last = str(epoch), int(last)
+                    watch.epoch, watch.last = epoch.decode(), int(last)
 
-    async def _subscribe(self, pubsub: PubSub, streams: list[str]) -> None:
-        """Send one SUBSCRIBE for `streams` (the send lock held); the confirmations make them ready."""
+    def _subscribe(self, pubsub: Link, streams: list[str]) -> None:
+        """Send one SUBSCRIBE for `streams`; the confirmations make them ready."""
+        if not pubsub.is_open:
+            return  # lost: _listen starts over and subscribes to every watched stream
         for stream in streams:
             watch = self._watched[stream]
             watch.subscribed_on = pubsub
             self._confirming.setdefault(self.channel(stream), deque()).append(watch)
-        with contextlib.suppress(RedisError, OSError):  # the connection is lost: _listen starts over
-            await pubsub.subscribe(*(self.channel(stream) for stream in streams))
+        pubsub.send("SUBSCRIBE", *(self.channel(stream) for stream in streams))
 
     # the pub/sub connection ----------------------------------------------------------------------------------
     async def _listen(self) -> None:
@@ -289,20 +304,24 @@ class RedisBackend:
         delay = _RECONNECT_FIRST_S
         failing = False
         while True:
-            pubsub = self._listener_client.pubsub()
+            pubsub: Link | None = None
             try:
-                await pubsub.connect()
+                pubsub = await Link.open(
+                    self._address,
+                    name=f"{self.prefix}:hub-pubsub",
+                    timeout_s=_COMMAND_TIMEOUT_S,
+                    on_push=self._on_push,
+                )
                 for stream, watch in list(self._watched.items()):
                     await self._baseline(stream, watch)
-                async with self._send_lock:
-                    self._pubsub = pubsub
-                    if self._watched:
-                        await self._subscribe(pubsub, list(self._watched))
+                self._pubsub = pubsub
+                if self._watched:
+                    self._subscribe(pubsub, list(self._watched))
                 if failing:
                     log.warning("hub: the Redis pub/sub connection to %s is back", self.where)
                 failing, delay = False, _RECONNECT_FIRST_S
-                await self._receive(pubsub)
-            except (RedisError, OSError) as exc:
+                await self._keep_alive(pubsub)
+            except OSError as exc:  # ConnectionError, TimeoutError
                 if not failing:
                     log.warning("hub: lost the Redis pub/sub connection to %s (%s); reconnecting", self.where, exc)
                 failing = True
@@ -312,57 +331,132 @@ class RedisBackend:
             finally:
                 self._pubsub = None
                 self._confirming.clear()
+                self._inbox.clear()
+                if self._draining is not None:  # what it was handing on comes again from history
+                    self._draining.cancel()
+                    self._draining = None
                 for watch in self._watched.values():
                     watch.subscribed_on = None
                     watch.reread = watch.epoch is not None  # what was published while away comes from history
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                if pubsub is not None:
+                    pubsub.close()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RECONNECT_MAX_S)
 
-    async def _receive(self, pubsub: PubSub) -> None:
+    async def _keep_alive(self, pubsub: Link) -> None:
+        """Until the connection is lost (then raise why): ping it when it was silent for _PING_EVERY_S; no answer
+        in as long again, and it is dead."""
         pinged = False
         while True:
-            message = await pubsub.get_message(timeout=_PING_EVERY_S)
-            if message is None:
-                if pinged:
-                    raise ConnectionError(f"no answer to a ping in {_PING_EVERY_S:g} s")
-                async with self._send_lock:
-                    await pubsub.ping()
-                pinged = True
+            self._heard = False
+            try:
+                lost = await asyncio.wait_for(pubsub.wait_lost(), _PING_EVERY_S)
+            except TimeoutError:
+                if self._heard:
+                    pinged = False  # anything that arrives shows the connection is alive
+                elif pinged:
+                    raise ConnectionError(f"no answer to a ping in {_PING_EVERY_S:g} s") from None
+                else:
+                    pubsub.send("PING")
+                    pinged = True
                 continue
-            pinged = False  # anything that arrives shows the connection is alive
-            kind = message["type"]
-            if kind == "message":
-                await self._on_message(message["channel"], message["data"])
-            elif kind == "subscribe":
-                await self._on_subscribed(message["channel"])
+            raise lost
 
-    async def _on_subscribed(self, channel: str) -> None:
-        waiting = self._confirming.get(channel)
+    def _on_push(self, reply: Reply) -> None:
+        """A message or a confirmation as it is read: handed on at once, unless it must wait for history to be
+        re-read (or for what came before it to be handed on)."""
+        self._heard = True
+        if not isinstance(reply, list) or not reply:
+            return  # +PONG (a ping before any SUBSCRIBE)
+        try:
+            if not self._inbox and not self._must_wait(reply):
+                kind = reply[0]
+                if kind == b"message":
+                    self._take_message(reply[1], reply[2])
+                elif kind == b"subscribe":
+                    watch = self._confirmed(reply[1])
+                    if watch is not None:
+                        watch.ready.set()
+                return
+        except Exception:
+            self._start_over()
+            return
+        self._inbox.append(reply)
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain())
+
+    def _must_wait(self, reply: list[Reply]) -> bool:
+        kind = reply[0]
+        if kind == b"message":
+            watch = self._watched.get(self._stream_of(reply[1]))
+            if watch is None or watch.epoch is None:
+                return False
+            epoch, offset = _position(reply[2])
+            return offset > (watch.last if epoch == watch.epoch else 0) + 1  # a gap: read history first
+        if kind == b"subscribe":
+            waiting = self._confirming.get(reply[1].decode())
+            return waiting[0].reread if waiting else False
+        return False
+
+    async def _drain(self) -> None:
+        """Hand on what waits in the inbox, in order, re-reading history where it has to."""
+        try:
+            while self._inbox:
+                reply = self._inbox[0]
+                kind = reply[0]
+                if kind == b"message":
+                    if self._must_wait(reply):
+                        stream = self._stream_of(reply[1])
+                        watch = self._watched[stream]
+                        epoch, _ = _position(reply[2])
+                        if epoch != watch.epoch:
+                            watch.epoch, watch.last = epoch, 0  # the stream started over (Redis lost it): from 1
+                        await self._catch_up(stream, watch)
+                    self._take_message(reply[1], reply[2])
+                elif kind == b"subscribe" and (confirmed := self._confirmed(reply[1])) is not None:
+                    if confirmed.reread:
+                        confirmed.reread = False
+                        await self._catch_up(self._stream_of(reply[1]), confirmed)
+                    confirmed.ready.set()
+                self._inbox.popleft()
+        except Exception:
+            self._start_over()
+        finally:
+            if self._draining is asyncio.current_task():  # not cancelled for a new connection's
+                self._draining = None
+
+    def _start_over(self) -> None:
+        """A bug must not end fan-out for good: say so, and drop the connection (_listen connects again and re-reads
+        history for every watched stream)."""
+        log.exception("hub: handing on what came from Redis failed; reconnecting")
+        if self._pubsub is not None:
+            self._pubsub.close()
+
+    def _stream_of(self, channel: bytes) -> str:
+        return channel.decode()[len(self._keys) :]
+
+    def _confirmed(self, channel: bytes) -> _Watch | None:
+        """The watch whose SUBSCRIBE Redis just confirmed; None if unwatched (or watched anew) since."""
+        name = channel.decode()
+        waiting = self._confirming.get(name)
         watch = waiting.popleft() if waiting else None
         if waiting is not None and not waiting:
-            del self._confirming[channel]
-        stream = channel[len(self._keys) :]
-        if watch is None or self._watched.get(stream) is not watch:
-            return  # unwatched (or watched anew) since that SUBSCRIBE went out
-        if watch.reread:
-            watch.reread = False
-            await self._catch_up(stream, watch)
-        watch.ready.set()
+            del self._confirming[name]
+        if watch is None or self._watched.get(name[len(self._keys) :]) is not watch:
+            return None
+        return watch
 
-    async def _on_message(self, channel: str, text: str) -> None:
-        stream = channel[len(self._keys) :]
+    def _take_message(self, channel: bytes, data: bytes) -> None:
+        stream = self._stream_of(channel)
         watch = self._watched.get(stream)
         if watch is None:
             return  # unwatched meanwhile
-        head, _, body = text.partition(" ")
-        epoch, _, offset_text = head.rpartition(":")
-        offset = int(offset_text)
+        epoch, offset = _position(data)
         if watch.epoch is not None and epoch != watch.epoch:
             watch.epoch, watch.last = epoch, 0  # the stream started over (Redis lost it): a new epoch from 1
-        if watch.epoch == epoch and offset > watch.last + 1:
-            await self._catch_up(stream, watch)  # a gap: what is missing is in history
+        if watch.epoch == epoch and offset <= watch.last:
+            return  # handed on already (a re-read overlaps what pub/sub brings)
+        body = data[data.index(b" ") + 1 :]
         self._hand_on(stream, watch, Event.from_dict(json.loads(body)).positioned(stream, offset, epoch))
 
     async def _catch_up(self, stream: str, watch: _Watch) -> None:
@@ -394,3 +488,10 @@ class RedisBackend:
         watch.epoch, watch.last = event.epoch, event.offset
         if self._deliver is not None:
             self._deliver(event)
+
+
+def _position(data: bytes) -> tuple[str, int]:
+    """(epoch, offset) from the head of a pub/sub message, "<epoch>:<offset> <the event's JSON>"."""
+    head = data[: data.index(b" ")]
+    epoch, _, offset = head.rpartition(b":")
+    return epoch.decode(), int(offset)

@@ -1,0 +1,209 @@
+"""One connection to Redis for what every event of the redis:// hub pays for: its publish (a Lua script) and, on a
+pub/sub connection, its arrival. Commands are pipelined — written together at the end of the loop's turn, their
+replies matched in order — with one timer per connection rather than one per command; pub/sub messages are handed
+to a callback as they are read, with no task in between. redis-py serves the rest (history reads, setup): on the
+hot path its per-command machinery (a pool checkout, a retry wrapper, timeouts around every read and write) cost
+more than twice the CPU of the command itself (docs/benchmarks.md).
+
+The bytes are RESP2 (redis_wire.py). A Link never reconnects: when it is lost, every command waiting on it fails
+with ConnectionError (TimeoutError when Redis stopped answering) and its owner opens a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis.asyncio.connection import parse_url as redis_url_parts
+
+from nbrelay.hub.backends.redis_wire import ProtocolError, Reader, Reply, ReplyError, pack
+
+Push = Callable[[Reply], None]
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where Redis is and how to log in, as redis-py reads a redis:// or rediss:// URL."""
+
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    tls: ssl.SSLContext | None
+
+    @classmethod
+    def from_url(cls, url: str) -> Address:
+        parts: dict[str, Any] = dict(redis_url_parts(url))
+        tls = None
+        if url.startswith("rediss://"):
+            tls = ssl.create_default_context(cafile=parts.get("ssl_ca_certs"))
+            if parts.get("ssl_certfile"):
+                tls.load_cert_chain(parts["ssl_certfile"], parts.get("ssl_keyfile"))
+            if str(parts.get("ssl_cert_reqs", "required")).lower() in ("none", "cert_none"):
+                tls.check_hostname = False
+                tls.verify_mode = ssl.CERT_NONE
+            elif str(parts.get("ssl_check_hostname", "true")).lower() in ("false", "0", "no"):
+                tls.check_hostname = False
+        return cls(
+            host=str(parts.get("host") or "localhost"),
+            port=int(parts.get("port") or 6379),
+            db=int(parts.get("db") or 0),
+            username=parts.get("username"),
+            password=parts.get("password"),
+            tls=tls,
+        )
+
+
+class Link(asyncio.Protocol):
+    """A connection, once open (Link.open): `call` sends a command and returns the future of its reply; with
+    `on_push`, replies that no call waits for (pub/sub messages and confirmations) go to it."""
+
+    def __init__(self, timeout_s: float, on_push: Push | None = None):
+        self.timeout_s = timeout_s
+        self._on_push = on_push
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._reader = Reader()
+        self._waiting: deque[tuple[asyncio.Future[Reply], float]] = deque()  # (reply, deadline), in send order
+        self._out: list[bytes] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._error: Exception | None = None
+        self._lost: asyncio.Future[Exception] = self._loop.create_future()
+
+    @classmethod
+    async def open(cls, address: Address, *, name: str, timeout_s: float, on_push: Push | None = None) -> Link:
+        """Connect, log in, select the database and name the connection (CLIENT LIST shows whose it is).
+        ConnectionError (or OSError, TimeoutError) when any of it fails."""
+        link = cls(timeout_s, on_push)
+        connecting = asyncio.get_running_loop().create_connection(
+            lambda: link,
+            address.host,
+            address.port,
+            ssl=address.tls,
+            server_hostname=address.host if address.tls else None,
+        )
+        await asyncio.wait_for(connecting, timeout_s)
+        steps: list[tuple[str, list[str | int]]] = []
+        if address.password is not None:
+            steps.append(("AUTH", [*([address.username] if address.username else []), address.password]))
+        if address.db:
+            steps.append(("SELECT", [address.db]))
+        steps.append(("CLIENT", ["SETNAME", name]))
+        replies = [link.call(command, *args) for command, args in steps]
+        try:
+            for (command, _), reply in zip(steps, replies, strict=True):
+                try:
+                    await reply
+                except ReplyError as exc:  # the message only: AUTH's arguments hold the password
+                    raise ConnectionError(f"Redis refused {command}: {exc}") from None
+        except BaseException:
+            link.close()
+            raise
+        return link
+
+    @property
+    def is_open(self) -> bool:
+        return self._error is None and self._transport is not None
+
+    def call(self, *args: str | bytes | int) -> asyncio.Future[Reply]:
+        """Send a command; the future gets its reply (ReplyError as the exception when Redis refuses it)."""
+        reply: asyncio.Future[Reply] = self._loop.create_future()
+        if self._error is not None:
+            reply.set_exception(self._error)
+            return reply
+        deadline = time.monotonic() + self.timeout_s
+        self._waiting.append((reply, deadline))
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._loop.time() + self.timeout_s, self._check_deadline)
+        self.send(*args)
+        return reply
+
+    def send(self, *args: str | bytes | int) -> None:
+        """Send a command whose reply goes to on_push (SUBSCRIBE, UNSUBSCRIBE, PING on a pub/sub connection)."""
+        if self._error is not None:
+            raise self._error
+        if not self._out:
+            self._loop.call_soon(self._flush)
+        self._out.append(pack(args))
+
+    async def wait_lost(self) -> Exception:
+        """Wait until the connection is lost (or closed); why."""
+        return await asyncio.shield(self._lost)
+
+    def close(self) -> None:
+        self._fail(ConnectionError("the connection to Redis was closed"))
+        if self._transport is not None:
+            self._transport.close()
+
+    # asyncio.Protocol ------------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        try:
+            replies = self._reader.replies()
+        except ProtocolError as exc:
+            self._abort(ConnectionError(f"Redis sent what is not RESP: {exc}"))
+            return
+        for reply in replies:
+            if self._waiting:
+                future, _ = self._waiting.popleft()
+                if future.done():  # its caller gave up (cancelled)
+                    continue
+                if isinstance(reply, ReplyError):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+            elif self._on_push is not None:
+                self._on_push(reply)
+            else:
+                self._abort(ConnectionError(f"Redis sent a reply nobody asked for: {reply!r:.80}"))
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionError(f"lost the connection to Redis: {exc or 'closed by Redis'}"))
+
+    # inside ----------------------------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        if self._out and self._transport is not None and self._error is None:
+            self._transport.write(b"".join(self._out))
+        self._out.clear()
+
+    def _check_deadline(self) -> None:
+        """The one timer: fails the connection when its oldest command went unanswered for timeout_s."""
+        self._timer = None
+        if not self._waiting or self._error is not None:
+            return
+        deadline = self._waiting[0][1]
+        now = time.monotonic()
+        if deadline <= now:
+            self._abort(TimeoutError(f"Redis did not answer in {self.timeout_s:g} s"))
+        else:
+            self._timer = self._loop.call_at(self._loop.time() + (deadline - now), self._check_deadline)
+
+    def _abort(self, error: Exception) -> None:
+        self._fail(error)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _fail(self, error: Exception) -> None:
+        """The end of the connection: every command waiting fails with `error` (the first reason given)."""
+        if self._error is None:
+            self._error = error
+            if not self._lost.done():
+                self._lost.set_result(error)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._out.clear()
+        while self._waiting:
+            future, _ = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(self._error)

@@ -1,0 +1,85 @@
+"""RESP2 without I/O: commands packed as Redis reads them, replies read back from bytes however they are cut."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbrelay.hub.backends.redis_wire import ProtocolError, Reader, ReplyError, pack
+
+# Every kind of reply, nested, as Redis sends them: a pub/sub message, a script's mixed array, nils, an error.
+WIRE = (
+    b'*3\r\n$7\r\nmessage\r\n$14\r\nnbrelay:hub:u1\r\n$17\r\nab12:7 {"a":"\xc3\xa9"}\r\n'
+    b"*4\r\n$4\r\nab12\r\n:7\r\n*2\r\n$-1\r\n*0\r\n*-1\r\n"
+    b"+OK\r\n"
+    b"-NOSCRIPT No matching script. Please use EVAL.\r\n"
+    b":-42\r\n"
+    b"$0\r\n\r\n"
+    b"$4\r\na\r\nb\r\n"  # a bulk string holds CRLF as it is
+)
+REPLIES = [
+    [b"message", b"nbrelay:hub:u1", 'ab12:7 {"a":"é"}'.encode()],
+    [b"ab12", 7, [None, []], None],
+    "OK",
+    ("NOSCRIPT", "NOSCRIPT No matching script. Please use EVAL."),
+    -42,
+    b"",
+    b"a\r\nb",
+]
+
+
+def as_comparable(replies: list[object]) -> list[object]:
+    return [(r.code, str(r)) if isinstance(r, ReplyError) else r for r in replies]
+
+
+def test_every_kind_of_reply_is_read() -> None:
+    reader = Reader()
+    reader.feed(WIRE)
+    assert as_comparable(reader.replies()) == REPLIES
+    assert reader.replies() == []  # each reply once
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 64])
+def test_replies_cut_anywhere_come_out_whole_and_in_order(step: int) -> None:
+    reader = Reader()
+    replies: list[object] = []
+    for at in range(0, len(WIRE), step):
+        reader.feed(WIRE[at : at + step])
+        replies += reader.replies()
+    assert as_comparable(replies) == REPLIES
+
+
+def test_commands_are_arrays_of_bulk_strings() -> None:
+    assert pack(["EVALSHA", "ab", 2, b"k\r\n", "é"]) == (
+        b"*5\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n2\r\n$3\r\nk\r\n\r\n$2\r\n\xc3\xa9\r\n"
+    )
+    reader = Reader()
+    reader.feed(pack(["SET", "key", "value with\r\nnewline"]))
+    assert reader.replies() == [[b"SET", b"key", b"value with\r\nnewline"]]  # what Redis reads is what was meant
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        (b"!5\r\nhello\r\n", "unexpected reply type '!'"),
+        (b"$x\r\n", "not a number"),
+        (b"$3\r\nabcd\r\n", "without its CRLF"),
+        (b"*1\r\n:1x\r\n", "not a number"),
+        (b"$999999999999\r\n", "a bulk string of 999999999999 bytes"),
+        (b"+" + b"x" * 70_000, "longer than 64 KiB"),
+    ],
+)
+def test_what_is_not_resp_is_refused(wire: bytes, message: str) -> None:
+    reader = Reader()
+    reader.feed(b":1\r\n" + wire)
+    with pytest.raises(ProtocolError, match=message):
+        reader.replies()
+
+
+def test_an_unfinished_reply_waits_for_its_end() -> None:
+    reader = Reader()
+    reader.feed(b"*2\r\n$5\r\nhel")
+    assert reader.replies() == []
+    reader.feed(b"lo\r\n:")
+    assert reader.replies() == []
+    reader.feed(b"3\r\n")
+    assert reader.replies() == [[b"hello", 3]]
