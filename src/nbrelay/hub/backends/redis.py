@@ -200,9 +200,12 @@ class RedisBackend:
             placed = await self._run(self.publish_script, keys, args)
         except (ReplyError, OSError) as exc:  # ConnectionError and TimeoutError are OSErrors
             raise HubUnavailable(f"the hub's Redis at {self.where} did not take a {event.type} event: {exc}") from exc
-        return [
+        published = [
             event.positioned(stream, int(placed[2 * i + 1]), placed[2 * i].decode()) for i, stream in enumerate(streams)
         ]
+        for copy in published:
+            self._hand_on_own(copy)
+        return published
 
     async def position(self, stream: str) -> tuple[str, int]:
         """Where the stream stands. A stream this node watches is known here (its live events keep it current,
@@ -480,6 +483,15 @@ class RedisBackend:
             )
         for event in history.events:
             self._hand_on(stream, watch, event)
+
+    def _hand_on_own(self, event: Event) -> None:
+        """An event this node has just published, handed on now rather than when its pub/sub message comes back
+        (which is then dropped by its offset, before its JSON is read): only if it is the very next one of a stream
+        this node follows, so that nothing can come in between."""
+        assert event.stream is not None
+        watch = self._watched.get(event.stream)
+        if watch is not None and watch.ready.is_set() and watch.epoch == event.epoch and event.offset == watch.last + 1:
+            self._hand_on(event.stream, watch, event)
 
     def _hand_on(self, stream: str, watch: _Watch, event: Event) -> None:
         assert event.offset is not None and event.epoch is not None
