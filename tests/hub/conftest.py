@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,10 +18,13 @@ from tests.deploy.conftest import Certificate
 class RedisServer:
     """Started empty on a port of its own (no persistence); stopped and started again at will. With `tls`, it
     listens over TLS only, with that certificate, and does not ask clients for one; with `password`, it asks for
-    that one (the URL carries it)."""
+    that one (the URL carries it); `extra`: more of redis-server's options."""
 
-    def __init__(self, folder: Path, tls: Certificate | None = None, password: str | None = None):
+    def __init__(
+        self, folder: Path, tls: Certificate | None = None, password: str | None = None, extra: Sequence[str] = ()
+    ):
         self.folder = folder
+        self.extra = list(extra)
         self.port = free_port()
         self.tls = tls
         self.password = password
@@ -31,6 +34,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         command = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.folder)]
+        command += self.extra
         if self.password:
             command += ["--requirepass", self.password]
         if self.tls is None:

@@ -90,7 +90,8 @@ async def test_a_connection_redis_cuts_fails_what_waits_on_it(shared: tuple[str,
     assert "lost the connection" in str(await asyncio.wait_for(link.wait_lost(), 1))
 
 
-async def test_pubsub_messages_are_pushed_as_they_arrive(shared: tuple[str, str]) -> None:
+async def test_pubsub_messages_are_pushed_between_replies(shared: tuple[str, str]) -> None:
+    """RESP3: a subscribed connection still runs commands; what Redis pushes goes to on_push, replies to calls."""
     base, prefix = shared
     pushed: asyncio.Queue[object] = asyncio.Queue()
     subscriber = await open_link(base, on_push=pushed.put_nowait)
@@ -101,15 +102,29 @@ async def test_pubsub_messages_are_pushed_as_they_arrive(shared: tuple[str, str]
         assert await pushed.get() == [b"subscribe", f"{prefix}:b".encode(), 2]
         assert await publisher.call("PUBLISH", f"{prefix}:b", "1:1 {}") == 1
         assert await pushed.get() == [b"message", f"{prefix}:b".encode(), b"1:1 {}"]
-        subscriber.send("PING")
-        assert await pushed.get() == [b"pong", b""]
+        # Its own message, published by a script on the same connection: both come back, each to its place.
+        script = "redis.call('PUBLISH', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[2])"
+        assert await subscriber.call("EVAL", script, 2, f"{prefix}:a", f"{prefix}:n", "mine") == 1
+        assert await pushed.get() == [b"message", f"{prefix}:a".encode(), b"mine"]
+        assert await subscriber.call("PING") == "PONG" and pushed.empty()
     finally:
         subscriber.close()
         publisher.close()
 
 
+async def test_a_redis_without_resp3_is_named_in_the_error(tmp_path: Path) -> None:
+    """HELLO 3 is what the hub needs (Redis 6 and newer); a Redis that does not know HELLO (as Redis 5, here one
+    that has it renamed away) is named as the cause."""
+    server = RedisServer(tmp_path, extra=["--rename-command", "HELLO", ""]).start()
+    try:
+        with pytest.raises(ConnectionError, match=r"Redis refused HELLO: ERR unknown command .*needs Redis 6"):
+            await open_link(server.url)
+    finally:
+        server.kill()
+
+
 async def test_login_database_and_name(tmp_path: Path) -> None:
-    """AUTH with the URL's password, SELECT its database, CLIENT SETNAME; a wrong password is refused with
+    """HELLO with the URL's password and the name, SELECT its database; a wrong password is refused with
     Redis's reason and without the password in the message."""
     server = RedisServer(tmp_path, password="s3cret-pw").start()
     try:
@@ -121,7 +136,7 @@ async def test_login_database_and_name(tmp_path: Path) -> None:
                 assert "nbrelay-test-named" in {c["name"] for c in admin.client_list()}
         finally:
             link.close()
-        with pytest.raises(ConnectionError, match="Redis refused AUTH: WRONGPASS") as refused:
+        with pytest.raises(ConnectionError, match="Redis refused HELLO: WRONGPASS") as refused:
             await open_link(server.url.replace("s3cret-pw", "not-it"))
         assert "not-it" not in str(refused.value)
     finally:

@@ -1,10 +1,11 @@
-"""RESP2 without I/O: commands packed as Redis reads them, replies read back from bytes however they are cut."""
+"""RESP without I/O: commands packed as Redis reads them, replies (RESP2 and RESP3) read back from bytes however they
+are cut."""
 
 from __future__ import annotations
 
 import pytest
 
-from nbrelay.hub.backends.redis_wire import ProtocolError, Reader, ReplyError, pack
+from nbrelay.hub.backends.redis_wire import ProtocolError, Push, Reader, ReplyError, pack
 
 # Every kind of reply, nested, as Redis sends them: a pub/sub message, a script's mixed array, nils, an error.
 WIRE = (
@@ -15,6 +16,13 @@ WIRE = (
     b":-42\r\n"
     b"$0\r\n\r\n"
     b"$4\r\na\r\nb\r\n"  # a bulk string holds CRLF as it is
+    # RESP3: a push, a map (HELLO's reply), null, booleans, a double, a big number, verbatim text, a blob error,
+    # a set, and attributes before a reply (skipped)
+    b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$3\r\nhey\r\n"
+    b"%2\r\n$5\r\nproto\r\n:3\r\n$4\r\nrole\r\n$6\r\nmaster\r\n"
+    b"_\r\n#t\r\n#f\r\n,3.25\r\n,-inf\r\n(3492890328409238509324850943850943825024385\r\n"
+    b"=8\r\ntxt:some\r\n!11\r\nSYNTAX oops\r\n~2\r\n:1\r\n:2\r\n"
+    b"|1\r\n+key-popularity\r\n%1\r\n$1\r\na\r\n,0.19\r\n*1\r\n:9\r\n"
 )
 REPLIES = [
     [b"message", b"nbrelay:hub:u1", 'ab12:7 {"a":"é"}'.encode()],
@@ -24,6 +32,18 @@ REPLIES = [
     -42,
     b"",
     b"a\r\nb",
+    [b"message", b"c", b"hey"],
+    {b"proto": 3, b"role": b"master"},
+    None,
+    True,
+    False,
+    3.25,
+    float("-inf"),
+    3492890328409238509324850943850943825024385,
+    b"some",
+    ("SYNTAX", "SYNTAX oops"),
+    [1, 2],
+    [9],
 ]
 
 
@@ -34,7 +54,9 @@ def as_comparable(replies: list[object]) -> list[object]:
 def test_every_kind_of_reply_is_read() -> None:
     reader = Reader()
     reader.feed(WIRE)
-    assert as_comparable(reader.replies()) == REPLIES
+    replies = reader.replies()
+    assert as_comparable(replies) == REPLIES
+    assert [isinstance(reply, Push) for reply in replies] == [reply == [b"message", b"c", b"hey"] for reply in REPLIES]
     assert reader.replies() == []  # each reply once
 
 
@@ -60,7 +82,7 @@ def test_commands_are_arrays_of_bulk_strings() -> None:
 @pytest.mark.parametrize(
     ("wire", "message"),
     [
-        (b"!5\r\nhello\r\n", "unexpected reply type '!'"),
+        (b"@5\r\nhello\r\n", "unexpected reply type '@'"),
         (b"$x\r\n", "not a number"),
         (b"$3\r\nabcd\r\n", "without its CRLF"),
         (b"*1\r\n:1x\r\n", "not a number"),

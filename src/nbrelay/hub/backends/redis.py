@@ -9,11 +9,11 @@ share one Redis:
 One Lua script assigns the offsets, appends and publishes, for all streams of an event at once, so the order on
 a channel is the offset order and nothing is published that history does not hold. A node subscribes to the
 channel of a stream only while it has a subscriber for it; it re-reads history where it sees a gap in the offsets
-and, after its pub/sub connection comes back, for every stream it watches.
+and, after its connection comes back, for every stream it watches.
 
-A node talks to Redis over two connections of its own (redis_link.py): one for the scripts (publishes and reads,
-pipelined) and one for pub/sub, whose messages are handed on as they are read, unless one must wait for a
-re-read of history (then they wait in order in the inbox).
+A node talks to Redis over one connection of its own (redis_link.py, RESP3): the scripts (publishes and reads)
+go out pipelined, and pub/sub messages come back as pushes on the same connection, handed on as they are read,
+unless one must wait for a re-read of history (then they wait, in order, in the inbox).
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 import secrets
+import socket
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -42,12 +44,13 @@ from nbrelay.models import Event
 log = logging.getLogger(__name__)
 
 PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]")  # CLIENT SETNAME takes no spaces
 DEFAULT_PREFIX = "nbrelay"
 # A stream's epoch and last offset outlive its events: an idle stream whose events expired keeps its epoch, so
 # its live clients are not told "history lost" for history they never needed. A day, or the TTL if longer.
 _META_TTL_MIN_S = 86_400.0
 _COMMAND_TIMEOUT_S = 2.0  # a publish (or a read) waits no longer than this for Redis
-_PING_EVERY_S = 5.0  # a silent pub/sub connection is pinged; no pong in as long again: it is dead
+_PING_EVERY_S = 5.0  # a connection with no pub/sub message for this long is pinged (no pong in 2 s: it is dead)
 _RECONNECT_FIRST_S, _RECONNECT_MAX_S = 0.1, 5.0
 _MAX_OFFSET = 2**52  # what Lua's numbers hold exactly
 
@@ -133,7 +136,7 @@ class _Watch:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     epoch: str | None = None  # of the last event handed on (or of the stream when watched); None: not known
     last: int = 0
-    subscribed_on: Link | None = None  # the pub/sub connection its SUBSCRIBE went out on
+    subscribed_on: Link | None = None  # the connection its SUBSCRIBE went out on
     reread: bool = False  # the connection dropped: re-read history once subscribed again
 
 
@@ -147,10 +150,12 @@ class RedisBackend:
         self._ttl_ms = max(1, int(history_ttl_s * 1000))
         self._meta_ttl_ms = int(max(history_ttl_s, _META_TTL_MIN_S) * 1000)
         self._keys = f"{self.prefix}:hub:"
-        # Publishes and reads share one pipelined connection (redis_link.py), opened when first needed and again
-        # after it is lost; the pub/sub connection is reconnected by _listen, so that every reconnect is seen and
-        # followed by the re-read of what may have been published meanwhile.
+        # One connection (redis_link.py) carries the scripts, pipelined, and pub/sub. Whoever needs it first opens
+        # it, and again after it is lost; _listen then subscribes anew and re-reads what may have been published
+        # meanwhile. Its name in CLIENT LIST says whose it is.
         self._address = Address.from_url(address)
+        node = f"{_NOT_IN_NAME.sub('-', socket.gethostname())}:{os.getpid()}:{secrets.token_hex(2)}"
+        self.client_name = f"{self.prefix}:hub:{node}"
         self._link: Link | None = None
         self._linking = asyncio.Lock()
         self.publish_script = LuaScript(_PUBLISH)
@@ -169,7 +174,7 @@ class RedisBackend:
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
         try:
-            await self._command_link()
+            await self._connection()
         except OSError as exc:  # ConnectionError, TimeoutError, ssl.SSLError
             # Not fatal: the service runs, events fail to publish (and say so) until Redis is back.
             log.error("hub: Redis at %s is not reachable (%s); retrying in the background", self.where, exc)
@@ -242,7 +247,7 @@ class RedisBackend:
 
     async def _run(self, script: LuaScript, keys: list[str], args: list[str | int]) -> Reply:
         """Run a script on the command connection (sending its text once if Redis does not know it)."""
-        link = self._link if self._link is not None and self._link.is_open else await self._command_link()
+        link = self._link if self._link is not None and self._link.is_open else await self._connection()
         try:
             return await link.call("EVALSHA", script.sha, len(keys), *keys, *args)
         except ReplyError as exc:
@@ -250,11 +255,13 @@ class RedisBackend:
                 raise
             return await link.call("EVAL", script.text, len(keys), *keys, *args)
 
-    async def _command_link(self) -> Link:
-        """The command connection; a new one if there is none or it was lost (one connect at a time)."""
+    async def _connection(self) -> Link:
+        """The connection to Redis; a new one if there is none or it was lost (one connect at a time)."""
         async with self._linking:
             if self._link is None or not self._link.is_open:
-                self._link = await Link.open(self._address, name=f"{self.prefix}:hub", timeout_s=_COMMAND_TIMEOUT_S)
+                self._link = await Link.open(
+                    self._address, name=self.client_name, timeout_s=_COMMAND_TIMEOUT_S, on_push=self._on_push
+                )
             return self._link
 
     # watching ------------------------------------------------------------------------------------------------
@@ -265,7 +272,7 @@ class RedisBackend:
         await self._baseline(stream, watch)
         # Without a connection (Redis away), _listen subscribes to every watched stream once it has one; and a
         # stream unwatched (or watched anew) meanwhile is not this watch's business any more. Commands to the
-        # pub/sub connection go out at once and in the order given: a stream's SUBSCRIBE and UNSUBSCRIBE reach
+        # connection go out at once and in the order given: a stream's SUBSCRIBE and UNSUBSCRIBE reach
         # Redis in the order the hub watched and unwatched it.
         pubsub = self._pubsub
         if pubsub is not None and self._watched.get(stream) is watch and watch.subscribed_on is not pubsub:
@@ -300,33 +307,28 @@ class RedisBackend:
             self._confirming.setdefault(self.channel(stream), deque()).append(watch)
         pubsub.send("SUBSCRIBE", *(self.channel(stream) for stream in streams))
 
-    # the pub/sub connection ----------------------------------------------------------------------------------
+    # pub/sub ---------------------------------------------------------------------------------------------------
     async def _listen(self) -> None:
-        """The one pub/sub connection: connect, subscribe to every watched stream, hand on what arrives; when it
-        fails, log it and connect again, backing off while Redis stays away. Never ends but by cancellation."""
+        """Pub/sub on the node's connection: connect, subscribe to every watched stream, hand on what arrives; when
+        it fails, log it and connect again, backing off while Redis stays away. Never ends but by cancellation."""
         delay = _RECONNECT_FIRST_S
         failing = False
         while True:
             pubsub: Link | None = None
             try:
-                pubsub = await Link.open(
-                    self._address,
-                    name=f"{self.prefix}:hub-pubsub",
-                    timeout_s=_COMMAND_TIMEOUT_S,
-                    on_push=self._on_push,
-                )
+                pubsub = await self._connection()
                 for stream, watch in list(self._watched.items()):
                     await self._baseline(stream, watch)
                 self._pubsub = pubsub
                 if self._watched:
                     self._subscribe(pubsub, list(self._watched))
                 if failing:
-                    log.warning("hub: the Redis pub/sub connection to %s is back", self.where)
+                    log.warning("hub: the connection to Redis at %s is back", self.where)
                 failing, delay = False, _RECONNECT_FIRST_S
                 await self._keep_alive(pubsub)
             except OSError as exc:  # ConnectionError, TimeoutError
                 if not failing:
-                    log.warning("hub: lost the Redis pub/sub connection to %s (%s); reconnecting", self.where, exc)
+                    log.warning("hub: lost the connection to Redis at %s (%s); reconnecting", self.where, exc)
                 failing = True
             except Exception:  # a bug must not end fan-out for good: say so, and start over
                 log.exception("hub: the Redis listener failed; reconnecting")
@@ -347,21 +349,15 @@ class RedisBackend:
             delay = min(delay * 2, _RECONNECT_MAX_S)
 
     async def _keep_alive(self, pubsub: Link) -> None:
-        """Until the connection is lost (then raise why): ping it when it was silent for _PING_EVERY_S; no answer
-        in as long again, and it is dead."""
-        pinged = False
+        """Until the connection is lost (then raise why): ping it when no message came for _PING_EVERY_S; the link
+        fails when the pong does not come in its timeout."""
         while True:
             self._heard = False
             try:
                 lost = await asyncio.wait_for(pubsub.wait_lost(), _PING_EVERY_S)
             except TimeoutError:
-                if self._heard:
-                    pinged = False  # anything that arrives shows the connection is alive
-                elif pinged:
-                    raise ConnectionError(f"no answer to a ping in {_PING_EVERY_S:g} s") from None
-                else:
-                    pubsub.send("PING")
-                    pinged = True
+                if not self._heard:
+                    pubsub.call("PING").add_done_callback(_ignore)
                 continue
             raise lost
 
@@ -500,6 +496,12 @@ class RedisBackend:
         watch.epoch, watch.last = event.epoch, event.offset
         if self._deliver is not None:
             self._deliver(event)
+
+
+def _ignore(reply: asyncio.Future[Reply]) -> None:
+    """Retrieve a reply nobody waits for (a ping's: when it fails, the connection's loss says so)."""
+    if not reply.cancelled():
+        reply.exception()
 
 
 def _position(data: bytes) -> tuple[str, int]:

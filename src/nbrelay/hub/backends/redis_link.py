@@ -1,12 +1,13 @@
-"""One connection to Redis for what every event of the redis:// hub pays for: its publish (a Lua script) and, on a
-pub/sub connection, its arrival. Commands are pipelined — written together at the end of the loop's turn, their
+"""A node's connection to Redis for the redis:// hub, which every event crosses twice: its publish (a Lua script)
+and its arrival (a pub/sub message). Commands are pipelined — written together at the end of the loop's turn, their
 replies matched in order — with one timer per connection rather than one per command; pub/sub messages are handed
-to a callback as they are read, with no task in between. redis-py serves the rest (history reads, setup): on the
-hot path its per-command machinery (a pool checkout, a retry wrapper, timeouts around every read and write) cost
-more than twice the CPU of the command itself (docs/benchmarks.md).
+to a callback as they are read, with no task in between. In RESP3 (redis_wire.py) a message is a push, told apart
+from a reply by its type, so one connection carries both: the script's reply and its own message come back in one
+read. redis-py's client, whose per-command machinery (a pool checkout, a retry wrapper, timeouts around every read
+and write, a task switch per message) cost more CPU than the commands, only reads the URL (docs/benchmarks.md).
 
-The bytes are RESP2 (redis_wire.py). A Link never reconnects: when it is lost, every command waiting on it fails
-with ConnectionError (TimeoutError when Redis stopped answering) and its owner opens a new one.
+A Link never reconnects: when it is lost, every command waiting on it fails with ConnectionError (TimeoutError
+when Redis stopped answering) and its owner opens a new one.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from typing import Any, cast
 
 from redis.asyncio.connection import parse_url as redis_url_parts
 
-from nbrelay.hub.backends.redis_wire import ProtocolError, Reader, Reply, ReplyError, pack
+from nbrelay.hub.backends.redis_wire import ProtocolError, Push, Reader, Reply, ReplyError, pack
 
-Push = Callable[[Reply], None]
+OnPush = Callable[[Reply], None]
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,10 @@ class Address:
 
 
 class Link(asyncio.Protocol):
-    """A connection, once open (Link.open): `call` sends a command and returns the future of its reply; with
-    `on_push`, replies that no call waits for (pub/sub messages and confirmations) go to it."""
+    """A connection, once open (Link.open): `call` sends a command and returns the future of its reply; pushes
+    (pub/sub messages and confirmations) go to `on_push`."""
 
-    def __init__(self, timeout_s: float, on_push: Push | None = None):
+    def __init__(self, timeout_s: float, on_push: OnPush | None = None):
         self.timeout_s = timeout_s
         self._on_push = on_push
         self._loop = asyncio.get_running_loop()
@@ -77,7 +78,7 @@ class Link(asyncio.Protocol):
         self._lost: asyncio.Future[Exception] = self._loop.create_future()
 
     @classmethod
-    async def open(cls, address: Address, *, name: str, timeout_s: float, on_push: Push | None = None) -> Link:
+    async def open(cls, address: Address, *, name: str, timeout_s: float, on_push: OnPush | None = None) -> Link:
         """Connect, log in, select the database and name the connection (CLIENT LIST shows whose it is).
         ConnectionError (or OSError, TimeoutError) when any of it fails."""
         link = cls(timeout_s, on_push)
@@ -89,19 +90,23 @@ class Link(asyncio.Protocol):
             server_hostname=address.host if address.tls else None,
         )
         await asyncio.wait_for(connecting, timeout_s)
-        steps: list[tuple[str, list[str | int]]] = []
+        # RESP3 (Redis 6 and newer): pub/sub messages come as pushes, told apart from replies by their type, so one
+        # connection carries both. HELLO logs in and names the connection in the same round trip.
+        hello: list[str | int] = ["HELLO", 3]
         if address.password is not None:
-            steps.append(("AUTH", [*([address.username] if address.username else []), address.password]))
+            hello += ["AUTH", address.username or "default", address.password]
+        steps: list[list[str | int]] = [[*hello, "SETNAME", name]]
         if address.db:
-            steps.append(("SELECT", [address.db]))
-        steps.append(("CLIENT", ["SETNAME", name]))
-        replies = [link.call(command, *args) for command, args in steps]
+            steps.append(["SELECT", address.db])
+        replies = [link.call(*step) for step in steps]
         try:
-            for (command, _), reply in zip(steps, replies, strict=True):
+            for step, reply in zip(steps, replies, strict=True):
                 try:
                     await reply
-                except ReplyError as exc:  # the message only: AUTH's arguments hold the password
-                    raise ConnectionError(f"Redis refused {command}: {exc}") from None
+                except ReplyError as exc:  # the message only: HELLO's arguments hold the password
+                    old = step[0] == "HELLO" and exc.code in ("ERR", "NOPROTO") and "AUTH" not in str(exc)
+                    hint = " (the hub needs Redis 6 or newer, for RESP3)" if old else ""
+                    raise ConnectionError(f"Redis refused {step[0]}: {exc}{hint}") from None
         except BaseException:
             link.close()
             raise
@@ -125,7 +130,7 @@ class Link(asyncio.Protocol):
         return reply
 
     def send(self, *args: str | bytes | int) -> None:
-        """Send a command whose reply goes to on_push (SUBSCRIBE, UNSUBSCRIBE, PING on a pub/sub connection)."""
+        """Send a command that has no reply but pushes (SUBSCRIBE, UNSUBSCRIBE: their confirmations go to on_push)."""
         if self._error is not None:
             raise self._error
         if not self._out:
@@ -153,7 +158,10 @@ class Link(asyncio.Protocol):
             self._abort(ConnectionError(f"Redis sent what is not RESP: {exc}"))
             return
         for reply in replies:
-            if self._waiting:
+            if isinstance(reply, Push):
+                if self._on_push is not None:
+                    self._on_push(reply)
+            elif self._waiting:
                 future, _ = self._waiting.popleft()
                 if future.done():  # its caller gave up (cancelled)
                     continue
@@ -161,8 +169,6 @@ class Link(asyncio.Protocol):
                     future.set_exception(reply)
                 else:
                     future.set_result(reply)
-            elif self._on_push is not None:
-                self._on_push(reply)
             else:
                 self._abort(ConnectionError(f"Redis sent a reply nobody asked for: {reply!r:.80}"))
                 return

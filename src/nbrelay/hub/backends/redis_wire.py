@@ -1,12 +1,18 @@
-"""RESP2, the Redis wire protocol, with no I/O: commands to bytes, bytes to replies. The hub's hot path speaks it
-over its own connections (hub/backends/redis_link.py); tests feed it bytes.
+"""RESP, the Redis wire protocol (RESP3, and RESP2, its subset), with no I/O: commands to bytes, bytes to replies.
+The hub's hot path speaks it over its own connection (hub/backends/redis_link.py); tests feed it bytes.
 
 Replies as they come out of a Reader:
-    +simple string   str
-    -error           ReplyError (a value, not raised: the caller decides)
-    :integer         int
-    $bulk string     bytes, or None for $-1
-    *array           list of replies, or None for *-1
+    +simple string       str
+    -error, !blob error  ReplyError (a value, not raised: the caller decides)
+    :integer, (big       int
+    $bulk, =verbatim     bytes (verbatim without its "txt:"), None for $-1
+    *array, ~set         list of replies, None for *-1
+    >push                Push (a list): out-of-band data, such as a pub/sub message
+    %map                 dict
+    _null                None
+    #boolean             bool
+    ,double              float
+    |attributes          skipped: the reply after them comes out
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ class ReplyError(Exception):
     @property
     def code(self) -> str:
         return str(self).partition(" ")[0]
+
+
+class Push(list[Any]):
+    """Data Redis sends on its own (RESP3 ">"), not the reply to a command: a pub/sub message or confirmation."""
 
 
 class ProtocolError(Exception):
@@ -78,7 +88,7 @@ class Reader:
             raise _Incomplete
         kind, line = buffer[at], bytes(buffer[at + 1 : end])
         after = end + 2
-        if kind == 0x24:  # $
+        if kind in _BLOBS:  # $ = !
             size = _number(line)
             if size < 0:
                 return None, after
@@ -88,23 +98,46 @@ class Reader:
                 raise _Incomplete
             if buffer[after + size : after + size + 2] != _CRLF:
                 raise ProtocolError("a bulk string without its CRLF")
-            return bytes(buffer[after : after + size]), after + size + 2
-        if kind == 0x2A:  # *
+            blob = bytes(buffer[after : after + size])
+            if kind == 0x3D:  # =: verbatim, "txt:" or "mkd:" first
+                blob = blob[4:]
+            elif kind == 0x21:  # !: an error, as a blob
+                return ReplyError(blob.decode(errors="replace")), after + size + 2
+            return blob, after + size + 2
+        if kind in _AGGREGATES:  # * > ~ % |
             count = _number(line)
             if count < 0:
                 return None, after
-            items = []
-            for _ in range(count):
+            items = Push() if kind == 0x3E else []
+            for _ in range(count * 2 if kind in _MAPS else count):
                 item, after = self._parse(buffer, after)
                 items.append(item)
+            if kind == 0x7C:  # |: attributes of the reply that follows, which the hub has no use for
+                return self._parse(buffer, after)
+            if kind == 0x25:  # %
+                return dict(zip(items[::2], items[1::2], strict=True)), after
             return items, after
-        if kind == 0x3A:  # :
+        if kind == 0x3A or kind == 0x28:  # : (
             return _number(line), after
         if kind == 0x2B:  # +
             return line.decode(errors="replace"), after
         if kind == 0x2D:  # -
             return ReplyError(line.decode(errors="replace")), after
+        if kind == 0x5F:  # _
+            return None, after
+        if kind == 0x23:  # #
+            return line == b"t", after
+        if kind == 0x2C:  # ,
+            try:
+                return float(line), after
+            except ValueError:
+                raise ProtocolError(f"not a number: {line[:40]!r}") from None
         raise ProtocolError(f"unexpected reply type {chr(kind)!r}")
+
+
+_BLOBS = frozenset(b"$=!")
+_AGGREGATES = frozenset(b"*>~%|")
+_MAPS = frozenset(b"%|")
 
 
 def _number(line: bytes) -> int:
