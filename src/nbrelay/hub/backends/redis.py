@@ -168,6 +168,9 @@ class RedisBackend:
         self._inbox: deque[list[Reply]] = deque()
         self._draining: asyncio.Task[None] | None = None
         self._heard = False  # something arrived on it since _keep_alive last looked
+        # The JSON of this node's publishes in flight → their events. Identical JSON is the same event (time
+        # included), so which of them answers does not matter.
+        self._own: dict[bytes, Event] = {}
         self._listener: asyncio.Task[None] | None = None
 
     # life cycle ----------------------------------------------------------------------------------------------
@@ -197,20 +200,21 @@ class RedisBackend:
 
     # publish and read ----------------------------------------------------------------------------------------
     async def publish(self, event: Event, streams: Sequence[str]) -> list[Event]:
-        body = event.json() if event.stream is None else Event(event.type, event.data, ts=event.ts).json()
+        text = event.json() if event.stream is None else Event(event.type, event.data, ts=event.ts).json()
+        body = text.encode()
         keys = [key for stream in streams for key in self._stream_keys(stream)]
-        args: list[str | int] = [secrets.token_hex(4), self.history_size, self._ttl_ms, self._meta_ttl_ms]
+        args: list[str | bytes | int] = [secrets.token_hex(4), self.history_size, self._ttl_ms, self._meta_ttl_ms]
         args += [int(event.ts.timestamp() * 1000), body, *(self.channel(stream) for stream in streams)]
+        self._own[body] = event  # its pub/sub messages come back before the reply: they need not be decoded
         try:
             placed = await self._run(self.publish_script, keys, args)
         except (ReplyError, OSError) as exc:  # ConnectionError and TimeoutError are OSErrors
             raise HubUnavailable(f"the hub's Redis at {self.where} did not take a {event.type} event: {exc}") from exc
-        published = [
+        finally:
+            self._own.pop(body, None)
+        return [
             event.positioned(stream, int(placed[2 * i + 1]), placed[2 * i].decode()) for i, stream in enumerate(streams)
         ]
-        for copy in published:
-            self._hand_on_own(copy)
-        return published
 
     async def position(self, stream: str) -> tuple[str, int]:
         """Where the stream stands. A stream this node watches is known here (its live events keep it current,
@@ -245,8 +249,8 @@ class RedisBackend:
         except (ReplyError, OSError) as exc:
             raise HubUnavailable(f"the hub's Redis at {self.where} did not answer for {stream}: {exc}") from exc
 
-    async def _run(self, script: LuaScript, keys: list[str], args: list[str | int]) -> Reply:
-        """Run a script on the command connection (sending its text once if Redis does not know it)."""
+    async def _run(self, script: LuaScript, keys: list[str], args: Sequence[str | bytes | int]) -> Reply:
+        """Run a script on the connection (sending its text once if Redis does not know it)."""
         link = self._link if self._link is not None and self._link.is_open else await self._connection()
         try:
             return await link.call("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -456,7 +460,9 @@ class RedisBackend:
         if watch.epoch == epoch and offset <= watch.last:
             return  # handed on already (a re-read overlaps what pub/sub brings)
         body = data[data.index(b" ") + 1 :]
-        self._hand_on(stream, watch, Event.from_dict(json.loads(body)).positioned(stream, offset, epoch))
+        own = self._own.get(body)  # this node's publish, in flight: the event it was made from
+        event = own if own is not None else Event.from_dict(json.loads(body))
+        self._hand_on(stream, watch, event.positioned(stream, offset, epoch))
 
     async def _catch_up(self, stream: str, watch: _Watch) -> None:
         """Hand on, from history, what came after the last event handed on (after a gap or a reconnect)."""
@@ -479,15 +485,6 @@ class RedisBackend:
             )
         for event in history.events:
             self._hand_on(stream, watch, event)
-
-    def _hand_on_own(self, event: Event) -> None:
-        """An event this node has just published, handed on now rather than when its pub/sub message comes back
-        (which is then dropped by its offset, before its JSON is read): only if it is the very next one of a stream
-        this node follows, so that nothing can come in between."""
-        assert event.stream is not None
-        watch = self._watched.get(event.stream)
-        if watch is not None and watch.ready.is_set() and watch.epoch == event.epoch and event.offset == watch.last + 1:
-            self._hand_on(event.stream, watch, event)
 
     def _hand_on(self, stream: str, watch: _Watch, event: Event) -> None:
         assert event.offset is not None and event.epoch is not None
