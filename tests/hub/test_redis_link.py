@@ -137,7 +137,7 @@ async def test_login_database_and_name(tmp_path: Path) -> None:
         finally:
             link.close()
         with pytest.raises(ConnectionError, match="Redis refused HELLO: WRONGPASS") as refused:
-            await open_link(server.url.replace("s3cret-pw", "not-it"))
+            await open_link(server.url.replace("s3cret-pw", "not-it").replace("/0", "/3"))  # SELECT after: fails too
         assert "not-it" not in str(refused.value)
     finally:
         server.kill()

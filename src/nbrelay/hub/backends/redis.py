@@ -370,7 +370,7 @@ class RedisBackend:
         re-read (or for what came before it to be handed on)."""
         self._heard = True
         if not isinstance(reply, list) or not reply:
-            return  # +PONG (a ping before any SUBSCRIBE)
+            return  # not a push the hub knows
         try:
             if not self._inbox and not self._must_wait(reply):
                 kind = reply[0]

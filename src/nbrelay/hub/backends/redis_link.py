@@ -109,6 +109,9 @@ class Link(asyncio.Protocol):
                     raise ConnectionError(f"Redis refused {step[0]}: {exc}{hint}") from None
         except BaseException:
             link.close()
+            for reply in replies:  # the steps after the one that failed fail with the connection: nobody awaits them
+                if reply.done() and not reply.cancelled():
+                    reply.exception()
             raise
         return link
 
