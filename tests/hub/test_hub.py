@@ -573,6 +573,34 @@ async def test_redis_losing_the_data_mid_stream_starts_a_new_epoch(redis_pair: t
     assert (await publish(node_b, "user:alice", n=3)).id == f"{after.epoch}:2"
 
 
+async def test_publishes_to_a_redis_that_does_not_answer_share_one_connect() -> None:
+    """A Redis that takes the connection and never answers (a hung server, a proxy to nowhere): ten publishes at
+    once fail together with a clear error after one attempt's timeout, not one attempt each in turn."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await reader.read()  # never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = RedisBackend(f"redis://127.0.0.1:{port}/0?prefix=nbrelay-test-silent")
+    try:
+        outcomes = await asyncio.gather(
+            *(backend.publish(Event("notice", {"n": i}), ["user:a"]) for i in range(10)), return_exceptions=True
+        )
+        assert all(isinstance(o, HubUnavailable) for o in outcomes), outcomes
+        assert f"the hub's Redis at redis://127.0.0.1:{port}/0 did not take a notice event" in str(outcomes[0])
+        assert "did not answer in 2 s" in str(outcomes[0])
+        assert len(accepted) == 1
+    finally:
+        await backend.close()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 @pytest.mark.redis
 async def test_redis_down_then_back_empty(redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
     """While Redis is down, publishing and following fail with a clear error and the nodes keep trying; when it

@@ -157,7 +157,7 @@ class RedisBackend:
         node = f"{_NOT_IN_NAME.sub('-', socket.gethostname())}:{os.getpid()}:{secrets.token_hex(2)}"
         self.client_name = f"{self.prefix}:hub:{node}"
         self._link: Link | None = None
-        self._linking = asyncio.Lock()
+        self._connecting: asyncio.Future[Link] | None = None
         self.publish_script = LuaScript(_PUBLISH)
         self.read_script = LuaScript(_READ)
         self._deliver: Deliver | None = None
@@ -188,6 +188,9 @@ class RedisBackend:
             await stop([self._listener])
             self._listener = None
         self._deliver = None
+        if self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
         if self._link is not None:
             self._link.close()
 
@@ -260,13 +263,26 @@ class RedisBackend:
             return await link.call("EVAL", script.text, len(keys), *keys, *args)
 
     async def _connection(self) -> Link:
-        """The connection to Redis; a new one if there is none or it was lost (one connect at a time)."""
-        async with self._linking:
-            if self._link is None or not self._link.is_open:
-                self._link = await Link.open(
-                    self._address, name=self.client_name, timeout_s=_COMMAND_TIMEOUT_S, on_push=self._on_push
-                )
+        """The connection to Redis; a new one if there is none or it was lost. Everyone who asks while a connect is
+        under way waits for that one and shares its outcome: while Redis is away, a burst of publishes costs one
+        attempt (up to 2 s when nothing answers), not one each in turn."""
+        if self._link is not None and self._link.is_open:
             return self._link
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+            self._connecting.add_done_callback(_ignore)
+        connecting = self._connecting
+        try:
+            return await asyncio.shield(connecting)  # one caller given up does not stop it for the others
+        finally:
+            if connecting.done() and self._connecting is connecting:
+                self._connecting = None
+
+    async def _connect(self) -> Link:
+        self._link = await Link.open(
+            self._address, name=self.client_name, timeout_s=_COMMAND_TIMEOUT_S, on_push=self._on_push
+        )
+        return self._link
 
     # watching ------------------------------------------------------------------------------------------------
     async def watch(self, stream: str) -> None:
@@ -495,10 +511,11 @@ class RedisBackend:
             self._deliver(event)
 
 
-def _ignore(reply: asyncio.Future[Reply]) -> None:
-    """Retrieve a reply nobody waits for (a ping's: when it fails, the connection's loss says so)."""
-    if not reply.cancelled():
-        reply.exception()
+def _ignore(outcome: asyncio.Future[Any]) -> None:
+    """Retrieve an outcome nobody may wait for (a ping's reply: when it fails, the connection's loss says so; a
+    connect's: its callers got it, if any were left)."""
+    if not outcome.cancelled():
+        outcome.exception()
 
 
 def _position(data: bytes) -> tuple[str, int]:
