@@ -4,6 +4,8 @@ are cut."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nbrelay.hub.backends.redis_wire import ProtocolError, Push, Reader, ReplyError, pack
 
@@ -105,3 +107,55 @@ def test_an_unfinished_reply_waits_for_its_end() -> None:
     assert reader.replies() == []
     reader.feed(b"3\r\n")
     assert reader.replies() == [[b"hello", 3]]
+
+
+# Any reply, however it is cut --------------------------------------------------------------------------------
+def encode(value: object) -> bytes:
+    """A reply as Redis writes it (the test's own encoder, independent of the Reader)."""
+    if isinstance(value, Push):
+        return b">%d\r\n" % len(value) + b"".join(map(encode, value))
+    if isinstance(value, list):
+        return b"*%d\r\n" % len(value) + b"".join(map(encode, value))
+    if isinstance(value, bool):
+        return b"#t\r\n" if value else b"#f\r\n"
+    if isinstance(value, int):
+        return b":%d\r\n" % value
+    if isinstance(value, bytes):
+        return b"$%d\r\n%s\r\n" % (len(value), value)
+    if isinstance(value, str):
+        return b"+%s\r\n" % value.encode()
+    if isinstance(value, ReplyError):
+        return b"-%s\r\n" % str(value).encode()
+    assert value is None
+    return b"_\r\n"
+
+
+line_text = st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=20)
+replies = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.binary(max_size=40) | line_text,
+    lambda children: st.lists(children, max_size=4) | st.lists(children, max_size=4).map(Push),
+    max_leaves=12,
+)
+
+
+def tagged(value: object) -> object:
+    """The value with every aggregate marked push or array (list equality alone does not tell them apart)."""
+    if isinstance(value, list):
+        return ("push" if isinstance(value, Push) else "array", [tagged(item) for item in value])
+    return (type(value).__name__, value)
+
+
+@given(st.lists(replies, min_size=1, max_size=6), st.lists(st.integers(1, 30), min_size=1))
+@settings(max_examples=300, deadline=None)
+def test_any_replies_cut_anywhere_come_out_as_sent(sent: list[object], cuts: list[int]) -> None:
+    wire = b"".join(map(encode, sent))
+    reader = Reader()
+    got: list[object] = []
+    at = 0
+    for size in cuts * (len(wire) // max(1, sum(cuts)) + 1):
+        reader.feed(wire[at : at + size])
+        at += size
+        got += reader.replies()
+    reader.feed(wire[at:])
+    got += reader.replies()
+    assert tagged(got) == tagged(sent)
