@@ -140,6 +140,16 @@ class _Watch:
     reread: bool = False  # the connection dropped: re-read history once subscribed again
 
 
+@dataclass(frozen=True, slots=True)
+class _Message:
+    """A pub/sub message of a stream, read: where its event stands and the event's JSON."""
+
+    stream: str
+    epoch: str
+    offset: int
+    body: bytes
+
+
 class RedisBackend:
     def __init__(self, url: str, *, history_size: int = 1000, history_ttl_s: float = 3600.0):
         address, self.prefix = parse_url(url)
@@ -165,7 +175,7 @@ class RedisBackend:
         self._confirming: dict[str, deque[_Watch]] = {}  # per channel, the watches whose SUBSCRIBE is unanswered
         self._pubsub: Link | None = None
         # What arrived on it and waits for history to be re-read first (or for what came before it), in order.
-        self._inbox: deque[list[Reply]] = deque()
+        self._inbox: deque[_Message | str] = deque()  # messages, and channels of confirmations
         self._draining: asyncio.Task[None] | None = None
         self._heard = False  # something arrived on it since _keep_alive last looked
         # The JSON of this node's publishes in flight → their events. Identical JSON is the same event (time
@@ -385,57 +395,64 @@ class RedisBackend:
         """A message or a confirmation as it is read: handed on at once, unless it must wait for history to be
         re-read (or for what came before it to be handed on)."""
         self._heard = True
-        if not isinstance(reply, list) or not reply:
-            return  # not a push the hub knows
         try:
-            if not self._inbox and not self._must_wait(reply):
-                kind = reply[0]
-                if kind == b"message":
-                    self._take_message(reply[1], reply[2])
-                elif kind == b"subscribe":
-                    watch = self._confirmed(reply[1])
-                    if watch is not None:
-                        watch.ready.set()
+            item = self._read_push(reply)
+            if item is None:
+                return
+            if not self._inbox and not self._must_wait(item):
+                self._take(item)
                 return
         except Exception:
             self._start_over()
             return
-        self._inbox.append(reply)
+        self._inbox.append(item)
         if self._draining is None:
             self._draining = asyncio.get_running_loop().create_task(self._drain())
 
-    def _must_wait(self, reply: list[Reply]) -> bool:
+    def _read_push(self, reply: Reply) -> _Message | str | None:
+        """A message; the channel of a SUBSCRIBE's confirmation; None for what the hub has no use for."""
+        if not isinstance(reply, list) or len(reply) < 2:
+            return None
         kind = reply[0]
-        if kind == b"message":
-            watch = self._watched.get(self._stream_of(reply[1]))
+        if kind == b"message":  # "<epoch>:<offset> <the event's JSON>"
+            head, _, body = reply[2].partition(b" ")
+            epoch, _, offset = head.rpartition(b":")
+            return _Message(self._stream_of(reply[1].decode()), epoch.decode(), int(offset), body)
+        if kind == b"subscribe":
+            return str(reply[1].decode())
+        return None
+
+    def _must_wait(self, item: _Message | str) -> bool:
+        if isinstance(item, _Message):
+            watch = self._watched.get(item.stream)
             if watch is None or watch.epoch is None:
                 return False
-            epoch, offset = _position(reply[2])
-            return offset > (watch.last if epoch == watch.epoch else 0) + 1  # a gap: read history first
-        if kind == b"subscribe":
-            waiting = self._confirming.get(reply[1].decode())
-            return waiting[0].reread if waiting else False
-        return False
+            return item.offset > (watch.last if item.epoch == watch.epoch else 0) + 1  # a gap: read history first
+        waiting = self._confirming.get(item)
+        return waiting[0].reread if waiting else False
+
+    def _take(self, item: _Message | str) -> None:
+        if isinstance(item, _Message):
+            self._take_message(item)
+        elif (watch := self._confirmed(item)) is not None:
+            watch.ready.set()
 
     async def _drain(self) -> None:
         """Hand on what waits in the inbox, in order, re-reading history where it has to."""
         try:
             while self._inbox:
-                reply = self._inbox[0]
-                kind = reply[0]
-                if kind == b"message":
-                    if self._must_wait(reply):
-                        stream = self._stream_of(reply[1])
-                        watch = self._watched[stream]
-                        epoch, _ = _position(reply[2])
-                        if epoch != watch.epoch:
-                            watch.epoch, watch.last = epoch, 0  # the stream started over (Redis lost it): from 1
-                        await self._catch_up(stream, watch)
-                    self._take_message(reply[1], reply[2])
-                elif kind == b"subscribe" and (confirmed := self._confirmed(reply[1])) is not None:
+                item = self._inbox[0]
+                if isinstance(item, _Message):
+                    if self._must_wait(item):
+                        watch = self._watched[item.stream]
+                        if item.epoch != watch.epoch:
+                            watch.epoch, watch.last = item.epoch, 0  # the stream started over (Redis lost it)
+                        await self._catch_up(item.stream, watch)
+                    self._take_message(item)
+                elif (confirmed := self._confirmed(item)) is not None:
                     if confirmed.reread:
                         confirmed.reread = False
-                        await self._catch_up(self._stream_of(reply[1]), confirmed)
+                        await self._catch_up(self._stream_of(item), confirmed)
                     confirmed.ready.set()
                 self._inbox.popleft()
         except Exception:
@@ -451,34 +468,30 @@ class RedisBackend:
         if self._pubsub is not None:
             self._pubsub.close()
 
-    def _stream_of(self, channel: bytes) -> str:
-        return channel.decode()[len(self._keys) :]
+    def _stream_of(self, channel: str) -> str:
+        return channel[len(self._keys) :]
 
-    def _confirmed(self, channel: bytes) -> _Watch | None:
+    def _confirmed(self, channel: str) -> _Watch | None:
         """The watch whose SUBSCRIBE Redis just confirmed; None if unwatched (or watched anew) since."""
-        name = channel.decode()
-        waiting = self._confirming.get(name)
+        waiting = self._confirming.get(channel)
         watch = waiting.popleft() if waiting else None
         if waiting is not None and not waiting:
-            del self._confirming[name]
-        if watch is None or self._watched.get(name[len(self._keys) :]) is not watch:
+            del self._confirming[channel]
+        if watch is None or self._watched.get(self._stream_of(channel)) is not watch:
             return None
         return watch
 
-    def _take_message(self, channel: bytes, data: bytes) -> None:
-        stream = self._stream_of(channel)
-        watch = self._watched.get(stream)
+    def _take_message(self, message: _Message) -> None:
+        watch = self._watched.get(message.stream)
         if watch is None:
             return  # unwatched meanwhile
-        epoch, offset = _position(data)
-        if watch.epoch is not None and epoch != watch.epoch:
-            watch.epoch, watch.last = epoch, 0  # the stream started over (Redis lost it): a new epoch from 1
-        if watch.epoch == epoch and offset <= watch.last:
+        if watch.epoch is not None and message.epoch != watch.epoch:
+            watch.epoch, watch.last = message.epoch, 0  # the stream started over (Redis lost it): a new epoch from 1
+        if watch.epoch == message.epoch and message.offset <= watch.last:
             return  # handed on already (a re-read overlaps what pub/sub brings)
-        body = data[data.index(b" ") + 1 :]
-        own = self._own.get(body)  # this node's publish, in flight: the event it was made from
-        event = own if own is not None else Event.from_dict(json.loads(body))
-        self._hand_on(stream, watch, event.positioned(stream, offset, epoch))
+        own = self._own.get(message.body)  # this node's publish, in flight: the event it was made from
+        event = own if own is not None else Event.from_dict(json.loads(message.body))
+        self._hand_on(message.stream, watch, event.positioned(message.stream, message.offset, message.epoch))
 
     async def _catch_up(self, stream: str, watch: _Watch) -> None:
         """Hand on, from history, what came after the last event handed on (after a gap or a reconnect)."""
@@ -516,10 +529,3 @@ def _ignore(outcome: asyncio.Future[Any]) -> None:
     connect's: its callers got it, if any were left)."""
     if not outcome.cancelled():
         outcome.exception()
-
-
-def _position(data: bytes) -> tuple[str, int]:
-    """(epoch, offset) from the head of a pub/sub message, "<epoch>:<offset> <the event's JSON>"."""
-    head = data[: data.index(b" ")]
-    epoch, _, offset = head.rpartition(b":")
-    return epoch.decode(), int(offset)
