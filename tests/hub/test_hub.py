@@ -577,9 +577,11 @@ async def test_publishes_to_a_redis_that_does_not_answer_share_one_connect() -> 
     """A Redis that takes the connection and never answers (a hung server, a proxy to nowhere): ten publishes at
     once fail together with a clear error after one attempt's timeout, not one attempt each in turn."""
     accepted: list[asyncio.StreamWriter] = []
+    arrived = asyncio.Event()
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted.append(writer)
+        arrived.set()
         await reader.read()  # never answers
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
@@ -593,6 +595,15 @@ async def test_publishes_to_a_redis_that_does_not_answer_share_one_connect() -> 
         assert f"the hub's Redis at redis://127.0.0.1:{port}/0 did not take a notice event" in str(outcomes[0])
         assert "did not answer in 2 s" in str(outcomes[0])
         assert len(accepted) == 1
+        # A connect whose only caller gave up still ends, and the next publish tries anew (not its old outcome).
+        arrived.clear()
+        given_up = asyncio.ensure_future(backend.publish(Event("notice", {}), ["user:a"]))
+        await asyncio.wait_for(arrived.wait(), 5)
+        given_up.cancel()
+        await asyncio.sleep(2.2)  # that connect times out meanwhile
+        with pytest.raises(HubUnavailable, match="did not answer in 2 s"):
+            await backend.publish(Event("notice", {}), ["user:a"])
+        assert len(accepted) == 3
     finally:
         await backend.close()
         for writer in accepted:

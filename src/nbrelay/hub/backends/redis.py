@@ -280,13 +280,14 @@ class RedisBackend:
             return self._link
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(self._connect())
-            self._connecting.add_done_callback(_ignore)
-        connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)  # one caller given up does not stop it for the others
-        finally:
-            if connecting.done() and self._connecting is connecting:
-                self._connecting = None
+            self._connecting.add_done_callback(self._connected)
+        return await asyncio.shield(self._connecting)  # one caller given up does not stop it for the others
+
+    def _connected(self, connecting: asyncio.Future[Link]) -> None:
+        """A connect ended: the next caller starts a new one if need be (even when nobody waited for this one)."""
+        if self._connecting is connecting:
+            self._connecting = None
+        _ignore(connecting)
 
     async def _connect(self) -> Link:
         self._link = await Link.open(
