@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,10 +124,10 @@ class Link(asyncio.Protocol):
         if self._error is not None:
             reply.set_exception(self._error)
             return reply
-        deadline = time.monotonic() + self.timeout_s
+        deadline = self._loop.time() + self.timeout_s
         self._waiting.append((reply, deadline))
         if self._timer is None:
-            self._timer = self._loop.call_at(self._loop.time() + self.timeout_s, self._check_deadline)
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
         self.send(*args)
         return reply
 
@@ -191,11 +190,10 @@ class Link(asyncio.Protocol):
         if not self._waiting or self._error is not None:
             return
         deadline = self._waiting[0][1]
-        now = time.monotonic()
-        if deadline <= now:
+        if deadline <= self._loop.time():
             self._abort(TimeoutError(f"Redis did not answer in {self.timeout_s:g} s"))
         else:
-            self._timer = self._loop.call_at(self._loop.time() + (deadline - now), self._check_deadline)
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
 
     def _abort(self, error: Exception) -> None:
         self._fail(error)
