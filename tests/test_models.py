@@ -1,7 +1,10 @@
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nbrelay.errors import InvalidTransition
 from nbrelay.models import TERMINAL_STATES, Event, Job, JobError, JobState, compact_json, transition
@@ -132,3 +135,29 @@ def test_an_event_encodes_its_data_once_for_every_stream_and_frame() -> None:
         assert json.loads(copy.ws_text()) == {"op": "event", **copy.to_dict()}
     empty = Event("notice", {}).positioned("broadcast", 1, "e")
     assert empty.json() == compact_json(empty.to_dict())
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)  # any text JSON can carry
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    type_=_TEXT,
+    stream=st.none() | _TEXT,
+    offset=st.none() | st.integers(min_value=0, max_value=2**63 - 1),
+    epoch=st.none() | _TEXT,
+    ts=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=13))])),
+    data=st.dictionaries(_TEXT, st.none() | st.booleans() | st.integers() | _TEXT, max_size=3),
+)
+def test_json_is_compact_json_of_to_dict_for_any_event(
+    type_: str, stream: str | None, offset: int | None, epoch: str | None, ts: datetime, data: dict[str, Any]
+) -> None:
+    """json() writes the wire form itself (it is on every event's path): byte for byte what compact_json makes of
+    to_dict(), for any strings (quotes, controls, non-ASCII), time zone and position, positioned copies too."""
+    event = Event(type_, data, ts=ts, stream=stream, offset=offset, epoch=epoch)
+    assert event.json() == compact_json(event.to_dict())
+    assert event.to_dict()["ts"].endswith("Z") and datetime.fromisoformat(event.to_dict()["ts"]) == ts.replace(
+        microsecond=ts.microsecond // 1000 * 1000
+    )
+    copy = event.positioned("user:a", 3, "e1")
+    assert copy.json() == compact_json(copy.to_dict())

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from json.encoder import encode_basestring
 from typing import Any
 
 from nbrelay.errors import InvalidTransition
@@ -62,9 +63,17 @@ def utcnow() -> datetime:
 
 
 def isoformat(ts: datetime | None) -> str | None:
+    """ "2026-12-05T09:38:40.123Z": UTC, to the millisecond (a naive time is taken as local, as astimezone does)."""
     if ts is None:
         return None
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    return ts.isoformat(timespec="milliseconds")[:-6] + "Z"  # without its "+00:00"
+
+
+def _json_text(value: str | None) -> str:
+    """A string (or None) as compact_json writes it."""
+    return "null" if value is None else encode_basestring(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +217,7 @@ class Event:
     # Encoded once, however many clients the event goes to (see json() and ws_text()); the data once for every
     # stream the event is published on (see data_json()).
     _data_json: str | None = field(default=None, init=False, repr=False, compare=False)
+    _ts_text: str | None = field(default=None, init=False, repr=False, compare=False)  # isoformat(ts), shared too
     _json: str | None = field(default=None, init=False, repr=False, compare=False)
     _ws_text: str | None = field(default=None, init=False, repr=False, compare=False)
     _ws_frame: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -224,9 +234,17 @@ class Event:
         """The event as compact JSON text (the SSE `data:`), built on first use and kept."""
         text = self._json
         if text is None:
-            head = self.to_dict()
-            del head["data"]
-            text = f'{compact_json(head)[:-1]},"data":{self.data_json()}}}'
+            # to_dict() through compact_json, written out: this runs once per event on the push path
+            ts = self._ts_text
+            if ts is None:
+                ts = isoformat(self.ts)
+                object.__setattr__(self, "_ts_text", ts)
+            offset = "null" if self.offset is None else str(self.offset)
+            text = (
+                f'{{"stream":{_json_text(self.stream)},"offset":{offset},"epoch":{_json_text(self.epoch)},'
+                f'"id":{_json_text(self.id)},"type":{_json_text(self.type)},"ts":{_json_text(ts)},'
+                f'"data":{self.data_json()}}}'
+            )
             object.__setattr__(self, "_json", text)
         return text
 
@@ -263,6 +281,8 @@ class Event:
         copy = Event(self.type, self.data, ts=self.ts, stream=stream, offset=offset, epoch=epoch)
         if self._data_json is not None:
             object.__setattr__(copy, "_data_json", self._data_json)
+        if self._ts_text is not None:
+            object.__setattr__(copy, "_ts_text", self._ts_text)
         return copy
 
     @classmethod
