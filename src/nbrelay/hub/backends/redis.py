@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import socket
@@ -216,7 +217,7 @@ class RedisBackend:
         text = event.json() if event.stream is None else Event(event.type, event.data, ts=event.ts).json()
         body = text.encode()
         keys = [key for stream in streams for key in self._stream_keys(stream)]
-        args: list[str | bytes | int] = [secrets.token_hex(4), self.history_size, self._ttl_ms, self._meta_ttl_ms]
+        args: list[str | bytes | int] = [_fresh_epoch(), self.history_size, self._ttl_ms, self._meta_ttl_ms]
         args += [int(event.ts.timestamp() * 1000), body, *(self.channel(stream) for stream in streams)]
         self._own[body] = event  # its pub/sub messages come back before the reply: they need not be decoded
         try:
@@ -256,7 +257,7 @@ class RedisBackend:
         return History(epoch=epoch, last_offset=last, first_offset=first, events=events)
 
     async def _call_read(self, stream: str, after: int | str) -> list[Any]:
-        args: list[str | int] = [secrets.token_hex(4), self._meta_ttl_ms, after, self.history_size]
+        args: list[str | int] = [_fresh_epoch(), self._meta_ttl_ms, after, self.history_size]
         try:
             return list(await self._run(self.read_script, self._stream_keys(stream), args))
         except (ReplyError, OSError) as exc:
@@ -523,6 +524,13 @@ class RedisBackend:
         watch.epoch, watch.last = event.epoch, event.offset
         if self._deliver is not None:
             self._deliver(event)
+
+
+def _fresh_epoch() -> str:
+    """The epoch a script gives a stream that has none (it is sent with every publish and read, and used only then):
+    random, not secret. The module's generator, seeded from the OS and again in every forked child, so processes
+    forked from one (prefork workers) do not make the same epochs; the OS's random bytes cost a system call each."""
+    return f"{random.getrandbits(32):08x}"
 
 
 def _ignore(outcome: asyncio.Future[Any]) -> None:
