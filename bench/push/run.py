@@ -5,7 +5,8 @@
 F4  server memory per idle WebSocket, N held by one process     vs  python-socketio AsyncServer, same N
 F5  server CPU per delivered message, broadcast to N clients    vs  `await sio.emit(...)` to all N clients
 F6  per-user event latency publish → client (200 users), with     vs  `await sio.emit(..., to=sid)`
-    the durable hubs sql:// and redis:// (and memory:// beside)
+    the durable hubs sql:// and redis:// (and memory:// beside;
+    beside too: python-socketio in its multi-node mode, its Redis manager)
 F6C F6 across two nodes: published on node A, clients on node B,  vs  F6 on one node (sql://)
     the events going through Redis (redis://)
 
@@ -151,7 +152,6 @@ class Server:
     """nbrelay (bench/push/server.py) or the python-socketio baseline, in its own process group."""
 
     def __init__(self, kind: str, tmp: Path, broker: str = "sql://", src: str = ""):
-        assert kind == "nbrelay" or not broker.startswith("redis"), "only nbrelay speaks redis://"
         self.kind = kind
         self.broker = broker
         self.src = src  # another nbrelay source tree to run (PYTHONPATH), e.g. a `git worktree` of an older commit
@@ -170,6 +170,9 @@ class Server:
         else:
             cmd = [str(PYTHON), str(HERE / "socketio_server.py"), "--port", str(self.port)]
             cmd += ["--heartbeat-s", f"{HEARTBEAT_S:g}"]
+            if self.broker.startswith("redis"):  # python-socketio's multi-node mode, on the run's Redis and prefix
+                redis_url, _, query = self.broker.partition("?prefix=")
+                cmd += ["--redis-url", redis_url, "--channel", f"{query}:socketio"]
         env = bench_env(self.tmp)
         env["NBRELAY_BROKER_URL"] = self.broker
         if self.src:
@@ -935,6 +938,8 @@ def main() -> int:
             variants = {name: (kind, broker, "") for name, (kind, broker) in VARIANTS.items()}
             redis_url = stack.enter_context(redis_broker())
             variants["nbrelay_redis"] = ("nbrelay", redis_url, "")  # the other durable hub (history in Redis)
+            # beside, not the baseline: python-socketio's own multi-node mode (its Redis manager: no history)
+            variants["socketio_redis"] = ("socketio", redis_url, "")
             for name, src in args.src:
                 variants[f"nbrelay@{name}"] = ("nbrelay", "sql://", src)
             for name, src in args.src_redis:
@@ -961,6 +966,13 @@ def main() -> int:
                     p99 <= base_p99 and cpu <= base_cpu,
                 )
                 row.notes.append(f"server CPU per message {cpu:.0f} us vs {base_cpu:.0f} us: x{cpu / base_cpu:.2f}")
+                if variant == "nbrelay_redis" and runs["socketio_redis"]:
+                    mp99, mcpu = (median_of(runs["socketio_redis"], *keys) for keys in F6_FIGURES)
+                    row.notes.append(
+                        f"beside (not the target): python-socketio's multi-node mode, its Redis manager (no history): "
+                        f"p99 {mp99:.2f} ms, CPU {mcpu:.0f} us/msg; redis:// against it: p99 x{p99 / mp99:.2f}, "
+                        f"CPU x{cpu / mcpu:.2f}"
+                    )
                 if variant == "nbrelay":
                     row.notes += f6_summary(runs)
                 print_row(row)

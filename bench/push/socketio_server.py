@@ -5,7 +5,10 @@ same uvicorn options as `nbrelay serve`, plus the same two benchmark-only routes
          "all": `await sio.emit("notice", payload)` to every client; "sids": `emit(..., to=sid)` round-robin
     GET  /bench/rusage   this process's CPU seconds, ru_maxrss, VmRSS and connected clients
 
-    python bench/push/socketio_server.py --port P
+    python bench/push/socketio_server.py --port P [--redis-url redis://… --channel NAME]
+
+--redis-url: python-socketio's multi-node mode (AsyncRedisManager on that Redis, pub/sub channel NAME): every emit
+is handed to this server's clients and published to the other servers through Redis.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ except ImportError:  # run.py checks first and explains; this is for a direct st
     sys.exit("bench/push/socketio_server.py needs python-socketio: uv pip install -p .venv python-socketio")
 
 
-def build(heartbeat_s: float) -> Any:
+def build(heartbeat_s: float, redis_url: str = "", channel: str = "socketio") -> Any:
+    manager = socketio.AsyncRedisManager(redis_url, channel=channel) if redis_url else None
     sio = socketio.AsyncServer(
+        client_manager=manager,
         async_mode="asgi",
         transports=["websocket"],
         ping_interval=heartbeat_s,
@@ -83,9 +88,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--heartbeat-s", type=float, default=HEARTBEAT_S)
+    parser.add_argument("--redis-url", default="", help="python-socketio's multi-node mode on this Redis")
+    parser.add_argument("--channel", default="socketio", help="--redis-url: the pub/sub channel")
     args = parser.parse_args()
     raise_fd_limit(0)
-    uvicorn.run(build(args.heartbeat_s), **uvicorn_options(args.port, args.heartbeat_s))
+    app = build(args.heartbeat_s, args.redis_url, args.channel)
+    uvicorn.run(app, **uvicorn_options(args.port, args.heartbeat_s))
 
 
 if __name__ == "__main__":
