@@ -23,6 +23,11 @@ from nbrelay.push.transports.session import Close, CloseCode, Send, Session, Sub
 
 log = logging.getLogger(__name__)
 _SWEEP_INTERVAL_S = 2.0  # at most; a quarter of heartbeat_s when that is shorter (pings stay on time)
+# Each sweep goes over the connections in slices spread over its interval (at least this many, and more so that
+# none holds more than _SWEEP_SLICE_MOST): a server with many connections never stops for all of them at once
+# (at 19,500 connections a whole sweep held requests up for ~50 ms; docs/benchmarks.md).
+_SWEEP_SLICES = 8
+_SWEEP_SLICE_MOST = 500
 GOODBYE = Close(CloseCode.SERVER_RESTART, "server restarting: reconnect and resume")
 
 
@@ -131,17 +136,27 @@ class Push:
     def report(self) -> None:
         """Bring into the metrics what connections count locally on their hot path (events sent)."""
         for connection in self.connections:
-            report = getattr(connection, "report", None)
-            if report is not None:
-                report()
+            _report(connection)
 
     async def _sweep(self) -> None:
+        """Every connection's liveness check and heartbeat (tick), and its count of events sent into the metrics,
+        once per interval: the connections open when a round starts, a slice at a time."""
+        interval = min(_SWEEP_INTERVAL_S, self.settings.heartbeat_s / 4)
+        round_: list[Connection] = []
+        at = size = 0
+        pause = interval / _SWEEP_SLICES
         while True:
-            await asyncio.sleep(min(_SWEEP_INTERVAL_S, self.settings.heartbeat_s / 4))
+            await asyncio.sleep(pause)
+            if at >= len(round_):
+                round_, at = list(self.connections), 0
+                slices = max(_SWEEP_SLICES, -(-len(round_) // _SWEEP_SLICE_MOST))
+                size, pause = -(-len(round_) // slices), interval / slices
             now = time.monotonic()
-            for connection in list(self.connections):
-                connection.tick(now)
-            self.report()
+            for connection in round_[at : at + size]:
+                if connection in self.connections:  # not closed since the round started
+                    connection.tick(now)
+                    _report(connection)
+            at += size
 
     # what a session may see -------------------------------------------------------------------------------
     async def may_follow(self, user: User, stream: str) -> bool:
@@ -182,3 +197,9 @@ def _user_name(connection: Connection) -> str:
     session = connection.session
     assert session is not None, "a connection is added once its session exists"
     return session.user.name
+
+
+def _report(connection: Connection) -> None:
+    report = getattr(connection, "report", None)
+    if report is not None:
+        report()

@@ -148,6 +148,24 @@ def test_a_direct_connection_is_its_slots() -> None:
     assert all(vars(base).get("__slots__") is not None for base in DirectConnection.__mro__[:-1])
 
 
+def test_connections_opened_together_are_pinged_spread_over_the_heartbeat() -> None:
+    """Each connection's first ping comes at a random point of its first heartbeat period (then every period):
+    the clients that reconnect together after a restart are not all pinged in one sweep."""
+
+    class Sock:
+        def get_extra_info(self, name: str) -> Any:
+            return ("127.0.0.1", 5000)
+
+    class Port:
+        settings = type("S", (), {"heartbeat_s": 25.0})()
+
+    before = time.monotonic()
+    pinged = [DirectConnection(Port(), None, Sock(), set()).ping_at for _ in range(50)]  # type: ignore[arg-type]
+    after = time.monotonic()
+    assert all(before - 25.0 <= at <= after for at in pinged)
+    assert max(pinged) - min(pinged) > 25.0 / 2  # 50 of them within half the period: chance 50 / 2**49
+
+
 def test_server_pings_and_a_peer_that_answers_stays(live: Any) -> None:
     server = live(heartbeat_s=1, client_idle_timeout_s=0)
     client = RawClient(server.port)

@@ -11,7 +11,8 @@ hub.Subscription — the same queue policy as everywhere:
 progress coalesced, nothing else dropped, overflow closes with 4008 and the client resumes.
 
 Heartbeats: PushPort's sweep calls `tick` every couple of seconds; a connection sends a ping frame every
-heartbeat_s and is closed with 4012 when the previous ping went unanswered for heartbeat_s.
+heartbeat_s (the first at a random point of the first period, so that connections opened together are not all
+pinged at once) and is closed with 4012 when the previous ping went unanswered for heartbeat_s.
 
 Memory per idle connection and CPU per delivered message are measured in bench/push (F4, F5).
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import random
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -111,7 +112,9 @@ class DirectConnection(SessionLink, asyncio.Protocol):
         self.rest: bytes | None = None  # the start of a frame not yet whole
         self.failed = False  # the client broke the framing: nothing more is read
         self.ping_payload: bytes | None = None
-        self.ping_at = time.monotonic()
+        # As if the last ping went out at a random point of the last heartbeat period: connections that open
+        # together (every client after a restart) are pinged spread over the period, not all in one sweep.
+        self.ping_at = time.monotonic() - random.random() * push.settings.heartbeat_s
         self.sent = 0
         peer = sock.get_extra_info("peername")
         self.peer: str | None = peer[0] if isinstance(peer, tuple) and peer else None
@@ -361,7 +364,7 @@ class DirectConnection(SessionLink, asyncio.Protocol):
         elif now - self.ping_at >= session.heartbeat_s:
             if self.close_sent is not None:
                 return None
-            self.ping_payload = payload = os.urandom(4)
+            self.ping_payload = payload = random.getrandbits(32).to_bytes(4, "big")  # to match its pong: not secret
             self.ping_at = now
             self.sock.write(server_frame(PING, payload))
         return None
