@@ -408,6 +408,46 @@ class MachineLoad:
         return (busy - self.start[0]) / ticks / max(1e-9, time.monotonic() - self.wall)
 
 
+class RequestProbe:
+    """GET /bench/ping every interval_s from a thread of its own while something else goes on (F4: N idle
+    connections across a heartbeat): how long a user's request waits for a server busy with all of them."""
+
+    def __init__(self, server: Server, interval_s: float = 0.05):
+        self.server = server
+        self.interval_s = interval_s
+        self.took_ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="request-probe", daemon=True)
+
+    def __enter__(self) -> RequestProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.server.url, timeout=30) as http:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                with contextlib.suppress(httpx.HTTPError):
+                    http.get("/bench/ping").raise_for_status()
+                    self.took_ms.append((time.perf_counter() - started) * 1000)
+                self._stop.wait(max(0.0, self.interval_s - (time.perf_counter() - started)))
+
+    def summary(self) -> dict[str, float]:
+        took = sorted(self.took_ms)
+        if not took:
+            return {"n": 0}
+        return {
+            "n": len(took),
+            "p50_ms": took[len(took) // 2],
+            "p99_ms": took[min(len(took) - 1, int(len(took) * 0.99))],
+            "max_ms": took[-1],
+        }
+
+
 @contextlib.contextmanager
 def server_and_clients(
     kind: str,
@@ -466,10 +506,12 @@ def f4_memory(kind: str, tmp: Path, n: int, hold_s: float) -> dict[str, Any]:
             raise RuntimeError(f"{kind}: only {ready['ready']} of {n} connections opened: {ready['errors']}")
         after_open = server.rusage()
         open_busy = load.busy_cores()
-        # hold across at least one heartbeat: server ping frames, client pongs, app pings (nbrelay) / "2"→"3"
+        # hold across at least one heartbeat: server ping frames, client pongs, app pings (nbrelay) / "2"→"3";
+        # meanwhile a request every 50 ms: what a user's request waits while the server pings them all
         deadline = time.monotonic() + hold_s
-        while time.monotonic() < deadline:
-            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+        with RequestProbe(server) as probe:
+            while time.monotonic() < deadline:
+                time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
         after_hold = server.rusage()
         stats = clients.stats()
         per_conn = (after_hold["rss_kib"] - before["rss_kib"]) / n
@@ -489,6 +531,7 @@ def f4_memory(kind: str, tmp: Path, n: int, hold_s: float) -> dict[str, Any]:
             "held_cpu_s_per_s": (after_hold["cpu_s"] - after_open["cpu_s"])
             / max(1e-9, after_hold["time"] - after_open["time"]),
             "clients_open_at_end": stats["open"],
+            "request_while_holding": probe.summary(),
             "closed": stats["closed"],
         }
     finally:
@@ -898,6 +941,15 @@ def main() -> int:
                 f"idle CPU while held: {f4['nbrelay']['held_cpu_s_per_s'] * 100:.1f}% vs "
                 f"{f4['socketio']['held_cpu_s_per_s'] * 100:.1f}% of a core; clients still open at the end: "
                 f"{f4['nbrelay']['clients_open_at_end']} vs {f4['socketio']['clients_open_at_end']}"
+            )
+            waits = {kind: f4[kind]["request_while_holding"] for kind in f4}
+            row.notes.append(
+                "a request every 50 ms while held (across a heartbeat of all N): "
+                + "; ".join(
+                    f"{kind} p50 {w.get('p50_ms', float('nan')):.1f} ms, p99 {w.get('p99_ms', float('nan')):.1f} ms, "
+                    f"max {w.get('max_ms', float('nan')):.0f} ms (n={w['n']})"
+                    for kind, w in waits.items()
+                )
             )
             row.notes.append(
                 f"opening: {f4['nbrelay']['open_s']:.0f} s vs {f4['socketio']['open_s']:.0f} s; server CPU per "

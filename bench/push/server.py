@@ -3,6 +3,7 @@ routes (nothing is added to the product):
 
 POST /bench/publish  {"streams": [...], "count": n, "size": bytes, "rate": per_s}
      publishes `count` "notice" events through app.state.push.hub, round-robin over `streams`, paced
+GET  /bench/ping     {"ok": true}: how long a request waits (F4 asks one every 50 ms while it holds N connections)
 GET  /bench/rusage   this process's CPU seconds, ru_maxrss, VmRSS, GC runs and open push connections
 POST /bench/gc       experiments by hand: time a full collection, gc.freeze(), thresholds
 
@@ -71,6 +72,10 @@ def main() -> None:
             gc.set_threshold(*[int(x) for x in body["threshold"]])
         tracked = len(gc.get_objects())
         return {"collect_s": took, "tracked": tracked, "frozen": gc.get_freeze_count(), "threshold": gc.get_threshold()}
+
+    @app.get("/bench/ping", include_in_schema=False)
+    async def bench_ping() -> dict[str, bool]:
+        return {"ok": True}
 
     @app.get("/bench/rusage", include_in_schema=False)
     async def bench_rusage() -> dict[str, Any]:

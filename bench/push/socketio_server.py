@@ -3,6 +3,7 @@ same uvicorn options as `nbrelay serve`, plus the same two benchmark-only routes
 
     POST /bench/publish  {"to": "all" | "sids", "count": n, "size": bytes, "rate": per_s}
          "all": `await sio.emit("notice", payload)` to every client; "sids": `emit(..., to=sid)` round-robin
+    GET  /bench/ping     {"ok": true}: how long a request waits
     GET  /bench/rusage   this process's CPU seconds, ru_maxrss, VmRSS and connected clients
 
     python bench/push/socketio_server.py --port P [--redis-url redis://… --channel NAME]
@@ -72,12 +73,16 @@ def build(heartbeat_s: float, redis_url: str = "", channel: str = "socketio") ->
 
         return JSONResponse(await paced(int(body.get("count", 1)), float(body.get("rate", 0)), one))
 
+    async def bench_ping(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
     async def bench_rusage(request: Request) -> JSONResponse:
         return JSONResponse(rusage(len(sids)))
 
     routes = Starlette(
         routes=[
             Route("/bench/publish", bench_publish, methods=["POST"]),
+            Route("/bench/ping", bench_ping, methods=["GET"]),
             Route("/bench/rusage", bench_rusage, methods=["GET"]),
         ]
     )
