@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from nbrelay.models import Job, JobError, JobState, transition
 from nbrelay.store import NewJob, open_store
 from nbrelay.store.sql import SqlJobStore, engine_url, metadata
+from nbrelay.store.sql import _listing as sql_listing
 
 
 def new(owner: str = "alice", notebook: str = "nb/a.ipynb", **kw: Any) -> NewJob:
@@ -97,6 +98,59 @@ async def test_list_jobs_filters_paging_and_order(store: SqlJobStore) -> None:
     assert ids(await store.list_jobs(limit=2, offset=4)) == []
     listed = await store.list_jobs(owner="alice", states=[JobState.CANCELLED])
     assert listed == [a2_cancelled]
+
+
+async def test_pages_of_several_states_are_those_of_one_list_newest_first(store: SqlJobStore) -> None:
+    """With several states the listing merges one seek per state (sql._listing): its pages are exactly those of
+    the one list of matching jobs, newest first, whatever the owner, notebook, limit and offset."""
+    made: list[Job] = []
+    for i in range(40):
+        job = await store.add_job(new(("alice", "bob")[i % 2], ("nb/a.ipynb", "nb/b.ipynb")[i % 3 == 0]))
+        if i % 5 == 1:
+            job = await start(store, job)
+        elif i % 5 == 2:
+            job = await start(store, job)
+            job = transition(job, JobState.SUCCEEDED)
+            assert await store.save(job, expect_state=JobState.RUNNING)
+        elif i % 5 == 3:
+            job = transition(job, JobState.CANCELLED)
+            assert await store.save(job, expect_state=JobState.QUEUED)
+        made.append(job)
+    unfinished = {JobState.QUEUED, JobState.RUNNING}
+    for owner, notebook, states in [
+        ("alice", None, unfinished),
+        (None, None, unfinished),
+        ("bob", "nb/a.ipynb", unfinished),
+        ("alice", None, {JobState.QUEUED, JobState.SUCCEEDED, JobState.CANCELLED}),
+        (None, None, set(JobState)),
+    ]:
+        expected = [
+            j.id
+            for j in sorted(made, key=lambda j: -j.id)
+            if owner in (None, j.owner) and notebook in (None, j.notebook) and j.state in states
+        ]
+        for limit, offset in [(500, 0), (3, 0), (3, 3), (4, 5), (7, len(expected) - 2), (5, len(expected))]:
+            got = await store.list_jobs(owner=owner, states=states, notebook=notebook, limit=limit, offset=offset)
+            assert [j.id for j in got] == expected[offset : offset + limit], (owner, notebook, states, limit, offset)
+            assert all(j == next(m for m in made if m.id == j.id) for j in got)  # whole jobs, as saved
+
+
+async def test_an_owners_unfinished_jobs_are_sought_not_walked(db_url: str) -> None:
+    """On SQLite the push snapshot's listing (an owner's queued and running jobs) seeks (owner, state, id): before,
+    SQLite walked (owner, id) through every job the owner ever ran, on every push connection."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the query plan looked at is SQLite's (PostgreSQL plans by its statistics)")
+    store = open_store(db_url)
+    await store.start()
+    try:
+        query = sql_listing("alice", {JobState.QUEUED, JobState.RUNNING}, None, None, 500, 0)
+        async with store.engine.connect() as conn:
+            compiled = query.compile(conn.sync_engine, compile_kwargs={"literal_binds": True})
+            plan = [row[3] for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")]
+    finally:
+        await store.close()
+    searches = [step for step in plan if step.startswith("SEARCH")]
+    assert len(searches) == 2 and all("ix_jobs_owner_state_id (owner=? AND state=?)" in step for step in searches)
 
 
 async def test_count_jobs(store: SqlJobStore) -> None:

@@ -102,6 +102,7 @@ jobs = sa.Table(
     sa.Index("ix_jobs_state_id", "state", "id"),
     sa.Index("ix_jobs_state_lease", "state", "lease_expires_at"),
     sa.Index("ix_jobs_owner_id", "owner", "id"),
+    sa.Index("ix_jobs_owner_state_id", "owner", "state", "id"),  # migrations/versions/0008_jobs_owner_state.py
     sa.Index("ix_jobs_notebook", "notebook"),
     sa.Index("ix_jobs_schedule_id", "schedule_id", "id"),
     sqlite_autoincrement=True,
@@ -259,6 +260,38 @@ def _filters(
     return clauses
 
 
+def _listing(
+    owner: str | None,
+    states: Iterable[JobState] | None,
+    notebook: str | None,
+    schedule_id: int | None,
+    limit: int,
+    offset: int,
+) -> sa.Select[Any]:
+    """Jobs newest first, a page of them. With several states, one index seek per state, newest first, merged:
+    `state IN (...)` with `ORDER BY id` sends SQLite down (owner, id) through every job the owner ever ran (a
+    snapshot of the unfinished among 200,000 finished took ~180 ms; seeking (owner, state, id), 0.3 ms)."""
+    wanted = sorted({JobState(s) for s in states}) if states is not None else None
+    if wanted is None or len(wanted) < 2:
+        return (
+            jobs.select()
+            .where(*_filters(owner, wanted, notebook, schedule_id))
+            .order_by(jobs.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+    branches = [
+        jobs.select()
+        .where(*_filters(owner, [state], notebook, schedule_id))
+        .order_by(jobs.c.id.desc())
+        .limit(limit + offset)
+        .subquery()
+        for state in wanted
+    ]
+    merged = sa.union_all(*(sa.select(branch) for branch in branches)).subquery()
+    return sa.select(merged).order_by(merged.c.id.desc()).limit(limit).offset(offset)
+
+
 def _queue_positions_query() -> sa.Select[Any]:
     """Positions of the queued jobs among `ids` in one statement, so they come from a single snapshot; each is an
     index range count on (state, id), and only the asked-for rows are read: no queued job is loaded whole. Built
@@ -375,14 +408,7 @@ class SqlJobStore:
         limit: int = 50,
         offset: int = 0,
     ) -> Sequence[Job]:
-        query = (
-            jobs.select()
-            .where(*_filters(owner, states, notebook, schedule_id))
-            .order_by(jobs.c.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        return await self._fetch(query)
+        return await self._fetch(_listing(owner, states, notebook, schedule_id, limit, offset))
 
     async def count_jobs(
         self,
