@@ -17,6 +17,7 @@ from nbrelay.models import Job, JobError, JobState, transition
 from nbrelay.store import NewJob, open_store
 from nbrelay.store.sql import SqlJobStore, engine_url, metadata
 from nbrelay.store.sql import _listing as sql_listing
+from nbrelay.store.sql import _listing_params as sql_listing_params
 
 
 def new(owner: str = "alice", notebook: str = "nb/a.ipynb", **kw: Any) -> NewJob:
@@ -143,9 +144,10 @@ async def test_an_owners_unfinished_jobs_are_sought_not_walked(db_url: str) -> N
     store = open_store(db_url)
     await store.start()
     try:
-        query = sql_listing("alice", {JobState.QUEUED, JobState.RUNNING}, None, None, 500, 0)
+        query = sql_listing(True, (JobState.QUEUED, JobState.RUNNING), False, False)
+        params = sql_listing_params("alice", None, None, 500, 0)
         async with store.engine.connect() as conn:
-            compiled = query.compile(conn.sync_engine, compile_kwargs={"literal_binds": True})
+            compiled = query.params(params).compile(conn.sync_engine, compile_kwargs={"literal_binds": True})
             plan = [row[3] for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")]
     finally:
         await store.close()
