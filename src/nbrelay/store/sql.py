@@ -274,6 +274,9 @@ def _listing_params(
     }
 
 
+_SEEK_AT_MOST = 500  # rows per state that a listing read on the loop's own SQLite connection may seek
+
+
 @functools.lru_cache(maxsize=256)
 def _listing(
     by_owner: bool, states: tuple[JobState, ...] | None, by_notebook: bool, by_schedule: bool
@@ -425,7 +428,14 @@ class SqlJobStore:
     ) -> Sequence[Job]:
         wanted = tuple(sorted({JobState(s) for s in states})) if states is not None else None
         query = _listing(owner is not None, wanted, notebook is not None, schedule_id is not None)
-        return await self._fetch(query, _listing_params(owner, notebook, schedule_id, limit, offset))
+        params = _listing_params(owner, notebook, schedule_id, limit, offset)
+        if wanted is not None and notebook is None and schedule_id is None and limit + offset <= _SEEK_AT_MOST:
+            # Index seeks that stop after limit + offset rows per state (the push snapshot of every connect): a read
+            # that never waits long, so on SQLite it runs on the loop's own connection, not the driver's thread.
+            return await self._transaction(
+                lambda conn: [_to_job(row) for row in conn.execute(query, params)], read_only=True
+            )
+        return await self._fetch(query, params)
 
     async def count_jobs(
         self,
