@@ -416,6 +416,7 @@ class RequestProbe:
         self.server = server
         self.interval_s = interval_s
         self.took_ms: list[float] = []
+        self.failed = 0  # requests that got no answer in 30 s, or an error
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="request-probe", daemon=True)
 
@@ -431,17 +432,20 @@ class RequestProbe:
         with httpx.Client(base_url=self.server.url, timeout=30) as http:
             while not self._stop.is_set():
                 started = time.perf_counter()
-                with contextlib.suppress(httpx.HTTPError):
+                try:
                     http.get("/bench/ping").raise_for_status()
                     self.took_ms.append((time.perf_counter() - started) * 1000)
+                except httpx.HTTPError:
+                    self.failed += 1
                 self._stop.wait(max(0.0, self.interval_s - (time.perf_counter() - started)))
 
     def summary(self) -> dict[str, float]:
         took = sorted(self.took_ms)
         if not took:
-            return {"n": 0}
+            return {"n": 0, "failed": self.failed}
         return {
             "n": len(took),
+            "failed": self.failed,
             "p50_ms": took[len(took) // 2],
             "p99_ms": took[min(len(took) - 1, int(len(took) * 0.99))],
             "max_ms": took[-1],
@@ -947,7 +951,7 @@ def main() -> int:
                 "a request every 50 ms while held (across a heartbeat of all N): "
                 + "; ".join(
                     f"{kind} p50 {w.get('p50_ms', float('nan')):.1f} ms, p99 {w.get('p99_ms', float('nan')):.1f} ms, "
-                    f"max {w.get('max_ms', float('nan')):.0f} ms (n={w['n']})"
+                    f"max {w.get('max_ms', float('nan')):.0f} ms (n={w['n']}, failed {w['failed']})"
                     for kind, w in waits.items()
                 )
             )
