@@ -36,20 +36,40 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+_handed_out: set[int] = set()  # by free_port in this process: never handed out twice
+
+
+def _share(low: int, high: int) -> tuple[int, int]:
+    """This test process's own part of [low, high): each pytest-xdist worker picks from a part of its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    if count <= 1 or index >= count:
+        return low, high
+    size = (high - low) // count
+    return low + index * size, low + (index + 1) * size
+
+
 def free_port() -> int:
     """A port free now, for a server a test starts in a moment, taken below the ephemeral range: a port the kernel
     handed out for port 0 may be given next to an outgoing connection of another test as its source port before
-    our server binds it ("address already in use", seen in a CI run). Below the range only explicit binds compete,
-    and a random pick keeps the test processes running side by side apart."""
+    our server binds it ("address already in use", seen in a CI run). Below the range only explicit binds compete:
+    each test process picks at random from a part of the range of its own (two workers picking the same port, each
+    finding it free before either server bound it, was the other "address already in use" seen in CI), and never
+    hands the same port out twice."""
     low = _ephemeral_low()
     if low > 12_000:
+        first, end = _share(10_000, low)
         for _ in range(200):
-            port = random.randrange(10_000, low)
+            port = random.randrange(first, end)
+            if port in _handed_out:
+                continue
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError:
                     continue
+                _handed_out.add(port)
                 return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
