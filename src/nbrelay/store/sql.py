@@ -247,8 +247,12 @@ def _to_token(row: Row[Any]) -> TokenRecord:
 
 
 def _filters(
-    owner: str | None, states: Iterable[JobState] | None, notebook: str | None, schedule_id: int | None = None
+    owner: str | sa.BindParameter[str] | None,
+    states: Iterable[JobState] | None,
+    notebook: str | sa.BindParameter[str] | None,
+    schedule_id: int | sa.BindParameter[int] | None = None,
 ) -> list[sa.ColumnElement[bool]]:
+    """The WHERE of a listing: values, or parameters (bindparam) to give at execution."""
     clauses: list[sa.ColumnElement[bool]] = []
     if owner is not None:
         clauses.append(jobs.c.owner == owner)
@@ -287,20 +291,20 @@ def _listing(
     state, id), 0.3 ms). Built once per shape of filters: building and keying the merged statement cost more than
     running it."""
 
-    def where(state: sa.ColumnElement[bool] | None) -> list[sa.ColumnElement[bool]]:
-        clauses = [jobs.c.owner == sa.bindparam("owner")] if by_owner else []
-        clauses += [state] if state is not None else []
-        clauses += [jobs.c.notebook == sa.bindparam("notebook")] if by_notebook else []
-        clauses += [jobs.c.schedule_id == sa.bindparam("schedule_id")] if by_schedule else []
-        return clauses
+    def where(wanted: Iterable[JobState] | None) -> list[sa.ColumnElement[bool]]:
+        return _filters(
+            sa.bindparam("owner") if by_owner else None,
+            wanted,
+            sa.bindparam("notebook") if by_notebook else None,
+            sa.bindparam("schedule_id") if by_schedule else None,
+        )
 
     limit, offset = sa.bindparam("limit", type_=sa.Integer), sa.bindparam("offset", type_=sa.Integer)
     if states is None or len(states) < 2:
-        only = None if states is None else (jobs.c.state == states[0].value if states else sa.false())
-        return jobs.select().where(*where(only)).order_by(jobs.c.id.desc()).limit(limit).offset(offset)
+        return jobs.select().where(*where(states)).order_by(jobs.c.id.desc()).limit(limit).offset(offset)
     branches = [
         jobs.select()
-        .where(*where(jobs.c.state == state.value))
+        .where(*where([state]))
         .order_by(jobs.c.id.desc())
         .limit(sa.bindparam("upto", type_=sa.Integer))
         .subquery()
