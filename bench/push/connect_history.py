@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -25,12 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from websockets.sync.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import free_port
+from run import Server
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -66,45 +66,30 @@ def prepare(src: Path, tmp: Path, jobs: int) -> None:
 def measure(src: Path, jobs: int, connects: int) -> dict[str, Any]:
     """Connect → snapshot, `connects` times one after another (the first 5 not counted: warming up)."""
     tmp = Path(tempfile.mkdtemp(prefix="nbrelay-connect-history-"))
-    prepare(src, tmp, jobs)
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(src), "NBRELAY_BROKER_URL": "sql://", "NBRELAY_AUTH_MODE": "header"}
-    cmd = [sys.executable, str(HERE / "server.py"), "--port", str(port)]
-    cmd += ["--workspace", str(tmp / "workspace"), "--data-dir", str(tmp / "data")]
-    server = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    base = f"http://127.0.0.1:{port}"
+    server = Server("nbrelay", tmp, "sql://", str(src), env={"NBRELAY_AUTH_MODE": "header"})
+    prepare(src, server.tmp, jobs)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/bench/ping").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError(f"the server from {src} did not start")
-            time.sleep(0.1)
+        server.start()
         took: list[float] = []
         cpu_before = 0.0
         for i in range(connects):
             if i == 5:  # the first 5 warm up; the server's CPU is read around the rest, all together
-                cpu_before = httpx.get(f"{base}/bench/rusage").json()["cpu_s"]
+                cpu_before = server.rusage()["cpu_s"]
             started = time.perf_counter()
-            with connect(f"ws://127.0.0.1:{port}/ws", origin=base, additional_headers={"X-Forwarded-User": USER}) as ws:
+            ws_url = f"ws://127.0.0.1:{server.port}/ws"
+            with connect(ws_url, origin=server.url, additional_headers={"X-Forwarded-User": USER}) as ws:
                 ops = [json.loads(ws.recv(timeout=30))["op"] for _ in range(2)]
                 elapsed = time.perf_counter() - started
             if ops != ["welcome", "snapshot"]:
                 raise RuntimeError(f"expected welcome and snapshot, got {ops}")
             if i >= 5:
                 took.append(elapsed * 1000)
-        cpu_ms = (httpx.get(f"{base}/bench/rusage").json()["cpu_s"] - cpu_before) * 1000 / len(took)
+        cpu_ms = (server.rusage()["cpu_s"] - cpu_before) * 1000 / len(took)
         return {"median_ms": statistics.median(took), "min_ms": min(took), "max_ms": max(took),
                 "server_cpu_ms": cpu_ms, "n": len(took)}  # fmt: skip
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:

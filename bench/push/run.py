@@ -151,10 +151,11 @@ def bench_env(tmp: Path) -> dict[str, str]:
 class Server:
     """nbrelay (bench/push/server.py) or the python-socketio baseline, in its own process group."""
 
-    def __init__(self, kind: str, tmp: Path, broker: str = "sql://", src: str = ""):
+    def __init__(self, kind: str, tmp: Path, broker: str = "sql://", src: str = "", env: dict[str, str] | None = None):
         self.kind = kind
         self.broker = broker
         self.src = src  # another nbrelay source tree to run (PYTHONPATH), e.g. a `git worktree` of an older commit
+        self.env = env or {}  # settings over bench_env's (NBRELAY_AUTH_MODE=header: prime() then opens nothing)
         self.tmp = tmp / f"{kind}-{free_port()}"
         self.tmp.mkdir(parents=True)
         self.port = free_port()
@@ -179,6 +180,7 @@ class Server:
             env["PYTHONPATH"] = self.src
         if self.kind == "nbrelay" and DATABASE["url"]:
             env["NBRELAY_DATABASE_URL"] = postgres_schema(DATABASE["url"], f"nbrelay_bench_{os.getpid()}_{self.port}")
+        env.update(self.env)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -199,8 +201,8 @@ class Server:
         """One connection alone before the crowd. With the sql:// hub, the first connections of a fresh database
         race to create the rows of user:local and broadcast (SqlBackend._position: select, then insert, with no
         lock on the read path), and the losers fail with UNIQUE constraint failed: hub_streams.name."""
-        if self.kind != "nbrelay":
-            return
+        if self.kind != "nbrelay" or self.env.get("NBRELAY_AUTH_MODE", "none") != "none":
+            return  # (the load clients connect as the local user, which only auth mode none lets in)
         one = LoadClients(self, 1, 1, "user:local")
         try:
             ready = one.wait_ready(timeout_s=30)
