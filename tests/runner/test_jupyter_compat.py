@@ -6,6 +6,7 @@ cell (numbered as the report numbers it: the n-th code cell that runs) and the e
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from traitlets.config import Config
 
 from tests.conftest import ServerProcess
 
@@ -58,12 +60,22 @@ def under_nbclient(path: Path) -> Ending:
     def on_cell_execute(cell: Any, cell_index: int) -> None:
         running.append(client.code_cells_executed + 1)  # the execution count nbclient gives this cell
 
-    client = NotebookClient(
-        nb,
-        timeout=CELL_TIMEOUT_S,
-        on_cell_execute=on_cell_execute,
-        resources={"metadata": {"path": str(path.parent)}},
-    )
+    # Over IPC, as nbrelay's own kernels run: over TCP the kernel binds ports its manager found free a moment
+    # before, and another test's outgoing connection may take one of them as its source port first ("address
+    # already in use", the kernel dies before it starts: seen in a CI run).
+    with tempfile.TemporaryDirectory(prefix="nbc-") as sockets:
+        config = Config({"KernelManager": {"transport": "ipc", "ip": f"{sockets}/k"}})
+        client = NotebookClient(
+            nb,
+            timeout=CELL_TIMEOUT_S,
+            on_cell_execute=on_cell_execute,
+            resources={"metadata": {"path": str(path.parent)}},
+            config=config,
+        )
+        return _ending(client, running)
+
+
+def _ending(client: NotebookClient, running: list[int]) -> Ending:
     try:
         client.execute()
     except CellTimeoutError:
