@@ -28,6 +28,7 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import platform
 import queue
@@ -617,7 +618,7 @@ def f6_per_user(
 ) -> dict[str, Any]:
     """Publish→client latency of events addressed to one user each, round-robin over `users` connections.
     With nodes=2 (a shared broker), the events are published on the first node and the clients are on the
-    second; CPU figures are the sum over the nodes."""
+    second; CPU figures are the sum over the nodes (and per node in cpu_us_per_msg_proc_nodes)."""
     stream = "user:u{i}" if kind == "nbrelay" else ""
     count = int(rate * seconds)
     with server_and_clients(kind, tmp, users, 2, stream, settle_for(kind), broker, nodes, src) as (
@@ -632,11 +633,11 @@ def f6_per_user(
         client_cpu0 = clients.stats()["cpu_s"]
         load = MachineLoad()
         before = [server.rusage() for server in servers]
-        proc_before = sum(server.proc_cpu_s() for server in servers)
+        proc_before = [server.proc_cpu_s() for server in servers]
         body = publisher.publish_body(stream=None, count=count, rate=rate, users=users)
         published = publisher.publish(body, 60 + seconds)
         stats = clients.wait_received(count, timeout_s=DELIVERY_TIMEOUT_S)
-        proc_after = sum(server.proc_cpu_s() for server in servers)
+        proc_after = [server.proc_cpu_s() for server in servers]
         after = [server.rusage() for server in servers]
         busy = load.busy_cores()
         latencies = clients.latencies()
@@ -655,7 +656,11 @@ def f6_per_user(
         "server_user_s": user,
         "server_sys_s": sys_,
         "cpu_us_per_msg": cpu / max(1, stats["received"]) * 1e6,
-        "cpu_us_per_msg_proc": (proc_after - proc_before) / max(1, stats["received"]) * 1e6,
+        "cpu_us_per_msg_proc": (sum(proc_after) - sum(proc_before)) / max(1, stats["received"]) * 1e6,
+        # per node (/proc): with two, [the publishing node, the node that holds the WebSockets]
+        "cpu_us_per_msg_proc_nodes": [
+            (a - b) / max(1, stats["received"]) * 1e6 for a, b in zip(proc_after, proc_before, strict=True)
+        ],
         "machine_busy_cores": busy,
         "ours_cores": (cpu + stats["cpu_s"] - client_cpu0) / max(1e-9, wall),
         "latency": latency_summary(latencies),
@@ -707,6 +712,19 @@ def f6_note(variant: str, r: dict[str, Any]) -> str:
         f"p99 {r['latency']['open_loop_p99_ms']:.1f} ms); machine busy {r['machine_busy_cores']:.2f} "
         f"cores, ours {r['ours_cores']:.2f}"
     )
+
+
+def f6c_per_node(cluster: dict[str, Any], socketio: list[dict[str, Any]]) -> list[str]:
+    """F6C's server CPU per message on each node: in a scale-out deployment jobs run on worker machines that
+    publish to Redis themselves, so node B's figure is what a web node holding WebSockets spends per message."""
+    if "error" in cluster:
+        return []
+    publishing, holding = cluster["cpu_us_per_msg_proc_nodes"]
+    line = f"server CPU per message: node A (publishes) {publishing:.0f} us, node B (the WebSockets) {holding:.0f} us"
+    base = median_of(socketio, "cpu_us_per_msg_proc")
+    if not math.isnan(base):  # F6 ran in this run: python-socketio's, which publishes and delivers in one process
+        line += f"; node B against python-socketio's one process (F6, same run, {base:.0f} us): x{holding / base:.2f}"
+    return [line]
 
 
 def median_of(runs: list[dict[str, Any]], *keys: str) -> float:
@@ -1050,6 +1068,7 @@ def main() -> int:
                 "F6C", name, mine, base, "ms", f"<= {target:g} ms", mine <= target, baseline_name="one node, sql://"
             )
             row.notes += [f6_note("two nodes, redis://", cluster), f6_note("one node, sql://", single)]
+            row.notes += f6c_per_node(cluster, results.get("F6_runs", {}).get("socketio", []))
             print_row(row)
             rows.append(row)
     finally:
