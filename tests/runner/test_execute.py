@@ -169,6 +169,44 @@ async def test_cancel_of_a_running_job_leaves_no_kernel(run: Run) -> None:
     assert not (run.workspace / "ran.txt").exists()  # the cell did not run in the kernel's starting folder
 
 
+# A cell that swallows interrupts for half a second and then ends as if none had come (the kernel takes no
+# interrupt for it), followed by a cell that leaves a trace when it runs.
+_SWALLOWS_INTERRUPTS = """import time
+print("swallowing", flush=True)
+end = time.monotonic() + 0.5
+while time.monotonic() < end:
+    try:
+        time.sleep(0.02)
+    except KeyboardInterrupt:
+        pass"""
+
+
+async def _stop_on_first_output(run: Run) -> None:
+    await run.seen["job.output"].wait()
+    run.stop.set()
+
+
+async def test_after_a_stop_no_further_cell_starts(run: Run) -> None:
+    _write_notebook(run.workspace / "stop.ipynb", "x = 1", _SWALLOWS_INTERRUPTS, "open('ran3.txt', 'w').close()")
+    canceller = asyncio.create_task(_stop_on_first_output(run))
+    outcome = await run("stop.ipynb")
+    await canceller
+    assert not (run.workspace / "ran3.txt").exists()  # cell 3 never started, though the interrupt was lost
+    assert outcome.state is JobState.CANCELLED and outcome.error is not None
+    assert outcome.error.cell is None  # stopped between cells 2 and 3: no cell was stopped
+    progress = [data["cell"] for _, kind, data in run.events if kind == "job.progress"]
+    assert progress == [1, 2] and outcome.report_written
+
+
+async def test_a_run_whose_last_cell_ends_before_the_stop_takes_effect_succeeds(run: Run) -> None:
+    _write_notebook(run.workspace / "last.ipynb", _SWALLOWS_INTERRUPTS)
+    canceller = asyncio.create_task(_stop_on_first_output(run))
+    outcome = await run("last.ipynb")
+    await canceller
+    assert run.stop.is_set()
+    assert outcome.state is JobState.SUCCEEDED and outcome.error is None and outcome.report_written
+
+
 async def test_kernel_killed_from_outside_fails_the_job_within_5_s(run: Run) -> None:
     killed_at: list[float] = []
 

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[str, dict[str, Any]], None]
 REPORT_SWITCH_INTERVAL_S = 0.0005
+INTERRUPT_AGAIN_S = 1.0  # a stop interrupts the kernel again this often until the run ends or the grace does
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -70,6 +71,10 @@ def _signal_name(code: int | None) -> str:
 
 def strip_ansi(lines: list[str]) -> list[str]:
     return [_ANSI.sub("", line) for line in lines]
+
+
+class Halted(Exception):
+    """Raised where a cell would start after the run was told to stop (timeout, cancel): no cell starts then."""
 
 
 class _JobClient(NotebookClient):
@@ -109,6 +114,7 @@ class _JobClient(NotebookClient):
         self.started = time.monotonic()
         self.cell: int | None = None
         self.cell_started: float | None = None  # None between cells
+        self.halted = False  # set when the run is stopped: the next cell does not start
         self._running: nbformat.NotebookNode | None = None
         self.error: JobError | None = None
         self._pending: list[str] = []
@@ -140,6 +146,8 @@ class _JobClient(NotebookClient):
 
     def _cell_execute(self, cell: Any, cell_index: int) -> None:
         # Called for the cells nbclient runs only, just before it sends them; it counts them as it numbers them.
+        if self.halted:  # an interrupt that reaches the kernel between two cells is lost: the next one never starts
+            raise Halted(f"stopped before cell {self.code_cells_executed + 1}")
         self.cell = self.code_cells_executed + 1
         self.cell_started = time.monotonic()
         self._running = cell
@@ -318,27 +326,42 @@ class Supervisor:
         )
 
     async def _halt(self, task: asyncio.Task[Any], state: JobState, reason: str) -> Outcome:
-        cell = self.client.running
-        await self.kernel.interrupt()
-        done, _ = await asyncio.wait({task}, timeout=self.spec.interrupt_grace_s)
-        if not done:
+        """Stop the run: no cell starts from now on, the running one is interrupted, and killed with the kernel
+        after the grace period. The stopped cell is the one the run ended in (the deadline may pass as one cell
+        ends and the next begins); a run whose every cell had ended before it could be stopped succeeded."""
+        self.client.halted = True
+        if await self._interrupt(task):
+            if task.exception() is None:  # the last cell ended before the interrupt could stop it
+                return Outcome(JobState.SUCCEEDED)
+        else:
             await self.kernel.shutdown()  # the interrupt was ignored: kill
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        else:
-            task.exception()  # retrieved: the interrupt's KeyboardInterrupt is expected here
         self.client.number_running_cell()
         error = self.client.error
         return Outcome(
             state,
             JobError(
                 reason=reason,
-                cell=cell,
+                cell=error.cell if error else self.client.running,  # None: stopped between two cells
                 ename=error.ename if error else None,
                 evalue=error.evalue if error else None,
                 traceback=error.traceback if error else [],
             ),
         )
+
+    async def _interrupt(self, task: asyncio.Task[Any]) -> bool:
+        """Interrupt the kernel until the run ends or the grace period does; whether it ended. Sent again every
+        INTERRUPT_AGAIN_S: the kernel ignores an interrupt that reaches it before a cell's code starts."""
+        end = time.monotonic() + self.spec.interrupt_grace_s
+        while True:
+            await self.kernel.interrupt()
+            left = end - time.monotonic()
+            if left <= 0:
+                return task.done()
+            done, _ = await asyncio.wait({task}, timeout=min(INTERRUPT_AGAIN_S, left))
+            if done:
+                return True
 
 
 def load_notebook(path: Path, kernel_name: str | None = None) -> nbformat.NotebookNode:
