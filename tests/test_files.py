@@ -54,6 +54,17 @@ def test_symlink_pointing_outside_is_refused(ws: Workspace, tmp_path: Path) -> N
         assert caught.value.code == "path_outside_workspace"
 
 
+def test_a_link_itself_may_lead_outside_but_nothing_through_it(ws: Workspace, tmp_path: Path) -> None:
+    os.symlink(tmp_path / "outside.ipynb", ws.root / "link.ipynb")
+    os.symlink(tmp_path, ws.root / "linkdir")
+    (ws.root / "linkdir2").symlink_to(ws.root / "linkdir")  # a link to a link that leads outside
+    assert ws.resolve("link.ipynb", link_itself=True) == ws.root / "link.ipynb"
+    assert ws.resolve("linkdir", link_itself=True) == ws.root / "linkdir"
+    for path in ("linkdir/outside.ipynb", "linkdir2/outside.ipynb", "linkdir/x/y", "../x"):
+        with pytest.raises(PathRefused):
+            ws.resolve(path, link_itself=True)
+
+
 def test_symlink_inside_is_followed(ws: Workspace) -> None:
     os.symlink(ws.root / "sub" / "a.ipynb", ws.root / "b.ipynb")
     assert ws.resolve("b.ipynb") == ws.root / "b.ipynb"

@@ -47,11 +47,13 @@ class Workspace:
         """`path` relative to the root as the user named it (symlinks not followed)."""
         return path.relative_to(self.root).as_posix()
 
-    def resolve(self, user_path: str, *, must_exist: bool = False) -> Path:
+    def resolve(self, user_path: str, *, must_exist: bool = False, link_itself: bool = False) -> Path:
         """The absolute path for `user_path` inside the workspace, or PathRefused/NotFound.
 
         Refused: absolute paths, `..`, backslashes, NUL and control characters, percent-encoded forms
         (decoded repeatedly, so double encoding is caught), over-long names, and symlinks leading outside.
+        `link_itself`: where the path names a symlink, the link is what is asked for (to delete or rename it),
+        so only the folder it lies in must be inside; where it leads does not matter.
         """
         if not isinstance(user_path, str) or not user_path.strip():
             raise PathRefused("a path is required", code="path_required")
@@ -78,7 +80,10 @@ class Workspace:
         # found by the name it has.
         joined = "/".join(parts)
         candidate = self.root.joinpath(joined) if joined else self.root
-        real = Path(os.path.realpath(candidate))
+        if link_itself and candidate.is_symlink():
+            real = Path(os.path.realpath(candidate.parent)) / candidate.name
+        else:
+            real = Path(os.path.realpath(candidate))
         if real != self.root and self.root not in real.parents:
             raise PathRefused(f"{user_path!r} leads outside the workspace", code="path_outside_workspace")
         if must_exist and not real.exists():
