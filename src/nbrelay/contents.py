@@ -121,9 +121,11 @@ class Contents:
                 child_rel = f"{rel}/{child.name}" if rel else child.name
                 if child.name.startswith(".") or not areas.can_see(child_rel):
                     continue
-                entry = self._entry(child, child_rel, areas)
-                if entry is not None:
-                    entries.append(entry)
+                try:
+                    self.workspace.resolve(child_rel)  # hides symlinks that lead outside
+                    entries.append(self._model(child, child_rel, areas, content=False))
+                except (BadRequest, OSError):
+                    continue
             model.update(format="json", content=entries)
         elif kind == "notebook" and fmt in (None, "json"):
             try:
@@ -144,33 +146,6 @@ class Contents:
                         raise BadRequest(f"{rel} is not UTF-8 text; ask for format=base64", code="not_text") from None
             model.update(format="base64", content=base64.b64encode(data).decode(), mimetype="application/octet-stream")
         return model
-
-    def _entry(self, path: Path, rel: str, areas: Areas) -> dict[str, Any] | None:
-        """One entry of a folder as a listing shows it; None for one it does not show (a symlink that leads
-        outside the workspace: it can be deleted or renamed by its name, never read or followed)."""
-        try:
-            self.workspace.resolve(rel)
-            return self._model(path, rel, areas, content=False)
-        except (BadRequest, OSError):
-            return None
-
-    def _link_model(self, path: Path, rel: str, areas: Areas) -> dict[str, Any]:
-        """A symlink that leads outside the workspace, as a rename answers it: the link's own times, nothing of
-        its target."""
-        info = path.lstat()
-        return {
-            "name": path.name,
-            "path": rel,
-            "type": "file",
-            "writable": areas.can_change(rel),
-            "created": _iso(info.st_ctime),
-            "last_modified": _iso(info.st_mtime),
-            "size": None,
-            "mimetype": None,
-            "format": None,
-            "content": None,
-            "link_outside": True,
-        }
 
     # reading -------------------------------------------------------------------------------------------------
     async def get(self, user: User, user_path: str, *, content: bool = True, fmt: str | None = None) -> dict[str, Any]:
@@ -260,7 +235,7 @@ class Contents:
         return self._model(path, rel, self.areas(user), content=False)
 
     async def rename(self, user: User, user_path: str, new_path: str, *, overwrite: bool) -> dict[str, Any]:
-        source, rel = self._path(user, user_path, write=True, link_itself=True)  # a link moves, not its target
+        source, rel = self._path(user, user_path, write=True)
         target, new_rel = self._path(user, new_path, write=True)
         if not source.exists() and not source.is_symlink():
             raise NotFound(f"nothing at {rel}", code="file_not_found")
@@ -284,11 +259,9 @@ class Contents:
                 os.replace(source, target)
             except OSError as exc:
                 raise Conflict(f"cannot move {rel} to {new_rel}: {exc.strerror}", code="move_failed") from None
-        moved = self._entry(target, new_rel, self.areas(user))
-        if moved is None:  # a symlink that leads outside: the link itself moved
-            moved = self._link_model(target, new_rel, self.areas(user))
-        await self._changed(new_rel, "moved", moved["type"], **{"from": rel})
-        return moved
+        kind = _kind(target)
+        await self._changed(new_rel, "moved", kind, **{"from": rel})
+        return self._model(target, new_rel, self.areas(user), content=False)
 
     def _copy_name(self, folder: Path, source: Path) -> Path:
         """Jupyter's naming: report.ipynb → report-Copy1.ipynb, -Copy2, …"""

@@ -407,9 +407,17 @@ def test_post_mkdir(probe: Probe) -> None:
     probe.done()
 
 
+def names_a_link_itself(path: str) -> bool:
+    """A DELETE of the link itself removes the link, never its target (docs/files.md; tests/api/test_contents.py
+    holds that): not an escape, and it would take this module's links away."""
+    return path.removeprefix("./").strip("/") in ("out_link", "file_link")
+
+
 def test_delete(probe: Probe) -> None:
     for target in (FILE, "outside/inner/deep.bin", "outside/inner", DIR):
         for attempt in attempts(probe.tmp, target):
+            if names_a_link_itself(attempt.path):
+                continue
             probe.url("DELETE", "/api/contents/", attempt.path)
             probe.url("DELETE", "/api/contents/", attempt.path, "recursive=true")
     probe.done()
