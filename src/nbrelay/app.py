@@ -33,7 +33,7 @@ from nbrelay.api import page as page_api
 from nbrelay.api import reports as reports_api
 from nbrelay.api import schedules as schedules_api
 from nbrelay.api.auth import CurrentUser, current_user
-from nbrelay.api.guards import BodyLimit, SecurityHeaders
+from nbrelay.api.guards import BodyLimit, PathText, SecurityHeaders
 from nbrelay.api.openapi import document_common_errors, error_responses
 from nbrelay.auth import Authenticator, request_origin_allowed
 from nbrelay.config import Settings
@@ -253,6 +253,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.add_middleware(OriginGuard, settings=settings)
     app.add_middleware(BodyLimit, limit_bytes=settings.max_body_bytes)
+    app.add_middleware(PathText)
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(NbrelayError, _nbrelay_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -111,3 +111,44 @@ def test_405_lists_every_method_of_the_path(server: LiveServer, method: str, pat
     assert response.status_code == 405, response.text
     assert response.headers["allow"] == allowed
     assert error_of(response)["code"] == "method_not_allowed" and allowed in error_of(response)["message"]
+
+
+# paths that are no text (found from outside: %FF and %FE named one file, "\ufffd.txt"; a newline was a bare 404)
+@pytest.mark.parametrize(
+    ("method", "path", "says"),
+    [
+        ("PUT", "/api/contents/%FF.txt", "escapes bytes that are not UTF-8 text"),
+        ("PUT", "/api/contents/%ED%A0%80.txt", "escapes bytes that are not UTF-8 text"),  # an encoded surrogate
+        ("GET", "/api/contents/a%C3.txt", "escapes bytes that are not UTF-8 text"),  # cut short
+        ("PUT", "/api/contents/a%0Ab.txt", "control characters are not allowed in paths"),
+        ("GET", "/files/x%7F", "control characters are not allowed in paths"),
+        ("GET", "/api/notebooks/a%0D.ipynb/parameters", "control characters are not allowed in paths"),
+    ],
+)
+def test_a_path_that_is_no_text_is_400_path_refused(server: LiveServer, method: str, path: str, says: str) -> None:
+    before = sorted(p.name for p in server.settings.workspace.iterdir())
+    response = httpx.request(method, server.url + path, content=b"abc", timeout=30)
+    assert response.status_code == 400, response.text
+    assert error_of(response)["code"] == "path_refused" and says in error_of(response)["message"]
+    assert sorted(p.name for p in server.settings.workspace.iterdir()) == before
+
+
+def test_escaped_utf8_in_a_path_is_the_name_it_spells(server: LiveServer) -> None:
+    response = httpx.put(server.url + "/api/contents/caf%C3%A9%20%F0%9F%98%80.txt", content=b"x", timeout=30)
+    assert response.status_code == 201, response.text
+    assert (server.settings.workspace / "café 😀.txt").read_bytes() == b"x"
+
+
+def test_a_lone_surrogate_in_a_contents_body_is_422(server: LiveServer) -> None:
+    before = sorted(p.name for p in server.settings.workspace.iterdir())
+    for path, body in [
+        ("/api/contents/", b'{"type": "directory", "name": "d\\ud800"}'),
+        ("/api/contents/n.ipynb", b'{"type": "file", "format": "text", "content": "a\\udc00"}'),
+    ]:
+        method = "POST" if path.endswith("/") else "PUT"
+        response = httpx.request(
+            method, server.url + path, content=body, headers={"content-type": "application/json"}, timeout=30
+        )
+        assert response.status_code == 422, response.text
+        assert "lone UTF-16 surrogate" in error_of(response)["message"]
+    assert sorted(p.name for p in server.settings.workspace.iterdir()) == before

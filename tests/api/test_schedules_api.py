@@ -105,6 +105,7 @@ def test_create_answers_201_with_id_and_the_next_five_runs(alice: httpx.Client) 
         ({"parameters": {"n": "{{ tick_date }}"}}, 422, "invalid_parameters", None),  # n is an int
         ({"steps": [{"action": "explode"}]}, 422, None, None),
         ({"timeout_s": 10**9}, 422, "invalid_timeout", "timeout_s"),
+        ({"cell_timeout_s": True}, 422, "invalid_request", None),
         ({"overlap": "sometimes"}, 422, "invalid_request", None),
         ({"notify_on": ["exploded"]}, 422, "invalid_request", None),
         ({"notebook": "users/alice/missing.ipynb"}, 404, "notebook_not_found", None),
@@ -122,6 +123,17 @@ def test_refusals_name_what_is_wrong(
     if field is not None:
         assert error["field"] == field
         assert field.split("_")[0] in error["message"] or "time zone" in error["message"]
+
+
+def test_a_lone_surrogate_is_refused_and_nothing_stored(alice: httpx.Client) -> None:
+    """Found from outside: the schedule was stored, then its listing answered 500 until it was deleted."""
+    before = len(alice.get("/api/schedules").json()["schedules"])
+    body = json.dumps({**DAILY, "notebook": "users/alice/params.ipynb", "parameters": {"label": "x\ud800"}})
+    response = alice.post("/api/schedules", content=body.encode(), headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "lone UTF-16 surrogate" in response.json()["error"]["message"]
+    listing = alice.get("/api/schedules")
+    assert listing.status_code == 200 and len(listing.json()["schedules"]) == before
 
 
 def test_change_pause_resume_and_delete(alice: httpx.Client) -> None:

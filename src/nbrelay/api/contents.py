@@ -15,7 +15,8 @@ from nbrelay.api.guards import capped
 from nbrelay.api.openapi import error_responses
 from nbrelay.api.schemas import FILE_NAME_PATTERN, WORKSPACE_PATH_PATTERN, WorkspacePath
 from nbrelay.contents import Contents
-from nbrelay.errors import BadRequest, InvalidJson, PayloadTooLarge
+from nbrelay.errors import BadRequest, InvalidJson, PayloadTooLarge, Unprocessable
+from nbrelay.text import lone_surrogate, may_hold_surrogate, refusal
 
 router = APIRouter(tags=["contents"])
 
@@ -38,13 +39,17 @@ async def _json_body(request: Request, limit: int) -> Any:
         if len(body) > limit:
             raise PayloadTooLarge(f"the request is over the limit of {limit} bytes")
     try:
-        return json.loads(body or b"{}")
+        document = json.loads(body or b"{}")
     except json.JSONDecodeError as exc:
         raise InvalidJson(exc.msg, exc.doc, exc.pos) from None
     except (ValueError, RecursionError):  # not UTF-8; nested too deeply for the parser
         raise BadRequest(
             "the request body is not valid JSON (UTF-8, nested at most ~1000 levels)", code="invalid_json"
         ) from None
+    found = lone_surrogate(document) if may_hold_surrogate(body) else None
+    if found is not None:
+        raise Unprocessable(refusal(found), code="invalid_request")
+    return document
 
 
 def _capped(receive: Receive, limit: int) -> Receive:

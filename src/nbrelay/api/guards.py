@@ -1,16 +1,18 @@
-"""What every HTTP request and answer passes besides its route: a cap on request bodies (413 before the route
-reads too much), and the security headers every answer carries unless its route set its own."""
+"""What every HTTP request and answer passes besides its route: a path that is text (400 before any route reads
+it), a cap on request bodies (413 before the route reads too much), and the security headers every answer
+carries unless its route set its own."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import unquote_to_bytes
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nbrelay.errors import PayloadTooLarge
+from nbrelay.errors import PathRefused, PayloadTooLarge
 
 # An API answer is data: never rendered as a document, never framed.
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
@@ -35,6 +37,45 @@ def capped(receive: Receive, limit: int, too_large: Callable[[], Exception]) -> 
 def is_upload(scope: Scope) -> bool:
     """Uploads to the workspace: contents.py caps them at NBRELAY_MAX_UPLOAD_BYTES itself."""
     return scope["method"] == "PUT" and scope["path"].startswith("/api/contents/")
+
+
+def path_problem(raw_path: bytes) -> str | None:
+    """What makes a request's path no text, if anything: escaped bytes that are not UTF-8 (the server would read
+    them as U+FFFD, and %FF and %FE would name one file), or a control character (no route's pattern matches a
+    newline: such a path was a 404 that said nothing)."""
+    decoded = unquote_to_bytes(raw_path)
+    try:
+        text = decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"the path {raw_path.decode('ascii', 'replace')!r} escapes bytes that are not UTF-8 text"
+    if any(ord(c) < 32 or c == "\x7f" for c in text):
+        return "control characters are not allowed in paths"
+    return None
+
+
+# The routes whose path names a file of the workspace (their 400 path_refused is documented).
+WORKSPACE_ROUTES = ("/api/contents/", "/files/", "/api/notebooks/")
+
+
+class PathText:
+    """Refuse (400 path_refused) a request to a route that names a workspace file by a path that is not text
+    (path_problem); looked at only when the path escapes something."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path") or b""
+        if (
+            scope["type"] == "http"
+            and b"%" in raw
+            and scope["path"].startswith(WORKSPACE_ROUTES)
+            and (problem := path_problem(raw)) is not None
+        ):
+            error = PathRefused(problem)
+            await JSONResponse(error.to_dict(), status_code=error.status)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

@@ -11,7 +11,7 @@ from pydantic.config import JsonDict
 
 from nbrelay.api.auth import CurrentUser
 from nbrelay.api.openapi import error_responses
-from nbrelay.api.schemas import MAX_JSON_DEPTH, WORKSPACE_PATH_PATTERN, job_json, nested_too_deep
+from nbrelay.api.schemas import WORKSPACE_PATH_PATTERN, Seconds, job_json, json_value
 from nbrelay.schedules.service import ScheduleService
 from nbrelay.schedules.tick_values import TICK_NAMES
 from nbrelay.store.base import MAX_ID
@@ -35,12 +35,6 @@ Service = Annotated[ScheduleService, Depends(service)]
 ERRORS = error_responses(404, 422)
 _NOTEBOOK_PATH: JsonDict = {"pattern": WORKSPACE_PATH_PATTERN}
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (PostgreSQL refuses NUL in text)
-
-
-def _not_too_deep(value: Any) -> Any:
-    if nested_too_deep(value):
-        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-    return value
 
 
 class _Fields(BaseModel):
@@ -69,8 +63,8 @@ class _Fields(BaseModel):
         "time in the schedule's time zone",
     )
     enabled: bool = Field(True, description="false: paused")
-    timeout_s: float | None = Field(None, gt=0, description="whole-job timeout of each run, in seconds")
-    cell_timeout_s: float | None = Field(None, gt=0, description="per-cell timeout of each run, in seconds")
+    timeout_s: Seconds = Field(None, gt=0, description="whole-job timeout of each run, in seconds")
+    cell_timeout_s: Seconds = Field(None, gt=0, description="per-cell timeout of each run, in seconds")
     kernel_name: str | None = Field(None, min_length=1, max_length=200, description="default: the notebook's")
     steps: list[dict[str, Any]] | None = Field(
         None, description="post-run file steps as for POST /api/jobs; null: the notebook's metadata.nbrelay.steps"
@@ -86,7 +80,7 @@ class _Fields(BaseModel):
 
 
 class CreateSchedule(_Fields):
-    _depth = field_validator("parameters", "steps")(_not_too_deep)
+    _json = field_validator("parameters", "steps")(json_value)
 
 
 class ChangeSchedule(BaseModel):
@@ -100,8 +94,8 @@ class ChangeSchedule(BaseModel):
     timezone: str | None = Field(None, min_length=1, max_length=64)
     parameters: dict[str, Any] | None = None
     enabled: bool | None = None
-    timeout_s: float | None = Field(None, gt=0)
-    cell_timeout_s: float | None = Field(None, gt=0)
+    timeout_s: Seconds = Field(None, gt=0)
+    cell_timeout_s: Seconds = Field(None, gt=0)
     kernel_name: str | None = Field(None, min_length=1, max_length=200)
     steps: list[dict[str, Any]] | None = None
     overlap: Literal["skip", "queue"] | None = None
@@ -109,7 +103,7 @@ class ChangeSchedule(BaseModel):
     notify_email: list[str] | None = Field(None, max_length=20)
     notify_on: list[NotifyState] | None = None
 
-    _depth = field_validator("parameters", "steps")(_not_too_deep)
+    _json = field_validator("parameters", "steps")(json_value)
 
 
 # Fields where null is a value, not "leave it": PATCH {"timeout_s": null} removes the timeout.

@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from nbrelay.models import Job, isoformat
 from nbrelay.store.base import MAX_ID
+from nbrelay.text import lone_surrogate, refusal
 
 # Every integer in a path or a query is bounded: a value the database cannot hold is a 422, never a driver error.
 JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="the job's id")]
@@ -56,6 +57,26 @@ def nested_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
+def json_value(value: Any) -> Any:
+    """A JSON value a request brings as it is (parameters, steps): nested at most MAX_JSON_DEPTH levels, and every
+    string whole text (text.py), since it is stored and shown again."""
+    if nested_too_deep(value):
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    found = lone_surrogate(value)
+    if found is not None:
+        raise ValueError(refusal(found))
+    return value
+
+
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):  # a number in lax validation (true = 1 s): never what was meant
+        raise ValueError("expected a number of seconds, not true or false")
+    return value
+
+
+Seconds = Annotated[float | None, BeforeValidator(_not_a_boolean)]
+
+
 class SubmitJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -66,8 +87,8 @@ class SubmitJob(BaseModel):
         json_schema_extra={"pattern": WORKSPACE_PATH_PATTERN},
     )
     parameters: dict[str, Any] = Field(default_factory=dict, description="values for the notebook's parameters")
-    timeout_s: float | None = Field(None, gt=0, description="whole-job timeout in seconds")
-    cell_timeout_s: float | None = Field(None, gt=0, description="per-cell timeout in seconds")
+    timeout_s: Seconds = Field(None, gt=0, description="whole-job timeout in seconds")
+    cell_timeout_s: Seconds = Field(None, gt=0, description="per-cell timeout in seconds")
     kernel_name: str | None = Field(None, min_length=1, max_length=200, description="default: the notebook's kernel")
     steps: list[dict[str, Any]] | None = Field(
         None,
@@ -83,12 +104,7 @@ class SubmitJob(BaseModel):
             raise ValueError("a path has at most 4096 characters")
         return value
 
-    @field_validator("parameters", "steps")
-    @classmethod
-    def _not_too_deep(cls, value: Any) -> Any:
-        if nested_too_deep(value):
-            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-        return value
+    _json = field_validator("parameters", "steps")(json_value)
 
 
 def job_json(job: Job, queue_position: int | None = None) -> dict[str, Any]:

@@ -15,6 +15,8 @@ import nbformat
 from nbformat.corpus.words import generate_corpus_id
 from nbformat.validator import ValidationError
 
+from nbrelay.text import lone_surrogate, may_hold_surrogate, refusal
+
 __all__ = ["DEFAULT_KERNEL", "NotebookRefused", "complete_kernelspec", "kernel_for", "parse", "runs"]
 
 # What nbclient starts when the notebook names no kernel: jupyter_client's KernelManager default (its
@@ -53,6 +55,9 @@ def _loaded(text: str | bytes, max_cells: int | None = None) -> nbformat.Noteboo
         raise NotebookRefused("not a notebook: JSON nested deeper than the parser goes") from None
     if not isinstance(data, dict):
         raise NotebookRefused("not a notebook: expected a JSON object with nbformat, metadata and cells")
+    found = lone_surrogate(data) if may_hold_surrogate(text) else None
+    if found is not None:  # no kernel message, report or executed notebook could hold it
+        raise NotebookRefused(refusal(found))
     cells = data.get("cells")
     if max_cells is not None and isinstance(cells, list) and len(cells) > max_cells:
         raise TooManyCells(len(cells), max_cells)
