@@ -242,6 +242,35 @@ def test_run_a_notebook_whose_name_needs_quoting_in_a_url(shared_server: ServerP
     assert job["state"] == "succeeded"
 
 
+@pytest.mark.parametrize(
+    ("option", "value"), [("--timeout", "nan"), ("--timeout", "inf"), ("--cell-timeout", "0"), ("--timeout", "-1")]
+)
+def test_run_refuses_a_timeout_that_is_no_number_of_seconds(
+    shared_server: ServerProcess, option: str, value: str
+) -> None:
+    before = job_ids(shared_server)
+    result = nbrelay("run", "tiny.ipynb", option, value, "--server", shared_server.url)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"Invalid value for '{option}': '{value}' is not a number of seconds above 0" in result.stderr
+    assert "Traceback" not in result.stderr and job_ids(shared_server) == before
+
+
+def test_run_refuses_a_parameter_that_is_not_utf8(shared_server: ServerProcess) -> None:
+    before = job_ids(shared_server)
+    not_utf8 = os.fsdecode(b"label=\xed\xa0\x80")  # an encoded surrogate: bytes no UTF-8 decoder accepts
+    result = nbrelay("run", "params.ipynb", "-p", not_utf8, "--server", shared_server.url)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'label': not UTF-8 text" in result.stderr
+    assert "Traceback" not in result.stderr and job_ids(shared_server) == before
+
+
+@pytest.mark.parametrize("path", ["../x.ipynb", "a/../../x.ipynb", "./../x.ipynb"])
+def test_run_shows_the_servers_refusal_of_a_path_with_dots(shared_server: ServerProcess, path: str) -> None:
+    result = nbrelay("run", path, "--server", shared_server.url)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'..' is not allowed in paths" in result.stderr  # not squashed by the HTTP client into a 404
+
+
 def test_run_against_an_unreachable_server_fails_clearly() -> None:
     address = f"http://127.0.0.1:{free_port()}"
     result = nbrelay("run", "tiny.ipynb", "--server", address, timeout_s=60)

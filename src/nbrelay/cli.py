@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from nbrelay import __version__
-from nbrelay.cli_style import command_group, console, escape, fail, full_url, print_json, when
+from nbrelay.cli_style import command_group, console, escape, fail, full_url, print_json, seconds, when
 from nbrelay.config import Settings
 from nbrelay.errors import NbrelayError
 from nbrelay.models import TERMINAL_EVENTS
+from nbrelay.text import lone_surrogate
 
 if TYPE_CHECKING:  # the client (httpx, websockets) and rich are imported by the commands that use them
     from rich.progress import ProgressColumn
@@ -145,6 +146,8 @@ def _parse_parameters(pairs: list[str], declared: Mapping[str, str | None]) -> d
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="-p")
+        if (found := lone_surrogate(pair)) is not None:  # bytes that are not UTF-8 (Python keeps them as surrogates)
+            raise typer.BadParameter(f"{name!r}: not UTF-8 text ({found})", param_hint="-p")
         parameters[name] = _coerce(value, declared.get(name))
     return parameters
 
@@ -234,10 +237,16 @@ def run(
     server: ServerOption = "http://127.0.0.1:8765",
     local: Annotated[bool, typer.Option("--local", help="run here, without a server")] = False,
     timeout_s: Annotated[
-        float | None, typer.Option("--timeout", help="whole-job timeout, seconds; default: the server's, if any")
+        float | None,
+        typer.Option(
+            "--timeout", help="whole-job timeout; default: the server's, if any", parser=seconds, metavar="SECONDS"
+        ),
     ] = None,
     cell_timeout_s: Annotated[
-        float | None, typer.Option("--cell-timeout", help="per-cell timeout, seconds; default: the server's, if any")
+        float | None,
+        typer.Option(
+            "--cell-timeout", help="per-cell timeout; default: the server's, if any", parser=seconds, metavar="SECONDS"
+        ),
     ] = None,
     follow: Annotated[bool, typer.Option("--follow/--poll", help="live progress by push, or by polling")] = True,
     token: Annotated[str | None, typer.Option(envvar="NBRELAY_TOKEN", help="API token (auth mode token)")] = None,

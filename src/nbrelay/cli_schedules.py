@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from nbrelay.cli_files import DEFAULT_SERVER, ServerOption, TokenOption, _client
-from nbrelay.cli_style import command_group, console, escape, print_json
+from nbrelay.cli_style import command_group, console, escape, print_json, seconds
 
 if TYPE_CHECKING:
     from nbrelay.client import Client
@@ -53,8 +53,13 @@ OverlapOption = Annotated[
 MissedOption = Annotated[
     str | None, typer.Option("--missed", help="ticks missed while the service was down: run_once (default) or skip")
 ]
-TimeoutOption = Annotated[float | None, typer.Option("--timeout-s", help="whole-run timeout in seconds", min=0)]
-CellTimeoutOption = Annotated[float | None, typer.Option("--cell-timeout-s", help="per-cell timeout in seconds", min=0)]
+TimeoutOption = Annotated[
+    float | None, typer.Option("--timeout-s", help="whole-run timeout in seconds", parser=seconds, metavar="SECONDS")
+]
+CellTimeoutOption = Annotated[
+    float | None,
+    typer.Option("--cell-timeout-s", help="per-cell timeout in seconds", parser=seconds, metavar="SECONDS"),
+]
 EmailOption = Annotated[list[str] | None, typer.Option("--notify-email", help="an address to tell (repeat for more)")]
 NotifyOnOption = Annotated[
     list[str] | None, typer.Option("--notify-on", help="succeeded, failed, cancelled or timed_out (repeat for more)")

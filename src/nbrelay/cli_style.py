@@ -7,6 +7,7 @@ pay for it."""
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -21,6 +22,17 @@ CONTEXT_SETTINGS: dict[str, Any] = {
     "show_default": True,
     "max_content_width": 120,  # click's own limit is 80 columns, whatever the terminal
 }
+
+
+def seconds(value: str) -> float:
+    """A timeout option's value: a number of seconds above 0 (nan, inf, 0 are a usage error, not a traceback)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a number of seconds") from None
+    if not math.isfinite(number) or number <= 0:
+        raise typer.BadParameter(f"{value!r} is not a number of seconds above 0")
+    return number
 
 
 def command_group(help: str) -> typer.Typer:

@@ -136,7 +136,7 @@ class Client:
         return self._send(method, path, **kw).json()
 
     def parameters(self, notebook: str) -> dict[str, Any]:
-        return self._call("GET", f"/api/notebooks/{quote(notebook, safe='/')}/parameters")
+        return self._call("GET", f"/api/notebooks/{_quoted(notebook)}/parameters")
 
     def submit(
         self,
