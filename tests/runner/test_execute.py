@@ -207,6 +207,38 @@ async def test_a_run_whose_last_cell_ends_before_the_stop_takes_effect_succeeds(
     assert outcome.state is JobState.SUCCEEDED and outcome.error is None and outcome.report_written
 
 
+def _state(pid: int) -> str | None:
+    """A process's state letter (Z for a zombie), None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+async def test_what_a_notebook_started_ends_with_its_job(either_run: Run) -> None:
+    """Found from outside: a process started in a session of its own outlived its job, the kernel and the
+    server; a forked child was killed with the kernel's group but left a zombie in the worker for good."""
+    pids = either_run.workspace / "pids.txt"
+    _write_notebook(
+        either_run.workspace / "spawns.ipynb",
+        "import os, subprocess, sys, time\n"
+        "detached = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+        "forked = os.fork()\n"
+        "if forked == 0:\n"
+        "    time.sleep(300)\n"
+        "    os._exit(0)\n"
+        f"open({str(pids)!r}, 'w').write(f'{{detached.pid}} {{forked}}')",
+    )
+    outcome = await either_run("spawns.ipynb")
+    assert outcome.state is JobState.SUCCEEDED, outcome
+    started = [int(pid) for pid in pids.read_text().split()]
+    assert len(started) == 2
+    deadline = time.monotonic() + 5
+    while any(_state(pid) is not None for pid in started) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)  # no event tells that a process is gone
+    assert [_state(pid) for pid in started] == [None, None]  # neither running nor a zombie
+
+
 async def test_kernel_killed_from_outside_fails_the_job_within_5_s(run: Run) -> None:
     killed_at: list[float] = []
 

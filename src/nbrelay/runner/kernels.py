@@ -46,6 +46,45 @@ def become_subreaper() -> bool:
         return False
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` now, whatever session or process group each has joined (from each thread's
+    /proc children list)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            threads = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue  # gone meanwhile
+        for thread in threads:
+            try:
+                with open(f"/proc/{parent}/task/{thread}/children") as listing:
+                    children = [int(child) for child in listing.read().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+async def _reap(pids: list[int], within_s: float = 2.0) -> None:
+    """Wait for killed processes that are (or become, as their parents die) our children; the others are their
+    parents' or init's to reap."""
+    left = set(pids)
+    deadline = time.monotonic() + within_s
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:  # noqa: ASYNC222 - WNOHANG: never waits
+                    left.discard(pid)
+            except ChildProcessError:
+                if not os.path.exists(f"/proc/{pid}"):
+                    left.discard(pid)
+        if left:
+            await asyncio.sleep(0.005)
+
+
 class ForkedProcess:
     """The Popen-like handle jupyter_client expects, for a kernel forked by the zygote and adopted by us."""
 
@@ -261,7 +300,9 @@ class Kernel:
         await self.release()
 
     async def kill(self) -> None:
-        """End the kernel's process (and what it started: its process group) and reap it.
+        """End the kernel's process and everything it started, and reap them: its process group, and every
+        process below it, also one that joined a session or group of its own (`start_new_session=True`), which
+        would otherwise outlive the job, re-parented to the worker, or stay a zombie there.
 
         A used kernel has nothing to save, so it is killed outright and reaped at once (5 ms polls);
         jupyter_client's own shutdown would poll for the exit every 100 ms.
@@ -270,11 +311,16 @@ class Kernel:
             self.kc.stop_channels()
         process = getattr(self.km.provisioner, "process", None)
         if process is not None and process.poll() is None:
+            family = descendants(process.pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
+            for pid in family:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 2.0
             while process.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110 - no exit event to await
                 await asyncio.sleep(0.005)
+            await _reap(family)
 
     async def release(self) -> None:
         """jupyter_client's clean-up once the process is gone (its connection files and sockets; ~10 ms, nothing
