@@ -17,13 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 from nbrelay.config import Settings
 from nbrelay.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from nbrelay.files import Areas, Workspace, atomic_write
 from nbrelay.jobs import User
 from nbrelay.notebooks import check_cell_count
+from nbrelay.runner.notebook import NotebookRefused, parse
 
 Announce = Callable[[str, dict[str, Any]], Awaitable[None]]
 _CHUNK = 1 << 16
@@ -45,11 +44,9 @@ def check_notebook(data: bytes, name: str, max_cells: int | None = None) -> None
     if max_cells is not None:
         check_cell_count(data, name, max_cells)
     try:
-        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
-        nbformat.validate(nb)
-    except Exception as exc:  # nbformat raises several unrelated types for bad input
-        reason = str(getattr(exc, "message", None) or exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        raise Unprocessable(f"{name} is not a valid notebook: {reason}", code="invalid_notebook") from None
+        parse(data)  # as a job reads it: the same refusals, in the same words (a field and what it takes)
+    except NotebookRefused as exc:
+        raise Unprocessable(f"{name} is not a valid notebook: {exc}", code="invalid_notebook") from None
 
 
 class Contents:
@@ -274,8 +271,10 @@ class Contents:
 
     async def copy(self, user: User, source_path: str, folder_path: str, name: str | None = None) -> dict[str, Any]:
         source, rel = self._path(user, source_path)
-        if not source.is_file() or not self.areas(user).can_read(rel):
+        if not self.areas(user).can_read(rel) or not source.exists():
             raise NotFound(f"no file at {rel}", code="file_not_found")
+        if not source.is_file():
+            raise Unprocessable(f"{rel} is a folder: only files are copied", code="not_a_file")
         folder, folder_rel = self._path(user, folder_path)
         if not folder.is_dir():
             raise NotFound(f"no folder {folder_rel}", code="folder_not_found")

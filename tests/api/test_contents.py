@@ -279,12 +279,17 @@ def test_upload_of_a_broken_notebook_is_422_with_the_reason(http: httpx.Client, 
         "model": http.put(api(f"{name}/d.ipynb"), json={"type": "notebook", "format": "json", "content": {"x": 1}}),
         "multipart": http.put(api(f"{name}/e.ipynb"), files={"file": ("e.ipynb", b"[1, 2]")}),
         "over a good one": http.put(api(f"{name}/good.ipynb"), params={"overwrite": "true"}, content=b"nope"),
+        "model of a string": http.put(
+            api(f"{name}/f.ipynb"), json={"type": "notebook", "format": "json", "content": "notanobject"}
+        ),
     }
     for case, answer in cases.items():
         assert answer.status_code == 422, f"{case}: {answer.status_code} {answer.text}"
         error = answer.json()["error"]
         assert error["code"] == "invalid_notebook", case
         assert "is not a valid notebook: " in error["message"] and error["message"].split(": ", 1)[1], case
+        assert "object has no attribute" not in error["message"], case  # said as a job's refusal says it
+    assert "expected a JSON object" in cases["model of a string"].json()["error"]["message"]
     assert sorted(p.name for p in path.iterdir()) == ["good.ipynb"]
     assert (path / "good.ipynb").read_bytes() == TINY
     assert leftovers(path) == []
@@ -357,7 +362,8 @@ def test_copy_names_copies_like_jupyter(http: httpx.Client, folder: tuple[str, P
         assert (path / file).read_bytes() == TINY
     assert http.post(api(name), json={"copy_from": f"{name}/nope.ipynb"}).status_code == 404
     assert http.post(api(f"{name}/nofolder"), json={"copy_from": f"{name}/x.ipynb"}).status_code == 404
-    assert http.post(api(name), json={"copy_from": f"{name}/sub"}).status_code == 404  # folders are not copied
+    folder_copy = http.post(api(name), json={"copy_from": f"{name}/sub"})  # folders are not copied: said so
+    assert folder_copy.status_code == 422 and error_code(folder_copy) == "not_a_file", folder_copy.text
     assert http.post(api(name), json={"copy_from": f"{name}/x.ipynb", "name": "a/b"}).status_code == 400
     assert leftovers(path) == []
 

@@ -163,7 +163,7 @@ async def patch_contents(path: WorkspacePath, request: Request, service: Service
 
 COPY_OR_MKDIR: dict[str, Any] = {
     "status_code": 201,
-    "responses": error_responses(400, 404, 409),
+    "responses": error_responses(400, 404, 409, 422),
     "openapi_extra": json_body(COPY_OR_MKDIR_BODY),
 }
 
