@@ -98,6 +98,8 @@ def test_resume_too_old_is_not_recovered(live: Any) -> None:
         "recovered": False,
         "position": f"{epoch}:101",
     }
+    # A browser cut off before the next event resumes from where the stream stands, not from the stale id again.
+    assert f"user:local={epoch}:101" in recovered["id"].split(",")
     assert [f["data"]["data"]["n"] for f in found if "id" in f and "event" not in f] == [101]
 
 
@@ -171,5 +173,7 @@ def test_foreign_origin_and_bad_streams_are_refused(live: Any) -> None:
     assert evil.status_code == 403 and evil.json()["error"]["code"] == "origin_refused"
     bad = httpx.get(f"{server.url}/sse?streams=secrets")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_stream"
+    none = httpx.get(f"{server.url}/sse?streams=,,,")
+    assert none.status_code == 400 and none.json()["error"]["code"] == "bad_stream"
     missing = httpx.get(f"{server.url}/sse?streams=job:987654")
     assert missing.status_code == 403

@@ -93,8 +93,8 @@ class SseConnection:
                 if stream not in streams:
                     continue
                 for item in await push.resume(session, stream, since):
-                    if isinstance(item, Send):
-                        yield _frame("recovered", item.message)
+                    if isinstance(item, Send):  # with an id: where a stream not recovered stands now
+                        yield _frame("recovered", item.message, compose_id(session.positions))
                     elif (frame := self._event(item)) is not None:
                         yield frame
             while True:
@@ -144,6 +144,8 @@ async def serve_sse(request: Request, push: PushPort) -> Response:
         return _refuse(503, "connection_limit", refusal.reason)
     wanted = request.query_params.get("streams") or f"user:{user.name},broadcast"
     streams = list(dict.fromkeys(s.strip() for s in wanted.split(",") if s.strip()))
+    if not streams:
+        return _refuse(400, "bad_stream", f"{wanted!r} names no stream: broadcast, user:<name> or job:<id>")
     if len(streams) > MAX_STREAMS:  # as /ws refuses the subscribe past it
         return _refuse(400, "too_many_streams", f"at most {MAX_STREAMS} streams per connection, {len(streams)} asked")
     for stream in streams:
