@@ -239,6 +239,25 @@ async def test_what_a_notebook_started_ends_with_its_job(either_run: Run) -> Non
     assert [_state(pid) for pid in started] == [None, None]  # neither running nor a zombie
 
 
+async def test_a_kernel_gets_none_of_the_services_settings(either_run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found from outside: a notebook printed NBRELAY_SECRET_KEY, with which any user could sign a session as
+    an admin; the database and SMTP passwords are settings of the same kind."""
+    monkeypatch.setenv("NBRELAY_SECRET_KEY", "never-in-a-kernel")
+    monkeypatch.setenv("NBRELAY_SMTP_PASSWORD", "never-in-a-kernel")
+    monkeypatch.setenv("NOT_NBRELAYS", "a notebook's own")
+    seen = either_run.workspace / "seen.txt"
+    _write_notebook(
+        either_run.workspace / "env.ipynb",
+        "import os\n"
+        "own = sorted(k for k in os.environ if k.startswith('NBRELAY_'))\n"
+        "raw = open('/proc/self/environ', 'rb').read()\n"
+        f"open({str(seen)!r}, 'w').write(repr((own, b'never-in-a-kernel' in raw, os.environ.get('NOT_NBRELAYS'))))",
+    )
+    outcome = await either_run("env.ipynb")
+    assert outcome.state is JobState.SUCCEEDED, outcome
+    assert seen.read_text() == repr(([], False, "a notebook's own"))
+
+
 async def test_kernel_killed_from_outside_fails_the_job_within_5_s(run: Run) -> None:
     killed_at: list[float] = []
 

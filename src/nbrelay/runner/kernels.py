@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,13 @@ def become_subreaper() -> bool:
         return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
+
+
+def kernel_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment a kernel gets: the server's, without the service's own settings (NBRELAY_*: its secret key,
+    SMTP password, database and broker URLs), which a notebook could otherwise print into a report or use to sign
+    a session as anyone. The zygote gets it too: a forked kernel's /proc/self/environ is the zygote's."""
+    return {k: str(v) for k, v in env.items() if not k.startswith("NBRELAY_")}
 
 
 def descendants(pid: int) -> list[int]:
@@ -141,7 +149,7 @@ class Zygote:
 
     def _ensure(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
-            env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
+            env = dict(kernel_environment(os.environ), PYDEVD_DISABLE_FILE_VALIDATION="1")
             proc = subprocess.Popen(
                 [self._python, "-m", "nbrelay.runner.zygote"],
                 stdin=subprocess.PIPE,
@@ -220,10 +228,11 @@ class ForkProvisioner(LocalProvisioner):
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         args = forkable(cmd)
+        env = kernel_environment(kwargs.pop("env", None) or os.environ)
         if self.zygote is None or args is None:
             # ipykernel's own parent check misses a parent that died before it started (other kernels have none)
-            return await super().launch_kernel(cmd, **kwargs, preexec_fn=child_is_kernel(self.memory_max_bytes))
-        env = {k: str(v) for k, v in (kwargs.get("env") or os.environ).items()}
+            preexec = child_is_kernel(self.memory_max_bytes)
+            return await super().launch_kernel(cmd, **kwargs, env=env, preexec_fn=preexec)
         env["JPY_PARENT_PID"] = str(os.getpid())
         # The kernel exits when this worker dies. ipykernel reads JPY_PARENT_PID into a default when it is
         # imported, which in the zygote is before any job: so say it on the command line too.
