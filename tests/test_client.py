@@ -3,8 +3,12 @@ the server's, carrying what the server answered."""
 
 from __future__ import annotations
 
+import http.server
 import pickle
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +16,7 @@ from nbrelay import client as client_module
 from nbrelay import errors
 from nbrelay.client import Client, NbrelayError, RemoteError
 from tests.conftest import ServerProcess, free_port
+from tests.live import LiveServer
 
 
 def test_the_clients_error_is_the_services() -> None:
@@ -69,3 +74,60 @@ def test_the_error_survives_pickling_whole() -> None:
         "overwrite=True",
     )
     assert str(copy) == str(error) == "a file is there (409 conflict)"
+
+
+class _Away(http.server.BaseHTTPRequestHandler):
+    """What a proxy answers while the service behind it restarts: 502, at once (nginx in HTTP/1.1; HAProxy's
+    error pages are HTTP/1.0)."""
+
+    def do_GET(self) -> None:
+        self.send_response(502)
+        self.send_header("content-length", "0")
+        self.send_header("connection", "close")  # else a kept connection would answer 502 after the restart too
+        self.end_headers()
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("protocol", ["HTTP/1.1", "HTTP/1.0"])
+def test_follow_and_wait_outlast_a_proxys_502_while_the_server_restarts(
+    workspace: Path, tmp_path: Path, protocol: str
+) -> None:
+    """Found from outside: behind nginx, follow() gave up at the first 502 of a restart, and wait() at the first
+    refused poll; a push client without a proxy reconnected."""
+    port = free_port()
+    first = LiveServer(workspace, tmp_path / "data", port=port).start()
+    try:
+        with Client(first.url) as client:
+            done = client.wait(client.submit("tiny.ipynb")["id"], timeout_s=120)
+    finally:
+        first.stop()
+    away = http.server.ThreadingHTTPServer(("127.0.0.1", port), type("Away", (_Away,), {"protocol_version": protocol}))
+    threading.Thread(target=away.serve_forever, daemon=True).start()
+    seen: dict[str, Any] = {}
+
+    def follow() -> None:
+        with Client(first.url) as client:
+            seen["follow"] = list(client.follow(done["id"]))
+
+    def wait() -> None:
+        with Client(first.url) as client:
+            seen["wait"] = client.wait(done["id"], timeout_s=120)
+
+    threads = [threading.Thread(target=work) for work in (follow, wait)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)  # both have met 502s by now
+    assert all(thread.is_alive() for thread in threads) and not seen
+    away.shutdown()
+    away.server_close()
+    again = LiveServer(workspace, tmp_path / "data", port=port).start()
+    try:
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        again.stop()
+    assert seen["wait"]["state"] == done["state"] == "succeeded"
+    assert [m["op"] for m in seen["follow"]] == ["state"] and seen["follow"][0]["job"]["state"] == "succeeded"

@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 from nbrelay.errors import NbrelayError, RemoteError
 from nbrelay.models import TERMINAL_EVENTS
@@ -205,14 +205,22 @@ class Client:
         return self._send("GET", f"/api/jobs/{job_id}/report").text
 
     def wait(self, job_id: int, *, poll_s: float = 0.2, timeout_s: float | None = None) -> dict[str, Any]:
-        """Poll until the job is finished; returns the final job."""
+        """Poll until the job is finished; returns the final job. A server that restarts meanwhile (unreachable,
+        or its proxy's 502-504) is polled again, as the push client reconnects; a timeout says so."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        state = "unknown"
         while True:
-            job = self.job(job_id)
-            if job["state"] not in ("queued", "running"):
-                return job
+            try:
+                job = self.job(job_id)
+            except RemoteError as exc:
+                if not _passing(exc.status):
+                    raise
+            else:
+                state = job["state"]
+                if state not in ("queued", "running"):
+                    return job
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s} s")
+                raise TimeoutError(f"job {job_id} still {state} after {timeout_s} s")
             time.sleep(poll_s)
 
     # push ------------------------------------------------------------------------------------------------------
@@ -246,7 +254,10 @@ class Client:
                     return
             except InvalidStatus as exc:
                 status = exc.response.status_code
-                raise RemoteError(status, "handshake_refused", f"WebSocket refused with HTTP {status}") from exc
+                if not _passing(status):  # a proxy's 502-504 while the server restarts: tried again
+                    raise RemoteError(status, "handshake_refused", f"WebSocket refused with HTTP {status}") from exc
+            except InvalidMessage:
+                pass  # no HTTP/1.1 answer (a proxy's HTTP/1.0 error page while the server restarts): tried again
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd else 1006
                 if 4500 <= code <= 4999:
@@ -401,6 +412,11 @@ class Client:
         if notebook:
             params["notebook"] = notebook
         return self._call("GET", "/api/reports", params=params)
+
+
+def _passing(status: int) -> bool:
+    """Whether an answer says the server is away for now (unreachable: 0; its proxy's 502, 503, 504), not no."""
+    return status in (0, 502, 503, 504)
 
 
 def _quoted(path: str) -> str:
