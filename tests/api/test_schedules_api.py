@@ -152,6 +152,11 @@ def test_change_pause_resume_and_delete(alice: httpx.Client) -> None:
     timed = alice.patch(url, json={"timeout_s": 60}).json()
     assert timed["timeout_s"] == 60
     assert alice.patch(url, json={"timeout_s": None}).json()["timeout_s"] is None
+    before = alice.get(url).json()
+    for field in ("cron", "timezone", "notebook", "enabled", "overlap", "parameters", "missed", "notify_on"):
+        refused = alice.patch(url, json={field: None})  # found from outside: 200, and nothing changed
+        assert refused.status_code == 422 and field in refused.json()["error"]["message"], refused.text
+    assert alice.get(url).json() == before
     assert created["id"] in [s["id"] for s in alice.get("/api/schedules").json()["schedules"]]
     assert alice.delete(url).status_code == 204
     assert alice.get(url).status_code == 404

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
 from nbrelay.api.auth import CurrentUser
@@ -83,6 +83,10 @@ class CreateSchedule(_Fields):
     _json = field_validator("parameters", "steps")(json_value)
 
 
+# Fields where null is a value, not "leave it": PATCH {"timeout_s": null} removes the timeout.
+_NULLABLE = {"name", "timeout_s", "cell_timeout_s", "kernel_name", "steps"}
+
+
 class ChangeSchedule(BaseModel):
     """Only the fields given change (`{"enabled": false}` pauses)."""
 
@@ -105,9 +109,15 @@ class ChangeSchedule(BaseModel):
 
     _json = field_validator("parameters", "steps")(json_value)
 
-
-# Fields where null is a value, not "leave it": PATCH {"timeout_s": null} removes the timeout.
-_NULLABLE = {"name", "timeout_s", "cell_timeout_s", "kernel_name", "steps"}
+    @model_validator(mode="after")
+    def _null_only_where_it_is_a_value(self) -> ChangeSchedule:
+        given_null = sorted(k for k in self.model_fields_set - _NULLABLE if getattr(self, k) is None)
+        if given_null:  # it was taken as "leave it" and answered 200: the field given did not change
+            raise ValueError(
+                f"{', '.join(given_null)}: null is no value of this field (only {', '.join(sorted(_NULLABLE))} "
+                "take null, to clear them); leave a field out to keep it"
+            )
+        return self
 
 
 class LastRun(BaseModel):
