@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from nbrelay.api.openapi import ErrorResponse
 from nbrelay.auth import SESSION_COOKIE, Authenticator
 from nbrelay.errors import Unauthorized
+from nbrelay.forwarded import public_view
 from nbrelay.jobs import User
 
 router = APIRouter(prefix="/api", tags=["auth"])
@@ -23,6 +24,12 @@ def authenticator(request: Request) -> Authenticator:
 
 def peer(request: Request) -> str | None:
     return request.client.host if request.client else None
+
+
+def _public_scheme(auth: Authenticator, request: Request) -> str:
+    """The scheme the browser used: a trusted proxy's X-Forwarded-Proto (TLS ends at nginx), else the connection's."""
+    view = public_view(request.headers, peer(request), auth.settings.trusted_proxies)
+    return view.scheme or request.url.scheme
 
 
 def too_many_failures(auth: Authenticator, request: Request) -> HTTPException | None:
@@ -90,7 +97,7 @@ async def login(body: Login, request: Request, response: Response) -> dict[str, 
         max_age=int(auth.settings.session_max_age_s),
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_public_scheme(auth, request) == "https",
         path="/",
     )
     return _user_json(user, auth.mode)

@@ -69,7 +69,12 @@ def test_token_for_cookie_login(live: Any) -> None:
     login = http.post("/api/session", json={"token": alice})
     assert login.status_code == 200 and login.json()["user"] == "alice"
     cookie = login.headers["set-cookie"].lower()
-    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert "httponly" in cookie and "samesite=strict" in cookie and "secure" not in cookie  # plain http
+    # Behind the TLS proxy (a trusted peer saying https), the cookie is Secure (found from outside: it was not).
+    proxied = httpx.post(
+        f"{server.url}/api/session", json={"token": alice}, headers={"X-Forwarded-Proto": "https"}, timeout=30
+    )
+    assert proxied.status_code == 200 and "; secure" in proxied.headers["set-cookie"].lower()
     assert http.get("/api/session").json()["user"] == "alice"  # the cookie jar carries it now
     cookie_header = f"nbrelay_session={http.cookies['nbrelay_session']}"
     with connect(server.ws_url, additional_headers={"Cookie": cookie_header}) as ws:
