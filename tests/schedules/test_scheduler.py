@@ -235,6 +235,25 @@ async def test_overlap_skip_and_queue_while_a_run_is_unfinished(db_url: str) -> 
         await node.store.close()
 
 
+async def test_a_schedule_deleted_during_a_pass_takes_no_other_tick_with_it(node: Node) -> None:
+    """Found from outside: a DELETE between the pass's listing and its insert failed the insert on the foreign
+    key, and with it every other schedule's due tick (logged as a crash, tried again 10 s later)."""
+    t0 = datetime(2026, 12, 4, 12, tzinfo=UTC)
+    kept = await node.add("* * * * *", ticks_from=t0)
+    gone = await node.add("* * * * *", ticks_from=t0)
+    listed = node.schedules.last_ticks
+
+    async def delete_meanwhile(schedule_ids: Any) -> dict[int, datetime]:
+        assert await node.schedules.delete(gone.id)
+        return await listed(schedule_ids)
+
+    node.schedules.last_ticks = delete_meanwhile  # type: ignore[method-assign]
+    (tick,) = await node.loop.run_pending(t0 + timedelta(minutes=1))
+    assert (tick.schedule_id, tick.outcome) == (kept.id, TickOutcome.STARTED)
+    assert [schedule_id for schedule_id, _ in node.started] == [kept.id]
+    assert await node.schedules.ticks(gone.id) == []
+
+
 async def test_paused_schedules_do_not_tick(node: Node) -> None:
     t0 = datetime(2026, 12, 4, 12, tzinfo=UTC)
     schedule = await node.add("* * * * *", ticks_from=t0)

@@ -5,6 +5,7 @@ Works on the job store's engine (SQLite or PostgreSQL); the tables come from mig
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -175,6 +176,20 @@ class ScheduleStore:
         if not ticks:
             return []
         rows = [{k: v for k, v in dataclasses.asdict(t).items() if k != "id"} for t in ticks]
+        try:
+            won = await self._insert_ticks(rows)
+        except sa.exc.IntegrityError:
+            # A schedule was deleted since the loop listed it (its foreign key fails the whole statement, and every
+            # other schedule's tick with it): one at a time, and the deleted one's left out.
+            won = {}
+            for row in rows:
+                with contextlib.suppress(sa.exc.IntegrityError):
+                    won.update(await self._insert_ticks([row]))
+        # Compared in UTC: a local time in a repeated hour never equals a datetime of another zone (PEP 495).
+        keys = [(t.schedule_id, t.tick_at.astimezone(UTC)) for t in ticks]
+        return [replace(t, id=won[key]) for t, key in zip(ticks, keys, strict=True) if key in won]
+
+    async def _insert_ticks(self, rows: Sequence[dict[str, Any]]) -> dict[tuple[int, datetime], int]:
         query = (
             self._insert(schedule_ticks)
             .values(rows)
@@ -182,10 +197,7 @@ class ScheduleStore:
             .returning(schedule_ticks.c.id, schedule_ticks.c.schedule_id, schedule_ticks.c.tick_at)
         )
         async with self._engine.begin() as conn:
-            won = {(row.schedule_id, row.tick_at): int(row.id) for row in await conn.execute(query)}
-        # Compared in UTC: a local time in a repeated hour never equals a datetime of another zone (PEP 495).
-        keys = [(t.schedule_id, t.tick_at.astimezone(UTC)) for t in ticks]
-        return [replace(t, id=won[key]) for t, key in zip(ticks, keys, strict=True) if key in won]
+            return {(row.schedule_id, row.tick_at): int(row.id) for row in await conn.execute(query)}
 
     async def finish_tick(
         self, tick_id: int, outcome: str, *, job_id: int | None = None, error: str | None = None
