@@ -58,18 +58,20 @@ def _unb64(text: str) -> bytes:
 
 
 class SessionSigner:
-    """Session cookies: {"u": name, "a": admin, "exp": unix time}, HMAC-SHA256 signed."""
+    """Session cookies: {"u": name, "t": the id of the token it was traded for, "exp": unix time}, HMAC-SHA256
+    signed. Who the user is, and whether an admin, is the token's to say while it lasts (Authenticator)."""
 
     def __init__(self, secret: bytes, max_age_s: float):
         self.secret = secret
         self.max_age_s = max_age_s
 
-    def sign(self, user: User, now: float | None = None) -> str:
-        payload = {"u": user.name, "a": user.admin, "exp": int((now or time.time()) + self.max_age_s)}
+    def sign(self, name: str, token_id: int, now: float | None = None) -> str:
+        payload = {"u": name, "t": token_id, "exp": int((now or time.time()) + self.max_age_s)}
         body = _b64(json.dumps(payload, separators=(",", ":")).encode())
         return f"{body}.{_b64(hmac.new(self.secret, body.encode(), hashlib.sha256).digest())}"
 
-    def verify(self, value: str, now: float | None = None) -> User | None:
+    def verify(self, value: str, now: float | None = None) -> tuple[str, int] | None:
+        """(user name, token id) of a cookie this server signed and that has not expired."""
         body, _, signature = value.partition(".")
         expected = _b64(hmac.new(self.secret, body.encode(), hashlib.sha256).digest())
         if not signature or not hmac.compare_digest(signature, expected):
@@ -80,7 +82,10 @@ class SessionSigner:
             return None
         if not isinstance(payload, dict) or payload.get("exp", 0) < (now or time.time()):
             return None
-        return User(str(payload["u"]), bool(payload.get("a")))
+        token_id = payload.get("t")  # none in cookies of earlier versions: signed in again
+        if not isinstance(token_id, int) or isinstance(token_id, bool):
+            return None
+        return str(payload.get("u")), token_id
 
 
 class FailureLimit:
@@ -122,6 +127,7 @@ class Authenticator:
         self.store = store
         self.signer = SessionSigner(load_secret(settings), settings.session_max_age_s)
         self._cache: dict[str, tuple[float, User | None]] = {}
+        self._tokens_of: dict[str, tuple[float, dict[int, bool]]] = {}  # name → (when read, token id → admin)
         self.failures = FailureLimit(settings.auth_max_failures, settings.auth_failure_window_s)
 
     @property
@@ -145,6 +151,25 @@ class Authenticator:
 
     def forget_tokens(self) -> None:
         self._cache.clear()
+        self._tokens_of.clear()
+
+    async def session_user(self, cookie: str) -> User | None:
+        """The user of a session cookie while the token it was traded for lasts: a revoked token ends its sessions
+        (within the token cache's 30 s, as its own use), and the admin flag is the token's now, not the
+        cookie's."""
+        signed = self.signer.verify(cookie)
+        if signed is None:
+            return None
+        name, token_id = signed
+        now = time.monotonic()
+        cached = self._tokens_of.get(name)
+        if cached is None or now - cached[0] >= _TOKEN_CACHE_S:
+            if len(self._tokens_of) > 10_000:
+                self._tokens_of.clear()
+            cached = (now, {record.id: record.admin for record in await self.store.list_tokens(name)})
+            self._tokens_of[name] = cached
+        admin = cached[1].get(token_id)
+        return User(name, admin) if admin is not None else None
 
     def client_address(self, headers: Mapping[str, str], client_host: str | None) -> str:
         """Whom failures are counted against: the TCP peer, or behind a trusted proxy the address it forwards."""
@@ -193,7 +218,7 @@ class Authenticator:
         if query_token:
             return await self.check_token(query_token, self.client_address(headers, client_host))
         cookie = cookies.get(SESSION_COOKIE)
-        return self.signer.verify(cookie) if cookie else None
+        return await self.session_user(cookie) if cookie else None
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -443,7 +443,8 @@ def token_revoke(
     name: Annotated[str, typer.Argument(help="user whose tokens to revoke")],
     data_dir: DataDirOption = DEFAULTS.data_dir,
 ) -> None:
-    """Revoke every token of NAME (running servers forget cached tokens within 30 s)."""
+    """Revoke every token of NAME; running servers forget cached tokens, and end the sessions signed in with
+    them, within 30 s."""
     count = asyncio.run(_with_store(data_dir, lambda store: store.delete_tokens(name)))
     console().print(f"revoked {count} token(s) of {name}")
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from nbrelay.api.openapi import ErrorResponse
-from nbrelay.auth import SESSION_COOKIE, Authenticator
+from nbrelay.auth import SESSION_COOKIE, Authenticator, hash_token
 from nbrelay.errors import Unauthorized
 from nbrelay.forwarded import public_view
 from nbrelay.jobs import User
@@ -87,13 +87,14 @@ async def login(body: Login, request: Request, response: Response) -> dict[str, 
         raise Unauthorized(f"log-in with a token is for auth mode 'token'; this server uses '{auth.mode}'")
     refused = too_many_failures(auth, request)
     user = await auth.check_token(body.token, auth.client_address(request.headers, peer(request)))
-    if user is None:
+    record = await auth.store.find_token(hash_token(body.token)) if user is not None else None
+    if user is None or record is None:  # record: revoked since the check's cache had it
         if refused is not None:
             raise refused
         raise Unauthorized("unknown or revoked token", code="bad_token")
     response.set_cookie(
         SESSION_COOKIE,
-        auth.signer.sign(user),
+        auth.signer.sign(user.name, record.id),
         max_age=int(auth.settings.session_max_age_s),
         httponly=True,
         samesite="strict",

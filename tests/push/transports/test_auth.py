@@ -89,6 +89,35 @@ def test_token_for_cookie_login(live: Any) -> None:
     assert evil.status_code == 403
 
 
+def test_revoking_a_token_ends_its_sessions(live: Any) -> None:
+    """Found from outside: a session cookie outlived the token it was traded for by 14 days (REST, WebSocket,
+    SSE), and kept the admin flag of a token since revoked and made again without it."""
+    server = live(auth_mode="token")
+    carol, boss = make_token(server, "carol"), make_token(server, "boss", admin=True)
+    sessions = {}
+    for name, token in (("carol", carol), ("boss", boss)):
+        login = httpx.post(f"{server.url}/api/session", json={"token": token}, timeout=30)
+        assert login.status_code == 200, login.text
+        sessions[name] = {"nbrelay_session": login.cookies["nbrelay_session"]}
+    assert httpx.get(f"{server.url}/api/session", cookies=sessions["boss"]).json()["admin"] is True
+    store, auth = server.app.state.jobs.store, server.app.state.auth
+    server.call(store.delete_tokens("carol"))  # as `nbrelay token revoke carol` does
+    server.call(store.delete_tokens("boss"))
+    make_token(server, "boss")  # made again, without --admin
+    auth.forget_tokens()  # what 30 s of the token cache would do
+    assert httpx.get(f"{server.url}/api/jobs", cookies=sessions["carol"]).status_code == 401
+    assert httpx.get(f"{server.url}/sse", cookies=sessions["carol"]).status_code == 401
+    cookie = f"nbrelay_session={sessions['carol']['nbrelay_session']}"
+    with (
+        pytest.raises(ConnectionClosed) as closed,
+        connect(server.ws_url, additional_headers={"Cookie": cookie}) as ws,
+    ):
+        ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4500
+    # The old boss session was traded for the revoked token: it ends too, admin or not.
+    assert httpx.get(f"{server.url}/api/session", cookies=sessions["boss"]).status_code == 401
+
+
 def test_header_mode_trusts_only_configured_proxies(live: Any) -> None:
     trusted = live(auth_mode="header", trusted_proxies=["127.0.0.1"], admin_users=["boss"])
     me = httpx.get(f"{trusted.url}/api/session", headers={"X-Forwarded-User": "carol"})
