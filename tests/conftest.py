@@ -192,9 +192,10 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
 def kernel_processes(env_tag: str | None = None) -> dict[int, int]:
     """{pid: parent pid} of live kernel processes (launched ones show ipykernel in their command line, forked
-    ones are named nbrelay-kernel); with `env_tag`, only those whose environment has NBRELAY_TEST_TAG=env_tag."""
+    ones are named nbrelay-kernel); with `env_tag`, only those whose environment has NBR_TEST_TAG=env_tag (not an
+    NBRELAY_ name: kernels start without the service's own settings)."""
     found = {}
-    needle = f"NBRELAY_TEST_TAG={env_tag}".encode()
+    needle = f"NBR_TEST_TAG={env_tag}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

@@ -37,7 +37,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="nbrelay-queue-"))
     shutil.copytree(NOTEBOOKS, root / "workspace")
     tag = uuid.uuid4().hex
-    server = ServerProcess(root / "workspace", root / "data", workers=args.workers, env={"NBRELAY_TEST_TAG": tag})
+    server = ServerProcess(root / "workspace", root / "data", workers=args.workers, env={"NBR_TEST_TAG": tag})
     try:
         server.start(timeout_s=300)
         with MemoryPeak(server) as memory:

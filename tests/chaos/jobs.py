@@ -22,10 +22,10 @@ FINISHED = {"succeeded", "failed", "cancelled", "timed_out"}
 
 
 def tagged_processes(tag: str) -> dict[int, str]:
-    """{pid: name} of live processes whose environment has NBRELAY_TEST_TAG=tag: a server's workers, zygotes and
+    """{pid: name} of live processes whose environment has NBR_TEST_TAG=tag: a server's workers, zygotes and
     kernels inherit it."""
     found = {}
-    needle = f"NBRELAY_TEST_TAG={tag}".encode()
+    needle = f"NBR_TEST_TAG={tag}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

@@ -60,7 +60,7 @@ def server_env(size: Size, tag: str) -> dict[str, str]:
         "NBRELAY_TRUSTED_PROXIES": "127.0.0.1",
         "NBRELAY_KERNEL_POOL_SIZE": "0",
         "NBRELAY_MAX_CONNECTIONS_PER_USER": str(max(200, 4 * size.clients // size.users)),
-        "NBRELAY_TEST_TAG": tag,
+        "NBR_TEST_TAG": tag,
     }
 
 

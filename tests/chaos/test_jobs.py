@@ -32,7 +32,7 @@ def tagged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
     root = tmp_path_factory.mktemp("chaos-jobs")
     shutil.copytree(NOTEBOOKS, root / "workspace")
     tag = uuid.uuid4().hex
-    env = {"NBRELAY_TEST_TAG": tag, "NBRELAY_KERNEL_POOL_SIZE": "0", "NBRELAY_INTERRUPT_GRACE_S": "1"}
+    env = {"NBR_TEST_TAG": tag, "NBRELAY_KERNEL_POOL_SIZE": "0", "NBRELAY_INTERRUPT_GRACE_S": "1"}
     server = ServerProcess(root / "workspace", root / "data", workers=WORKERS, env=env)
     yield server.start(timeout_s=180), tag  # generous: only against a hang, on a shared machine
     server.stop()

@@ -233,7 +233,7 @@ class Cluster:
     workspace: Path
     certificate: Certificate
     broker_url: str  # redis://…?prefix=…: every Redis key of this cluster is under that prefix
-    tag: str  # NBRELAY_TEST_TAG of its processes (kernel_processes)
+    tag: str  # NBR_TEST_TAG of its processes (kernel_processes)
     env: dict[str, str]
     nodes: list[ServerProcess]  # web node A, web node B
     workers: list[WorkerProcess]
@@ -388,10 +388,10 @@ def running_cluster(
             "NBRELAY_LOST_JOB_RETRIES": "1",
             "NBRELAY_INTERRUPT_GRACE_S": "1",
             "NBRELAY_TRUSTED_PROXIES": "127.0.0.1",
-            "NBRELAY_TEST_TAG": tag,
+            "NBR_TEST_TAG": tag,
             **(settings or {}),
         }
-        tag = env["NBRELAY_TEST_TAG"]  # the caller's, when its settings name one
+        tag = env["NBR_TEST_TAG"]  # the caller's, when its settings name one
         nodes = [ServerProcess(workspace, root / f"web-{name}", workers=1, env=dict(env)) for name in "ab"]
         workers = [WorkerProcess(workspace, root / f"worker-{i}", env=dict(env), slots=SLOTS) for i in (1, 2)]
         for node in nodes:

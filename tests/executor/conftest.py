@@ -101,7 +101,7 @@ def deploy(tmp_path: Path, workspace: Path) -> Iterator[Any]:
 
         def make(kind: str, *, slots: int = 1, workers: int = 1, env: dict[str, str] | None = None) -> Deployment:
             tag = uuid.uuid4().hex
-            common = {"NBRELAY_TEST_TAG": tag, "NBRELAY_REPORTS_DIR": str(tmp_path / "reports"), **(env or {})}
+            common = {"NBR_TEST_TAG": tag, "NBRELAY_REPORTS_DIR": str(tmp_path / "reports"), **(env or {})}
             if kind == "local":
                 server = ServerProcess(workspace=workspace, data_dir=tmp_path / "data", workers=slots, env=common)
                 stack.callback(server.stop)

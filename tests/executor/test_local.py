@@ -37,7 +37,7 @@ def submit(server: Any, notebook: str, **parameters: Any) -> int:
 
 def test_crash_recovery_fails_running_jobs_and_runs_queued_ones(server_factory: Any) -> None:
     tag = uuid.uuid4().hex
-    server = server_factory(workers=1, env={"NBRELAY_TEST_TAG": tag})
+    server = server_factory(workers=1, env={"NBR_TEST_TAG": tag})
     running = submit(server, "sleep.ipynb", seconds=120)
     queued = submit(server, "tiny.ipynb")
     server.wait_for(running, states=["running"])
