@@ -21,8 +21,7 @@ from nbrelay.config import Settings
 from nbrelay.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from nbrelay.files import Areas, Workspace, atomic_write
 from nbrelay.jobs import User
-from nbrelay.notebooks import check_cell_count
-from nbrelay.runner.notebook import NotebookRefused, parse
+from nbrelay.notebooks import checked
 
 Announce = Callable[[str, dict[str, Any]], Awaitable[None]]
 _CHUNK = 1 << 16
@@ -36,17 +35,6 @@ def _kind(path: Path) -> str:
     if path.is_dir():
         return "directory"
     return "notebook" if path.suffix == ".ipynb" else "file"
-
-
-def check_notebook(data: bytes, name: str, max_cells: int | None = None) -> None:
-    """Refuse an .ipynb that is not a valid notebook (422, with nbformat's reason), or one of more than `max_cells`
-    cells (422 too_many_cells, counted before nbformat reads them)."""
-    if max_cells is not None:
-        check_cell_count(data, name, max_cells)
-    try:
-        parse(data)  # as a job reads it: the same refusals, in the same words (a field and what it takes)
-    except NotebookRefused as exc:
-        raise Unprocessable(f"{name} is not a valid notebook: {exc}", code="invalid_notebook") from None
 
 
 class Contents:
@@ -184,7 +172,7 @@ class Contents:
                         raise PayloadTooLarge(f"the upload is over the limit of {limit} bytes")
                     out.write(chunk)
             if path.suffix == ".ipynb":
-                await asyncio.to_thread(check_notebook, tmp.read_bytes(), rel, self.settings.max_notebook_cells)
+                await asyncio.to_thread(checked, tmp.read_bytes(), rel, self.settings.max_notebook_cells)
             async with self._lock:
                 existed = path.exists()
                 if existed and not overwrite:
@@ -274,7 +262,8 @@ class Contents:
         if not self.areas(user).can_read(rel) or not source.exists():
             raise NotFound(f"no file at {rel}", code="file_not_found")
         if not source.is_file():
-            raise Unprocessable(f"{rel} is a folder: only files are copied", code="not_a_file")
+            what = "a folder" if source.is_dir() else "not a regular file"
+            raise Unprocessable(f"{rel} is {what}: only files are copied", code="not_a_file")
         folder, folder_rel = self._path(user, folder_path)
         if not folder.is_dir():
             raise NotFound(f"no folder {folder_rel}", code="folder_not_found")

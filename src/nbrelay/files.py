@@ -52,7 +52,7 @@ class Workspace:
 
         Refused: absolute paths, `..`, backslashes, NUL and control characters, percent-encoded forms
         (decoded repeatedly, so double encoding is caught), over-long names, and symlinks leading outside.
-        `link_itself`: where the path names a symlink, the link is what is asked for (to delete or rename it),
+        `link_itself`: where the path names a symlink, the link is what is asked for (to delete it),
         so only the folder it lies in must be inside; where it leads does not matter.
         """
         if not isinstance(user_path, str) or not user_path.strip():

@@ -5,9 +5,9 @@ Every way a notebook can be unusable becomes a clear 4xx here, before any job ex
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nbrelay.config import Settings
 from nbrelay.errors import NotFound, PayloadTooLarge, Unprocessable
@@ -16,27 +16,29 @@ from nbrelay.models import Parameter
 from nbrelay.runner.notebook import NotebookRefused, TooManyCells, kernel_for, parse
 from nbrelay.runner.params import declared_parameters, language_of
 
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
 MAX_NOTEBOOK_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_CELLS: int = Settings.model_fields["max_notebook_cells"].default
 
 
-def check_cell_count(data: bytes, name: str, max_cells: int) -> None:
-    """Refuse (422 too_many_cells) a notebook of more than `max_cells` cells before nbformat reads it: reading and
-    validating cost ~50 us and ~2 KiB a cell. First from its "cell_type" keys as writers put them down (no
-    parsing: a million cells are refused in milliseconds), then from the parsed list (keys may be written with
-    escapes, or be missing)."""
-    _count_keys(data, name, max_cells)
+def checked(data: bytes, name: str, max_cells: int) -> NotebookNode:
+    """The notebook in `data` as a job reads it (runner/notebook.parse), or the 422 that says why not: more than
+    `max_cells` cells (too_many_cells, counted before nbformat reads them: ~50 us and ~2 KiB a cell), or not a
+    valid notebook (invalid_notebook, naming the field). The same for an upload and a submission."""
+    _count_keys(data, name, max_cells)  # the parsed list is counted by parse, before nbformat reads it
     try:
-        document = json.loads(data)
-    except (ValueError, RecursionError):
-        return  # not JSON: the notebook's reader says why
-    listed = document.get("cells") if isinstance(document, dict) else None
-    if isinstance(listed, list) and len(listed) > max_cells:
-        raise _too_many(name, len(listed), max_cells)
+        return parse(data, max_cells)
+    except TooManyCells as exc:
+        raise _too_many(name, exc.cells, max_cells) from None
+    except NotebookRefused as exc:
+        raise Unprocessable(f"{name} is not a valid notebook: {exc}", code="invalid_notebook") from None
 
 
 def _count_keys(data: bytes, name: str, max_cells: int) -> None:
-    """check_cell_count's first, parse-free step: the "cell_type" keys as writers put them down."""
+    """A first, parse-free count: the "cell_type" keys as writers put them down (a million cells are refused in
+    milliseconds); keys written with escapes, or missing, are counted in the parsed list."""
     cells = data.count(b'"cell_type"')
     if cells > max_cells:
         raise _too_many(name, cells, max_cells)
@@ -109,14 +111,7 @@ def read_notebook(
     size = absolute.stat().st_size
     if size > MAX_NOTEBOOK_BYTES:
         raise PayloadTooLarge(f"{user_path} is {size} bytes; the limit is {MAX_NOTEBOOK_BYTES}")
-    data = absolute.read_bytes()
-    _count_keys(data, user_path, max_cells)  # the parsed list is counted by parse, before nbformat reads it
-    try:
-        nb = parse(data, max_cells)
-    except TooManyCells as exc:
-        raise _too_many(user_path, exc.cells, max_cells) from None
-    except NotebookRefused as exc:
-        raise Unprocessable(f"{user_path} is not a valid notebook: {exc}", code="invalid_notebook") from None
+    nb = checked(absolute.read_bytes(), user_path, max_cells)
     try:
         chosen = kernel_name or kernel_for(nb, kernels.languages())
     except NotebookRefused as exc:
