@@ -183,7 +183,7 @@ async def get_schedule(schedule_id: ScheduleId, schedules: Service, user: Curren
 async def change_schedule(
     schedule_id: ScheduleId, body: ChangeSchedule, schedules: Service, user: CurrentUser
 ) -> dict[str, Any]:
-    changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k in _NULLABLE}
+    changes = body.model_dump(exclude_unset=True)  # a null is given only where it clears (ChangeSchedule)
     return await schedules.view(await schedules.update(user, schedule_id, changes))
 
 
