@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nbrelay.errors import InvalidTransition
-from nbrelay.models import TERMINAL_STATES, Event, Job, JobError, JobState, compact_json, transition
+from nbrelay.models import TERMINAL_STATES, Event, Job, JobError, JobState, compact_json, transition, type_kind
 
 
 def job(state: JobState = JobState.QUEUED) -> Job:
@@ -161,3 +161,30 @@ def test_json_is_compact_json_of_to_dict_for_any_event(
     )
     copy = event.positioned("user:a", 3, "e1")
     assert copy.json() == compact_json(copy.to_dict())
+
+
+@pytest.mark.parametrize(
+    ("declared", "kind", "nullable"),
+    [
+        ("int", "int", False),
+        ("float", "float", False),
+        ("complex", "float", False),
+        ("bool", "bool", False),
+        ("str", "str", False),
+        ("list[int]", "list", False),
+        ("typing.List[int]", "list", False),
+        ("tuple", "list", False),
+        ("dict[str, int | None]", "dict", False),  # the | inside brackets is not the type's own
+        ("Optional[int]", "int", True),
+        ("typing.Optional[typing.Dict[str, int]]", "dict", True),
+        ("int | None", "int", True),
+        ("None | str", "str", True),
+        ("Union[int, None]", "int", True),
+        ("Union[int, str]", "any", False),
+        ("str | int", "any", False),
+        ("None", "any", True),  # untyped: any value
+        ("MyClass", "any", False),
+    ],
+)
+def test_type_kind_reads_the_kind_of_value_a_declared_type_takes(declared: str, kind: str, nullable: bool) -> None:
+    assert type_kind(declared) == (kind, nullable)

@@ -311,6 +311,49 @@ class Event:
         }
 
 
+# A declared type's name → the kind of JSON value it takes.
+_KINDS = {
+    "int": "int",
+    "float": "float",
+    "complex": "float",
+    "bool": "bool",
+    "str": "str",
+    "list": "list",
+    "tuple": "list",
+    "set": "list",
+    "dict": "dict",
+}
+
+
+def _split_top(text: str, separator: str) -> list[str]:
+    """`text` cut at each `separator` that stands outside brackets (`dict[str, int] | None` → two parts)."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char == "[") - (char == "]")
+        if char == separator and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [part.strip() for part in parts]
+
+
+def type_kind(type_name: str) -> tuple[str, bool]:
+    """The kind of JSON value a declared type takes — "int", "float", "bool", "str", "list", "dict", or "any"
+    (untyped, a union of several kinds, a class of its own) — and whether it takes null too. `Optional[int]`,
+    `int | None` and `Union[int, None]`, with or without `typing.`, are all ("int", True)."""
+    name = type_name.strip().replace("typing.", "")
+    head = name.split("[", 1)[0].strip().lower()
+    if head in ("optional", "union") and name.endswith("]"):
+        parts = _split_top(name[name.index("[") + 1 : -1], ",") + (["None"] if head == "optional" else [])
+    else:
+        parts = _split_top(name, "|")
+    kinds = {
+        _KINDS.get(part.split("[", 1)[0].strip().lower(), "any") for part in parts if part not in ("None", "NoneType")
+    }
+    nullable = any(part in ("None", "NoneType") for part in parts)
+    return (kinds.pop() if len(kinds) == 1 else "any"), nullable
+
+
 @dataclass(frozen=True, slots=True)
 class Parameter:
     """A parameter declared in a notebook's `parameters` cell, as papermill infers it."""
@@ -321,4 +364,6 @@ class Parameter:
     help: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Its fields, and the kind of value its type takes (`type_kind`): what a form or the CLI reads a value as."""
+        kind, nullable = type_kind(self.type)
+        return {**dataclasses.asdict(self), "kind": kind, "nullable": nullable}

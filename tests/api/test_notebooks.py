@@ -42,6 +42,15 @@ def test_parameters_list_names_types_defaults_and_help(shared_server: ServerProc
     assert type(defaults["n"]) is int
     assert type(defaults["flag"]) is bool
     assert by_name["label"]["default"] == '"a"'  # the source text as written
+    # the kind of value each takes, read from the type for a form or the CLI (a list and a dict: JSON)
+    assert {name: (p["kind"], p["nullable"]) for name, p in by_name.items()} == {
+        "n": ("int", False),
+        "x": ("float", False),
+        "label": ("str", False),
+        "flag": ("bool", False),
+        "items": ("list", False),
+        "opts": ("dict", False),
+    }
     assert by_name["items"]["help"] == "a list"
     assert by_name["n"]["help"] == ""
 

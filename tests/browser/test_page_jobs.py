@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import nbformat
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -198,6 +199,41 @@ def test_run_dialog_timeouts_and_post_run_steps(server: ServerProcess, pages: Pa
     published.locator(".file-open").click()
     expect(page.locator(f".file-row[data-path='published/hello-{job}.html']")).to_be_visible()
     page.locator(".crumbs button.crumb").first.click()
+    pages.assert_no_page_errors()
+
+
+def test_the_form_reads_modern_annotations_and_lines_with_two_equals(server: ServerProcess, pages: PageSession) -> None:
+    """`n: int | None`, `Optional[dict]` and a default with a second '=' each get their field (papermill's reader
+    dropped them, and the API refused them as unknown); a value of the declared kind reaches the notebook."""
+    source = (
+        "from typing import Optional\n"
+        "limit: int | None = None  # at most this many\n"
+        "opts: Optional[dict[str, int]] = None\n"
+        'url = "https://example.org/?a=b"\n'
+    )
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(source, metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("print(f'limit={limit!r} opts={opts!r} url={url}')"),
+        ],
+        metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}},
+    )
+    nbformat.write(nb, server.workspace / "modern.ipynb")
+    page = open_app(pages, server)
+    page.locator(".file-row[data-path='modern.ipynb'] [data-action=run]").click()
+    dialog = page.locator("dialog.run-dialog")
+    expect(dialog.locator("#param-limit")).to_have_attribute("inputmode", "numeric")
+    expect(dialog.locator("[data-param=limit] .field-help")).to_contain_text("at most this many")
+    expect(dialog.locator("textarea#param-opts")).to_be_visible()  # an object: edited as JSON
+    expect(dialog.locator("#param-url")).to_have_value("https://example.org/?a=b")
+    dialog.locator("#param-limit").fill("5")
+    dialog.locator("#param-opts").fill('{"a": 1}')
+    dialog.locator("#param-url").fill("https://example.org/?x=y")
+    dialog.locator("button[type=submit]").click()
+    expect(dialog).to_have_count(0)
+    job = max(page.locator(".job").evaluate_all(JOB_IDS))
+    expect(job_card(page, job)).to_have_attribute("data-state", "succeeded")
+    assert server.wait_for(job)["parameters"] == {"limit": 5, "opts": {"a": 1}, "url": "https://example.org/?x=y"}
     pages.assert_no_page_errors()
 
 

@@ -131,3 +131,61 @@ def test_without_a_literal_default_any_json_value_goes() -> None:
     assert {p.name: p.type for p in declared or []} == {"anything": "None", "computed": "None", "called": "None"}
     check_parameters(declared, {"anything": [1], "computed": "text", "called": {"a": None}})
     check_parameters(declared_parameters(untyped("x = 1.5")), {"x": 2})  # an int is a fine float
+
+
+def _declaring(source: str) -> list:
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(source, metadata={"tags": ["parameters"]})],
+        metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}},
+    )
+    return declared_parameters(nb) or []
+
+
+@pytest.mark.parametrize(
+    "declaration",
+    ["n: int | None = None", "n: Optional[int] = None", "n: typing.Optional[int] = None", "n: Union[int, None] = 1"],
+)
+def test_a_type_that_takes_none_too_checks_its_values_and_lets_null_through(declaration: str) -> None:
+    declared = _declaring(declaration)
+    check_parameters(declared, {"n": 3})
+    check_parameters(declared, {"n": None})
+    with pytest.raises(Unprocessable, match="expected an integer or null"):
+        check_parameters(declared, {"n": "abc"})
+
+
+def test_a_python_cell_is_read_by_python_so_no_parameter_is_dropped() -> None:
+    """papermill's line reader dropped a line with a second '=' and a modern annotation, and ran a magic into the
+    previous default: those parameters then did not exist for the service, which refuses unknown names."""
+    declared = _declaring(
+        'url = "https://example.org/?a=b"\n'
+        "opts = dict(a=1)\n"
+        "n: int | None = None  # how many\n"
+        "items = [\n    1, 2,  # two\n]  # the items\n"
+        'label: str = "x  y"\n'
+        "%matplotlib inline\n"
+        "k = 3  # type: float the k\n"
+        'm: "list[int]" = []\n'
+        "x, y = 1, 2\n"
+        "if True:\n    hidden = 1\n"
+    )
+    got = {p.name: (p.type, p.help) for p in declared}
+    assert got == {
+        "url": ("str", ""),
+        "opts": ("None", ""),  # no literal: any value
+        "n": ("int | None", "how many"),
+        "items": ("list", "the items"),
+        "label": ("str", ""),
+        "k": ("float", "the k"),
+        "m": ("list[int]", ""),
+    }
+    assert [default_value(p) for p in declared if p.name in ("url", "items", "label")] == [
+        "https://example.org/?a=b",
+        [1, 2],
+        "x  y",
+    ]
+    check_parameters(declared, {"url": "https://other/?x=1", "opts": {"b": 2}, "n": 4, "k": 1.5})
+
+
+def test_a_cell_that_is_no_python_falls_back_to_papermills_reader() -> None:
+    declared = _declaring("n = 3\nm = 4 +\n")
+    assert [(p.name, p.type) for p in declared] == [("n", "int"), ("m", "None")]

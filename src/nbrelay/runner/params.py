@@ -10,7 +10,8 @@ from typing import Any
 import nbformat
 
 from nbrelay.errors import Unprocessable
-from nbrelay.models import Parameter
+from nbrelay.models import Parameter, type_kind
+from nbrelay.runner.param_cell import read_python_cell
 
 __all__ = ["check_parameters", "declared_parameters", "default_value", "inject_parameters", "language_of"]
 
@@ -29,7 +30,7 @@ def _ensure_tags(nb: nbformat.NotebookNode) -> None:
 def declared_parameters(nb: nbformat.NotebookNode) -> list[Parameter] | None:
     """The parameters the notebook declares; [] without a `parameters` cell; None when its language can't tell."""
     # papermill is imported when first needed (here and in inject_parameters): a slow import for a server start.
-    from papermill.translators import papermill_translators
+    from papermill.translators import PythonTranslator, papermill_translators
     from papermill.utils import find_first_tagged_cell_index
 
     _ensure_tags(nb)
@@ -39,12 +40,14 @@ def declared_parameters(nb: nbformat.NotebookNode) -> list[Parameter] | None:
     kernel_name = nb.metadata.get("kernelspec", {}).get("name")
     try:
         translator = papermill_translators.find_translator(kernel_name, language_of(nb))
-        found = translator.inspect(nb.cells[index])
+        read = read_python_cell(nb.cells[index].source) if issubclass(translator, PythonTranslator) else None
+        if read is None:
+            read = [(p.name, p.inferred_type_name, p.default, p.help) for p in translator.inspect(nb.cells[index])]
     except (NotImplementedError, Exception):  # papermill raises a plain error for unknown languages
         return None
     return [
-        Parameter(p.name, _type_of(str(p.inferred_type_name), str(p.default)), str(p.default), str(p.help or ""))
-        for p in found
+        Parameter(str(name), _type_of(str(declared), str(default)), str(default), str(help or ""))
+        for name, declared, default, help in read
     ]
 
 
@@ -85,30 +88,21 @@ def _is_number(v: Any) -> bool:
 _CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "int": ("an integer", _is_int),
     "float": ("a number", _is_number),
-    "complex": ("a number", _is_number),
     "str": ("a string", lambda v: isinstance(v, str)),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
     "list": ("a list", lambda v: isinstance(v, list)),
-    "tuple": ("a list", lambda v: isinstance(v, list)),
-    "set": ("a list", lambda v: isinstance(v, list)),
     "dict": ("an object", lambda v: isinstance(v, dict)),
 }
 
 
 def _expectation(type_name: str) -> tuple[str, Callable[[Any], bool]] | None:
     """What a declared type accepts, or None when any JSON value goes (untyped, None, or an unusual type)."""
-    name = type_name.strip().removeprefix("typing.")
-    optional = False
-    if name.lower().startswith("optional[") and name.endswith("]"):
-        name, optional = name[len("optional[") : -1], True
-    base = name.split("[", 1)[0].strip().lower()
-    found = _CHECKS.get(base)
-    if found is None:
-        return None
-    if optional:
-        what, check = found
-        return f"{what} or null", lambda v: v is None or check(v)
-    return found
+    kind, nullable = type_kind(type_name)
+    found = _CHECKS.get(kind)
+    if found is None or not nullable:
+        return found
+    what, check = found
+    return f"{what} or null", lambda v: v is None or check(v)
 
 
 def _finite(value: Any) -> bool:

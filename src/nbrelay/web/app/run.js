@@ -7,20 +7,11 @@ import { baseName, fill, h, icon } from "./dom.js";
 
 const NUMBER = { int: /^[-+]?\d+$/, float: /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/ };
 
-/** papermill's inferred type name → the kind of field: int, float, bool, str, json (lists, dicts) or any. */
-export function fieldKind(typeName) {
-  let name = String(typeName ?? "")
-    .trim()
-    .replace(/^typing\./, "");
-  const optional = /^optional\[(.*)\]$/i.exec(name);
-  if (optional) name = optional[1];
-  const base = name.split("[")[0].trim().toLowerCase();
-  if (base === "int") return "int";
-  if (base === "float" || base === "complex") return "float";
-  if (base === "bool") return "bool";
-  if (base === "str") return "str";
-  if (["list", "tuple", "set", "dict"].includes(base)) return "json";
-  return "any";
+/** The kind of field for a parameter: the API reads its declared type (`kind`: int, float, bool, str, list, dict
+ * or any, for `Optional[int]` and `int | None` alike); lists and objects are edited as JSON. */
+export function fieldKind(parameter) {
+  const kind = parameter.kind ?? "any";
+  return kind === "list" || kind === "dict" ? "json" : kind;
 }
 
 function initialText(kind, value, source) {
@@ -56,7 +47,7 @@ function parseValue(kind, text) {
 class ParameterField {
   constructor(parameter, value) {
     this.name = parameter.name;
-    this.kind = fieldKind(parameter.type);
+    this.kind = fieldKind(parameter);
     const hasDefault = parameter.default_value !== null && parameter.default_value !== undefined;
     const id = `param-${parameter.name}`;
     this.error = h("p", { class: "field-error", id: `${id}-error`, role: "alert" });
