@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from nbrelay import __version__
+from nbrelay.cli_options import DEFAULT_SERVER, ServerOption, TokenOption, connected, parse_parameters
 from nbrelay.cli_style import command_group, console, escape, fail, full_url, print_json, seconds, when
 from nbrelay.config import Settings
 from nbrelay.errors import NbrelayError
 from nbrelay.models import TERMINAL_EVENTS
-from nbrelay.text import lone_surrogate
 
 if TYPE_CHECKING:  # the client (httpx, websockets) and rich are imported by the commands that use them
     from rich.progress import ProgressColumn
@@ -27,7 +25,6 @@ if TYPE_CHECKING:  # the client (httpx, websockets) and rich are imported by the
 
 app = command_group("Run Jupyter notebooks as background jobs, with live push to the browser.")
 
-ServerOption = Annotated[str, typer.Option("--server", envvar="NBRELAY_SERVER", help="URL of the nbrelay server")]
 # The settings' own defaults (without NBRELAY_* variables), shown in --help; the options read the variables.
 DEFAULTS = Settings.model_construct()
 
@@ -122,36 +119,6 @@ def worker(
     run_worker(settings, loglevel=loglevel)
 
 
-def _coerce(value: str, type_name: str | None) -> Any:
-    """A -p value as the notebook's declared type; untyped values are read as JSON when they parse."""
-    base = (type_name or "").lower().removeprefix("optional[").split("[", 1)[0]
-    if base == "str":
-        return value
-    if base == "bool":
-        lowered = value.lower()
-        if lowered in ("true", "1", "yes", "on"):
-            return True
-        if lowered in ("false", "0", "no", "off"):
-            return False
-        raise typer.BadParameter(f"{value!r} is not true/false")
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
-
-
-def _parse_parameters(pairs: list[str], declared: Mapping[str, str | None]) -> dict[str, Any]:
-    parameters: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="-p")
-        if (found := lone_surrogate(pair)) is not None:  # bytes that are not UTF-8 (Python keeps them as surrogates)
-            raise typer.BadParameter(f"{name!r}: not UTF-8 text ({found})", param_hint="-p")
-        parameters[name] = _coerce(value, declared.get(name))
-    return parameters
-
-
 def _print_outcome(job: dict[str, Any], server: str = "") -> int:
     """The job's end, and its report's full address (a failed run's too: it shows where the run stopped)."""
     state = job["state"]
@@ -234,7 +201,7 @@ def run(
     param: Annotated[
         list[str] | None, typer.Option("-p", "--param", metavar="KEY=VALUE", help="a parameter (repeat for more)")
     ] = None,
-    server: ServerOption = "http://127.0.0.1:8765",
+    server: ServerOption = DEFAULT_SERVER,
     local: Annotated[bool, typer.Option("--local", help="run here, without a server")] = False,
     timeout_s: Annotated[
         float | None,
@@ -249,23 +216,18 @@ def run(
         ),
     ] = None,
     follow: Annotated[bool, typer.Option("--follow/--poll", help="live progress by push, or by polling")] = True,
-    token: Annotated[str | None, typer.Option(envvar="NBRELAY_TOKEN", help="API token (auth mode token)")] = None,
+    token: TokenOption = None,
 ) -> None:
     """Run a notebook with parameters, show per-cell progress, exit non-zero when the job does not succeed."""
     pairs = param or []
     if local:
         raise typer.Exit(asyncio.run(_run_local(Path(notebook), pairs, timeout_s, cell_timeout_s)))
-    from nbrelay.client import Client
-
-    with Client(server, token=token) as client:
-        try:
-            declared = {p["name"]: p["type"] for p in client.parameters(notebook)["parameters"]}
-            job = client.submit(
-                notebook, _parse_parameters(pairs, declared), timeout_s=timeout_s, cell_timeout_s=cell_timeout_s
-            )
-            final = _follow_push(client, job["id"]) if follow else _follow(client.job, job["id"])
-        except NbrelayError as exc:
-            raise fail(exc.message, exc.hint) from None
+    with connected(server, token) as client:
+        declared = {p["name"]: p["type"] for p in client.parameters(notebook)["parameters"]}
+        job = client.submit(
+            notebook, parse_parameters(pairs, declared), timeout_s=timeout_s, cell_timeout_s=cell_timeout_s
+        )
+        final = _follow_push(client, job["id"]) if follow else _follow(client.job, job["id"])
     raise typer.Exit(_print_outcome(final, server))
 
 
@@ -294,7 +256,7 @@ async def _run_local(path: Path, pairs: list[str], timeout_s: float | None, cell
         try:
             info = service.inspect(path.name)
             declared = {p.name: p.type for p in info.parameters or []}
-            request = SubmitRequest(path.name, _parse_parameters(pairs, declared), timeout_s, cell_timeout_s)
+            request = SubmitRequest(path.name, parse_parameters(pairs, declared), timeout_s, cell_timeout_s)
             user = User(settings.local_user, admin=True)
             job = await service.submit(user, request)
             loop = asyncio.get_running_loop()
@@ -320,25 +282,20 @@ async def _run_local(path: Path, pairs: list[str], timeout_s: float | None, cell
 
 @app.command()
 def jobs(
-    server: ServerOption = "http://127.0.0.1:8765",
+    server: ServerOption = DEFAULT_SERVER,
     state: Annotated[
         str | None, typer.Option(help="only jobs in these states, e.g. running,failed or unfinished; default: any")
     ] = None,
     notebook: Annotated[str | None, typer.Option(help="only this notebook's jobs; default: every notebook's")] = None,
     limit: Annotated[int, typer.Option(help="how many")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="print the server's JSON (for scripts)")] = False,
-    token: Annotated[str | None, typer.Option(envvar="NBRELAY_TOKEN", help="API token (auth mode token)")] = None,
+    token: TokenOption = None,
 ) -> None:
     """List jobs, newest first, with the address of each report."""
     from rich.table import Table
 
-    from nbrelay.client import Client
-
-    with Client(server, token=token) as client:
-        try:
-            found = client.jobs(state=state, notebook=notebook, limit=limit)
-        except NbrelayError as exc:
-            raise fail(exc.message, exc.hint) from None
+    with connected(server, token) as client:
+        found = client.jobs(state=state, notebook=notebook, limit=limit)
     if as_json:
         print_json(found)
         return

@@ -4,43 +4,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nbrelay.cli_style import command_group, console, escape, fail, full_url, human_size, print_json, when
-from nbrelay.errors import NbrelayError
+from nbrelay.cli_options import DEFAULT_SERVER, ServerOption, TokenOption, connected
+from nbrelay.cli_style import command_group, console, escape, full_url, human_size, print_json, when
 from nbrelay.models import compact_json
 
 if TYPE_CHECKING:  # the client (httpx, websockets) and rich are imported by the commands that use them
     from rich.progress import Progress, TaskID
 
-    from nbrelay.client import Client
 
 files_app = command_group("Workspace files on a server: list, upload, download, copy, move, delete, create folders.")
 
 PROGRESS_OVER_BYTES = 1 << 20  # a progress bar for transfers over 1 MB
 _CHUNK = 1 << 16
-
-ServerOption = Annotated[str, typer.Option("--server", envvar="NBRELAY_SERVER", help="URL of the nbrelay server")]
-TokenOption = Annotated[
-    str | None, typer.Option("--token", envvar="NBRELAY_TOKEN", help="API token (auth mode token)", show_default=False)
-]
-DEFAULT_SERVER = "http://127.0.0.1:8765"
-
-
-@contextmanager
-def _client(server: str, token: str | None) -> Iterator[Client]:
-    """A client; a server error becomes its message (and hint) on stderr and exit code 2."""
-    from nbrelay.client import Client
-
-    with Client(server, token=token) as client:
-        try:
-            yield client
-        except NbrelayError as exc:
-            raise fail(exc.message, exc.hint) from None
 
 
 def _progress() -> Progress:
@@ -77,7 +58,7 @@ def ls(
     """List a folder: name, type, size and last change of each entry."""
     from rich.table import Table
 
-    with _client(server, token) as client:
+    with connected(server, token) as client:
         model = client.list_contents(path, content=False)
         if model["type"] == "directory":
             model = client.list_contents(path)
@@ -109,7 +90,7 @@ def put(
     if target.endswith("/"):
         target += local.name
     size = local.stat().st_size
-    with _client(server, token) as client:
+    with connected(server, token) as client:
         if size <= PROGRESS_OVER_BYTES:
             model = client.upload(target, local.read_bytes(), overwrite=overwrite, size=size)
         else:
@@ -140,7 +121,7 @@ def get(
     target = local if local is not None else Path(name)
     if target.is_dir():
         target = target / name
-    with _client(server, token) as client, ExitStack() as stack:
+    with connected(server, token) as client, ExitStack() as stack:
         bars: list[tuple[Progress, TaskID]] = []
 
         def progress(done: int, total: int | None) -> None:
@@ -165,7 +146,7 @@ def cp(
     token: TokenOption = None,
 ) -> None:
     """Copy a file into a folder."""
-    with _client(server, token) as client:
+    with connected(server, token) as client:
         model = client.copy(source, folder.strip("/"), name)
     _print(f"copied {source} → {model['path']}")
 
@@ -179,7 +160,7 @@ def mv(
     token: TokenOption = None,
 ) -> None:
     """Rename or move a file or folder."""
-    with _client(server, token) as client:
+    with connected(server, token) as client:
         model = client.move(source, target, overwrite=overwrite)
     _print(f"moved {source} → {model['path']}")
 
@@ -192,7 +173,7 @@ def rm(
     token: TokenOption = None,
 ) -> None:
     """Delete a file, a link, or a folder."""
-    with _client(server, token) as client:
+    with connected(server, token) as client:
         client.delete(path, recursive=recursive)
     _print(f"deleted {path}")
 
@@ -204,7 +185,7 @@ def mkdir(
     token: TokenOption = None,
 ) -> None:
     """Create a folder."""
-    with _client(server, token) as client:
+    with connected(server, token) as client:
         model = client.mkdir(path)
     _print(f"created {model['path']}/")
 
@@ -219,7 +200,7 @@ def reports_command(
     """List a notebook's report history: the reports of its finished jobs, newest first."""
     from rich.table import Table
 
-    with _client(server, token) as client:
+    with connected(server, token) as client:
         found = client.reports(notebook, limit=limit)
     if as_json:
         print_json(found)

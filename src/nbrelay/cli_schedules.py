@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from nbrelay.cli_files import DEFAULT_SERVER, ServerOption, TokenOption, _client
+from nbrelay.cli_options import DEFAULT_SERVER, ServerOption, TokenOption, connected, parse_parameters
 from nbrelay.cli_style import command_group, console, escape, print_json, seconds
 
 if TYPE_CHECKING:
@@ -67,12 +67,10 @@ NotifyOnOption = Annotated[
 
 
 def _parameters(client: Client, notebook: str, pairs: list[str]) -> dict[str, Any]:
-    from nbrelay.cli import _parse_parameters  # the -p rules of `nbrelay run`; cli.py imports this module
-
     if not pairs:
         return {}
     declared = {p["name"]: p["type"] for p in client.parameters(notebook)["parameters"]}
-    return _parse_parameters(pairs, declared)
+    return parse_parameters(pairs, declared)
 
 
 def _fields(**given: Any) -> dict[str, Any]:
@@ -112,7 +110,7 @@ def list_schedules(
     """
     from rich.table import Table
 
-    with _client(server, token) as client:
+    with connected(server, token) as client:
         found = client.schedules()
     if as_json:
         print_json(found)
@@ -157,7 +155,7 @@ def add(
     """
     if not cron:
         raise typer.BadParameter('give --cron, e.g. --cron "0 9 * * MON-FRI" or --cron @daily', param_hint="--cron")
-    with _client(server, token) as client:
+    with connected(server, token) as client:
         fields = _fields(
             name=name,
             overlap=overlap,
@@ -195,7 +193,7 @@ def edit(
       nbrelay schedules edit 3 --cron "30 6 * * *" --tz America/New_York
       nbrelay schedules edit 3 -p limit=100 --missed skip
     """
-    with _client(server, token) as client:
+    with connected(server, token) as client:
         changes = _fields(
             cron=cron,
             timezone=tz,
@@ -222,7 +220,7 @@ def pause(schedule_id: ScheduleArg, server: ServerOption = DEFAULT_SERVER, token
     \b
       nbrelay schedules pause 3
     """
-    with _client(server, token) as client:
+    with connected(server, token) as client:
         _show(client.edit_schedule(schedule_id, enabled=False))
 
 
@@ -233,7 +231,7 @@ def resume(schedule_id: ScheduleArg, server: ServerOption = DEFAULT_SERVER, toke
     \b
       nbrelay schedules resume 3
     """
-    with _client(server, token) as client:
+    with connected(server, token) as client:
         _show(client.edit_schedule(schedule_id, enabled=True))
 
 
@@ -244,7 +242,7 @@ def run_now(schedule_id: ScheduleArg, server: ServerOption = DEFAULT_SERVER, tok
     \b
       nbrelay schedules run-now 3
     """
-    with _client(server, token) as client:
+    with connected(server, token) as client:
         job = client.run_schedule(schedule_id)
     console().print(f"job {job['id']} queued (schedule {schedule_id})", highlight=False)
 
@@ -256,6 +254,6 @@ def rm(schedule_id: ScheduleArg, server: ServerOption = DEFAULT_SERVER, token: T
     \b
       nbrelay schedules rm 3
     """
-    with _client(server, token) as client:
+    with connected(server, token) as client:
         client.delete_schedule(schedule_id)
     console().print(f"schedule {schedule_id} deleted", highlight=False)
