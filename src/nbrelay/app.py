@@ -314,5 +314,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
 
-    document_common_errors(app)
+    document_common_errors(app, signed_in=current_user)
     return app

@@ -62,14 +62,13 @@ def _has_parameters(dependant: Dependant) -> bool:
     return bool(own) or any(_has_parameters(d) for d in dependant.dependencies)
 
 
-def common_statuses(route: APIRoute | RouteContext, method: str) -> list[int]:
-    """What the app answers for this operation besides the route's own errors."""
-    from nbrelay.api.auth import current_user  # here: api.auth documents its routes with this module
-
+def common_statuses(route: APIRoute | RouteContext, method: str, signed_in: Callable[..., Any]) -> list[int]:
+    """What the app answers for this operation besides the route's own errors; `signed_in` is the dependency of
+    the routes that need a user (they answer 401)."""
     statuses = []
     if _has_parameters(route.dependant):
         statuses.append(422)
-    if _depends_on(route.dependant, current_user):
+    if _depends_on(route.dependant, signed_in):
         statuses.append(401)
     if method not in SAFE_METHODS:
         statuses += [403, 413]  # OriginGuard; BodyLimit
@@ -84,8 +83,9 @@ def _is_fastapis_422(response: dict[str, Any]) -> bool:
     return bool(schema.get("$ref", "").endswith("/HTTPValidationError"))
 
 
-def document_common_errors(app: FastAPI) -> None:
-    """Make `app.openapi()` add the common statuses to every operation, as `ErrorResponse`."""
+def document_common_errors(app: FastAPI, signed_in: Callable[..., Any]) -> None:
+    """Make `app.openapi()` add the common statuses to every operation, as `ErrorResponse` (401 to those that
+    depend on `signed_in`)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -111,7 +111,7 @@ def document_common_errors(app: FastAPI) -> None:
                     # the route's media type: text/event-stream for /sse, text/html for a report).
                     if status >= "400" and "ErrorResponse" in json.dumps(response.get("content", {})):
                         response["content"] = {"application/json": {"schema": ref}}
-                for status in common_statuses(route, method):
+                for status in common_statuses(route, method, signed_in):
                     if str(status) not in responses or _is_fastapis_422(responses[str(status)]):
                         content = {"application/json": {"schema": ref}}
                         responses[str(status)] = {"description": MEANINGS[status], "content": content}

@@ -21,7 +21,7 @@ from nbrelay.models import Job, utcnow
 from nbrelay.notify.outbox import EmailRule, WebhookRule, outbox_rows
 from nbrelay.store.schedules import schedules
 from nbrelay.store.shielded import calls_finish_when_cancelled
-from nbrelay.store.sql import UtcDateTime, metadata
+from nbrelay.store.tables import UtcDateTime, metadata
 
 __all__ = [
     "Attempt",

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nbrelay.models import UNFINISHED_STATES, Job, utcnow
 from nbrelay.store.shielded import calls_finish_when_cancelled
-from nbrelay.store.sql import UtcDateTime, _to_job, jobs, metadata
+from nbrelay.store.tables import UtcDateTime, jobs, metadata, to_job
 
 __all__ = ["Schedule", "ScheduleStore", "Tick", "TickOutcome", "schedule_ticks", "schedules"]
 
@@ -291,7 +291,7 @@ class ScheduleStore:
         newest = sa.select(sa.func.max(jobs.c.id)).where(jobs.c.schedule_id.in_(ids)).group_by(jobs.c.schedule_id)
         async with self._engine.connect() as conn:
             rows = await conn.execute(jobs.select().where(jobs.c.id.in_(newest)))
-            found = [_to_job(row) for row in rows]
+            found = [to_job(row) for row in rows]
         return {job.schedule_id: job for job in found if job.schedule_id is not None}
 
     async def unfinished_jobs(self, schedule_ids: Iterable[int]) -> dict[int, int]:

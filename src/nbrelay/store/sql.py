@@ -9,22 +9,25 @@ import dataclasses
 import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, Dialect, Row, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from nbrelay.models import Job, JobError, JobState, utcnow
+from nbrelay.models import Job, JobState, utcnow
 from nbrelay.store.base import TOKEN_HASH_MAX, NewJob, TokenRecord, check_user_name
 from nbrelay.store.loop_sqlite import Busy, LoopSqlite
+from nbrelay.store.notifications import enqueue
 from nbrelay.store.shielded import calls_finish_when_cancelled, settle
+from nbrelay.store.tables import job_row, jobs, metadata, to_job, to_token, tokens
 
-__all__ = ["MIGRATIONS_DIR", "SqlJobStore", "UtcDateTime", "engine_url", "jobs", "metadata", "sqlite_pragmas", "tokens"]
+# `metadata` here holds every table of the store: importing this module imports the schedules' and notifications'.
+__all__ = ["MIGRATIONS_DIR", "SqlJobStore", "engine_url", "jobs", "metadata", "sqlite_pragmas", "tokens"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -37,91 +40,6 @@ _DRIVERS = {
 _WAL_ATTEMPTS = 5
 T = TypeVar("T")
 _PG_MIGRATION_LOCK = 0x6E6272656C6179  # "nbrelay": the advisory lock key that serialises migrations
-
-
-class UtcDateTime(sa.TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime on every backend.
-
-    SQLite has no time zone type: SQLAlchemy drops tzinfo on the way in and returns naive values,
-    so normalise to UTC before binding and reattach UTC on the way out.
-    """
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return _aware(value).astimezone(UTC) if value is not None else None
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
-
-def _aware(ts: datetime) -> datetime:
-    # astimezone() would read a naive value as local time and silently shift it.
-    if ts.tzinfo is None:
-        raise ValueError(f"naive datetime {ts!r}: the job store only accepts timezone-aware datetimes")
-    return ts
-
-
-metadata = sa.MetaData()
-
-# Mirrors migrations/versions; a test checks that the two do not drift apart.
-jobs = sa.Table(
-    "jobs",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("owner", sa.String, nullable=False),
-    sa.Column("notebook", sa.String, nullable=False),
-    sa.Column("kernel_name", sa.String, nullable=False),
-    sa.Column("parameters", sa.JSON, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("timeout_s", sa.Float, nullable=True),
-    sa.Column("cell_timeout_s", sa.Float, nullable=True),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.Column("started_at", UtcDateTime, nullable=True),
-    sa.Column("finished_at", UtcDateTime, nullable=True),
-    sa.Column("progress_cell", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("progress_total", sa.Integer, nullable=False, server_default="0"),
-    # none_as_null: store "no error" as SQL NULL rather than the JSON text 'null'.
-    sa.Column("error", sa.JSON(none_as_null=True), nullable=True),
-    sa.Column("report_path", sa.String, nullable=True),
-    sa.Column("output_path", sa.String, nullable=True),
-    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
-    # Post-run file steps and their results (migrations/versions/*_steps.py).
-    sa.Column("steps", sa.JSON, nullable=False, server_default="[]"),
-    sa.Column("step_results", sa.JSON(none_as_null=True), nullable=True),
-    # Leases (migrations/versions/0005_leases.py).
-    sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
-    sa.Column("worker", sa.String(200), nullable=True),
-    sa.Column("lease_expires_at", UtcDateTime, nullable=True),
-    # The schedule that started the job (migrations/versions/0006_schedules.py); no foreign key, it outlives it.
-    sa.Column("schedule_id", sa.Integer, nullable=True),
-    sa.Index("ix_jobs_state_id", "state", "id"),
-    sa.Index("ix_jobs_state_lease", "state", "lease_expires_at"),
-    sa.Index("ix_jobs_owner_id", "owner", "id"),
-    sa.Index("ix_jobs_owner_state_id", "owner", "state", "id"),  # migrations/versions/0008_jobs_owner_state.py
-    sa.Index("ix_jobs_notebook", "notebook"),
-    sa.Index("ix_jobs_schedule_id", "schedule_id", "id"),
-    sqlite_autoincrement=True,
-)
-
-tokens = sa.Table(
-    "tokens",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("name", sa.String, nullable=False),
-    sa.Column("token_hash", sa.String(TOKEN_HASH_MAX), nullable=False),
-    sa.Column("admin", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.Column("last_used_at", UtcDateTime, nullable=True),
-    sa.UniqueConstraint("token_hash", name="uq_tokens_token_hash"),
-    sa.Index("ix_tokens_name", "name"),
-    sqlite_autoincrement=True,
-)
 
 
 def engine_url(url: str) -> URL:
@@ -175,75 +93,6 @@ def _upgrade_to_head(connection: Connection) -> None:
     config.set_main_option("path_separator", "os")
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
-
-
-def _row_values(job: Job) -> dict[str, Any]:
-    return {
-        "owner": job.owner,
-        "notebook": job.notebook,
-        "kernel_name": job.kernel_name,
-        "parameters": job.parameters,
-        "state": job.state.value,
-        "timeout_s": job.timeout_s,
-        "cell_timeout_s": job.cell_timeout_s,
-        # Checked here too, so callers get a ValueError rather than SQLAlchemy's StatementError around it.
-        "created_at": _aware(job.created_at),
-        "started_at": _aware(job.started_at) if job.started_at else None,
-        "finished_at": _aware(job.finished_at) if job.finished_at else None,
-        "progress_cell": job.progress_cell,
-        "progress_total": job.progress_total,
-        "error": job.error.to_dict() if job.error is not None else None,
-        "report_path": job.report_path,
-        "output_path": job.output_path,
-        "cancel_requested": job.cancel_requested,
-        "steps": job.steps,
-        "step_results": job.step_results,
-        "attempt": job.attempt,
-        "worker": job.worker,
-        "lease_expires_at": _aware(job.lease_expires_at) if job.lease_expires_at else None,
-        "schedule_id": job.schedule_id,
-    }
-
-
-def _to_job(row: Row[Any]) -> Job:
-    m = row._mapping
-    return Job(
-        id=m["id"],
-        owner=m["owner"],
-        notebook=m["notebook"],
-        kernel_name=m["kernel_name"],
-        parameters=dict(m["parameters"] or {}),
-        state=JobState(m["state"]),
-        timeout_s=m["timeout_s"],
-        cell_timeout_s=m["cell_timeout_s"],
-        created_at=m["created_at"],
-        started_at=m["started_at"],
-        finished_at=m["finished_at"],
-        progress_cell=m["progress_cell"],
-        progress_total=m["progress_total"],
-        error=JobError.from_dict(m["error"]),
-        report_path=m["report_path"],
-        output_path=m["output_path"],
-        cancel_requested=bool(m["cancel_requested"]),
-        steps=list(m["steps"] or []),
-        step_results=m["step_results"],
-        attempt=int(m["attempt"]),
-        worker=m["worker"],
-        lease_expires_at=m["lease_expires_at"],
-        schedule_id=m["schedule_id"],
-    )
-
-
-def _to_token(row: Row[Any]) -> TokenRecord:
-    m = row._mapping
-    return TokenRecord(
-        id=m["id"],
-        name=m["name"],
-        token_hash=m["token_hash"],
-        admin=bool(m["admin"]),
-        created_at=m["created_at"],
-        last_used_at=m["last_used_at"],
-    )
 
 
 def _filters(
@@ -402,7 +251,7 @@ class SqlJobStore:
             steps=list(new.steps),
             schedule_id=new.schedule_id,
         )
-        row = _row_values(job)
+        row = job_row(job)
 
         def insert(conn: Connection) -> int:
             key = conn.execute(_ADD_JOB, row).inserted_primary_key
@@ -414,7 +263,7 @@ class SqlJobStore:
     async def get_job(self, job_id: int) -> Job | None:
         key = {"job_id": job_id}
         row = await self._transaction(lambda conn: conn.execute(_GET_JOB, key).first(), read_only=True)
-        return _to_job(row) if row is not None else None
+        return to_job(row) if row is not None else None
 
     async def get_jobs(self, job_ids: Iterable[int]) -> Sequence[Job]:
         ids = list(job_ids)
@@ -437,7 +286,7 @@ class SqlJobStore:
             # Index seeks that stop after limit + offset rows per state (the push snapshot of every connect): a read
             # that never waits long, so on SQLite it runs on the loop's own connection, not the driver's thread.
             return await self._transaction(
-                lambda conn: [_to_job(row) for row in conn.execute(query, params)], read_only=True
+                lambda conn: [to_job(row) for row in conn.execute(query, params)], read_only=True
             )
         return await self._fetch(query, params)
 
@@ -454,7 +303,7 @@ class SqlJobStore:
             return int((await conn.execute(query)).scalar_one())
 
     async def save(self, job: Job, *, expect_state: JobState, expect_worker: str | None = None) -> bool:
-        values = _row_values(job)
+        values = job_row(job)
         if not job.cancel_requested:
             # Cancel requests come from another actor than the saver: a stale copy must not clear one.
             del values["cancel_requested"]
@@ -467,7 +316,7 @@ class SqlJobStore:
             if conn.execute(query).rowcount != 1:
                 return False, 0
             # A job's end writes the notifications it owes into the outbox with it: together or not at all.
-            return True, nbrelay.store.notifications.enqueue(conn, job) if terminal else 0
+            return True, enqueue(conn, job) if terminal else 0
 
         saved, owed = await self._transaction(update)
         self.outbox_writes += owed  # the delivery loop wakes at a job's end only when it has something to deliver
@@ -492,7 +341,7 @@ class SqlJobStore:
             .returning(*jobs.c)
         )
         row = await self._transaction(lambda conn: conn.execute(query).first())
-        return _to_job(row) if row is not None else None
+        return to_job(row) if row is not None else None
 
     async def renew_leases(self, worker: str, job_ids: Iterable[int], *, lease_s: float) -> dict[int, bool]:
         ids = list(job_ids)
@@ -571,7 +420,7 @@ class SqlJobStore:
             await conn.execute(jobs.update().where(jobs.c.id == job_id).values(report_path=None, output_path=None))
             # Read back in the same transaction: the row as this update left it.
             row = (await conn.execute(jobs.select().where(jobs.c.id == job_id))).first()
-        return _to_job(row) if row is not None else None
+        return to_job(row) if row is not None else None
 
     async def add_token(self, name: str, token_hash: str, *, admin: bool = False) -> TokenRecord:
         check_user_name(name)
@@ -596,7 +445,7 @@ class SqlJobStore:
     async def find_token(self, token_hash: str) -> TokenRecord | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(tokens.select().where(tokens.c.token_hash == token_hash))).first()
-        return _to_token(row) if row is not None else None
+        return to_token(row) if row is not None else None
 
     async def touch_token(self, token_id: int) -> None:
         async with self._engine.begin() as conn:
@@ -607,7 +456,7 @@ class SqlJobStore:
         if name is not None:
             query = query.where(tokens.c.name == name)
         async with self._engine.connect() as conn:
-            return [_to_token(row) for row in await conn.execute(query)]
+            return [to_token(row) for row in await conn.execute(query)]
 
     async def delete_tokens(self, name: str) -> int:
         async with self._engine.begin() as conn:
@@ -628,10 +477,4 @@ class SqlJobStore:
 
     async def _fetch(self, query: sa.Select[Any], params: dict[str, Any] | None = None) -> list[Job]:
         async with self._engine.connect() as conn:
-            return [_to_job(row) for row in await conn.execute(query, params)]
-
-
-# The schedules' tables join `metadata` (their store lives in its own module on the same engine), and so do the
-# notification tables and the outbox that `save` writes (nbrelay.store.notifications).
-import nbrelay.store.notifications  # noqa: E402
-import nbrelay.store.schedules  # noqa: E402
+            return [to_job(row) for row in await conn.execute(query, params)]

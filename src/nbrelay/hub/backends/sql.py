@@ -35,7 +35,8 @@ from nbrelay.hub.backends.sql_batch import EXPIRE_EVERY_S, Publish, Statements, 
 from nbrelay.hub.backends.sqlite_writer import COMMIT_WINDOW_S, SqliteWriter
 from nbrelay.models import Event, utcnow
 from nbrelay.store.shielded import finishes_when_cancelled
-from nbrelay.store.sql import UtcDateTime, engine_url, sqlite_pragmas
+from nbrelay.store.sql import engine_url, sqlite_pragmas
+from nbrelay.store.tables import UtcDateTime
 
 # A transaction holds at most this many events (a publish on two streams counts two).
 _MAX_BATCH_EVENTS = 500
