@@ -269,6 +269,33 @@ def test_htmlfile(server: LiveServer, http: httpx.Client) -> None:
         assert next_message(read, is_type("1"))
 
 
+def test_htmlfile_frames_cannot_end_their_script(server: LiveServer, http: httpx.Client) -> None:
+    """A notebook writes a job's error text: '</script>' in it ended the frame's script, and the rest ran as markup
+    on the service's origin (found from outside: an alert fired in Chromium). It is escaped now, and the page may
+    load nothing."""
+    url, _ = session_url(server)
+    markup = "</SCRIPT><img src=x onerror=alert(1)><!-- & -->"
+    with http.stream("GET", url + "/htmlfile?c=callback") as response:
+        policy = response.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "script-src 'unsafe-inline'" in policy
+        stream = session_stream(response, "text/html; charset=UTF-8")
+        stream.read_until("\r\n\r\n")
+        scripts: list[str] = []
+
+        def read() -> str:
+            script = stream.read_until("\r\n") or ""
+            scripts.append(script)
+            return str(json.loads(script.removeprefix("<script>\np(").removesuffix(");\n</script>")))
+
+        assert next_message(read, is_type("1"))
+        server.publish("user:local", kind="job.failed", job=43, notebook=markup, state="failed")
+        finished = next_message(read, is_type("2"))
+    assert markup in json.dumps(finished, ensure_ascii=False)  # the text arrives as it was
+    for script in scripts:
+        body = script.removeprefix("<script>\n").removesuffix("\n</script>")
+        assert not {"<", ">", "&"} & set(body), script  # nothing in a frame that HTML reads
+
+
 def test_jsonp_polling_and_callback_checks(server: LiveServer, http: httpx.Client) -> None:
     url, _ = session_url(server)
     missing = http.get(url + "/jsonp")

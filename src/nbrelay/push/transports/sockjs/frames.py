@@ -28,6 +28,18 @@ def quote(value: Any) -> str:
     return _SERVER_ESCAPES.sub(lambda m: f"\\u{ord(m.group()):04x}", compact_json(value))
 
 
+# In a script of an HTML page, '</script>' (any case) would end the script and '<!--' change how it is parsed: the
+# HTML-bound transports write '<', '>' and '&' of the quoted frame as JavaScript escapes, which only a string
+# literal can hold (JSON text has those characters nowhere else), so the frame reads the same and nothing a
+# notebook writes into a message becomes markup of the service's origin.
+_HTML_SPECIAL = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
+def script_quote(value: Any) -> str:
+    """`quote(value)` safe inside an HTML <script> element."""
+    return quote(value).translate(_HTML_SPECIAL)
+
+
 def messages_frame(texts: list[str]) -> str:
     return "a" + quote(texts)
 
@@ -102,6 +114,7 @@ class HttpTransport:
     content_type: str
     streaming: bool
     needs_callback: bool = False
+    policy: str = ""  # a Content-Security-Policy for a response the browser reads as a page
 
     def prelude(self, callback: str) -> str:
         return ""
@@ -128,12 +141,12 @@ class _Htmlfile(HttpTransport):
         return _htmlfile_prelude(callback)
 
     def wrap(self, frame: str, callback: str) -> str:
-        return f"<script>\np({quote(frame)});\n</script>\r\n"
+        return f"<script>\np({script_quote(frame)});\n</script>\r\n"
 
 
 class _Jsonp(HttpTransport):
     def wrap(self, frame: str, callback: str) -> str:
-        return f"{callback}({quote(frame)});\r\n"
+        return f"{callback}({script_quote(frame)});\r\n"
 
 
 _JAVASCRIPT = "application/javascript; charset=UTF-8"
@@ -141,6 +154,12 @@ RECEIVERS: dict[str, HttpTransport] = {
     "xhr": HttpTransport(_JAVASCRIPT, streaming=False),
     "xhr_streaming": _XhrStreaming(_JAVASCRIPT, streaming=True),
     "eventsource": _EventSource("text/event-stream; charset=UTF-8", streaming=True),
-    "htmlfile": _Htmlfile("text/html; charset=UTF-8", streaming=True, needs_callback=True),
+    # The page only runs its own inline scripts, which call its parent: it loads, sends and frames nothing.
+    "htmlfile": _Htmlfile(
+        "text/html; charset=UTF-8",
+        streaming=True,
+        needs_callback=True,
+        policy="default-src 'none'; script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'",
+    ),
     "jsonp": _Jsonp(_JAVASCRIPT, streaming=False, needs_callback=True),
 }

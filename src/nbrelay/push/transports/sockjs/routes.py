@@ -204,6 +204,8 @@ class SockJSEndpoint:
         elif owner != session.owner:
             return _error(404, "Not found")
         extra = self._session_headers(request)
+        if transport.policy:
+            extra["Content-Security-Policy"] = transport.policy
         if not self.sessions.attach(session_id, session):
             body = transport.prelude(callback) + transport.wrap(close_frame(*ANOTHER_CONNECTION), callback)
             return Response(body, headers=extra, media_type=transport.content_type)
