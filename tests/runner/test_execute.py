@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import json
 import os
 import re
 import shutil
@@ -418,6 +419,29 @@ async def test_a_notebook_runs_in_its_own_folder(either_run: Run) -> None:
     executed = nbformat.read(run.tmp_path / "out" / "executed.ipynb", as_version=4)
     assert executed.cells[0].outputs[0]["text"] == "next to the notebook\n"
     assert executed.cells[0].execution_count == 1  # the chdir left no trace in the count
+
+
+async def test_modules_next_to_the_notebook_come_first_and_the_entry_signal_is_the_notebooks(either_run: Run) -> None:
+    """As in a kernel started in the notebook's folder by hand (papermill's): found from outside, the folder the
+    server was started in came first on a forked kernel's path, so its `utils.py` shadowed the notebook's own,
+    and the kernel kept the handler it entered its folder with."""
+    run = either_run
+    folder = run.workspace / "mods"
+    _write_notebook(
+        folder / "nb.ipynb",
+        "import json, os, signal, sys, shadowed\n"
+        "print(json.dumps([sys.path, shadowed.WHO, signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL]))",
+    )
+    (folder / "shadowed.py").write_text("WHO = 'next to the notebook'\n")
+    (run.workspace / "shadowed.py").write_text("WHO = 'the workspace'\n")
+    outcome = await run("mods/nb.ipynb")
+    assert outcome.state is JobState.SUCCEEDED, outcome.error
+    executed = nbformat.read(run.tmp_path / "out" / "executed.ipynb", as_version=4)
+    path, who, default_handler = json.loads(executed.cells[0].outputs[0]["text"])
+    assert who == "next to the notebook"
+    assert path[0] == str(folder)
+    assert os.getcwd() not in path and str(run.workspace) not in path  # where the server and the kernel started
+    assert default_handler
 
 
 async def test_a_notebook_whose_folder_went_away_fails_without_running_elsewhere(

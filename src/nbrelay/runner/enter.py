@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 from types import FrameType
 
@@ -38,6 +39,10 @@ def install(request_file: str) -> None:
             os.chdir(folder)
         except OSError:
             os._exit(ENTER_FAILED_EXIT)
+        # As in a kernel started in that folder by hand: its modules come first on the path, and the signal is the
+        # notebook's again (a library that uses SIGUSR2 finds it as Python left it).
+        sys.path.insert(0, folder)
+        signal.signal(ENTER_SIGNAL, signal.SIG_DFL)
 
     signal.signal(ENTER_SIGNAL, enter)
 

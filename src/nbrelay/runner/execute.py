@@ -457,11 +457,14 @@ def _enter_folder(kernel: Kernel, folder: Path) -> None:
     # that names none is taken for Python, as before.
     if kernel.language not in ("", "python"):
         return
+    # The launch put the workspace (its folder) first on sys.path: the notebook's folder takes its place there.
     kernel.kc.execute(
-        "import os as _nbrelay_os\n"
+        "import os as _nbrelay_os, sys as _nbrelay_sys\n"
+        "_nbrelay_sys.path[:] = [p for p in _nbrelay_sys.path if p != _nbrelay_os.getcwd()]\n"
         f"try:\n    _nbrelay_os.chdir({str(folder)!r})\n"
         f"except OSError:\n    _nbrelay_os._exit({ENTER_FAILED_EXIT})\n"
-        "del _nbrelay_os",
+        f"_nbrelay_sys.path.insert(0, {str(folder)!r})\n"
+        "del _nbrelay_os, _nbrelay_sys",
         silent=True,
         store_history=False,
     )

@@ -138,6 +138,10 @@ def _fork_kernel(request: dict[str, Any], owner: int) -> int:
 
 def main() -> None:
     owner = os.getppid()  # the worker process that started us: it adopts the kernels (a child subreaper)
+    # `python -m` put the folder we were started in (the server's) first on sys.path, where a kernel's own would
+    # shadow the modules next to its notebook: the kernel adds its folder there when it enters it (enter.py).
+    if sys.path and os.path.abspath(sys.path[0] or os.curdir) == os.getcwd():
+        del sys.path[0]
     _preload()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     stdout.write(b'{"ready": true}\n')
