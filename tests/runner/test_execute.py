@@ -444,6 +444,30 @@ async def test_modules_next_to_the_notebook_come_first_and_the_entry_signal_is_t
     assert default_handler
 
 
+async def test_cells_the_run_does_not_reach_show_nothing_of_an_earlier_run(run: Run) -> None:
+    """Found from outside: after a failure the cells never run kept the outputs and In [n] saved in the file, so the
+    report showed them as if they had run (papermill clears every code cell first)."""
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("print('fresh')"),
+            nbformat.v4.new_code_cell(""),
+            nbformat.v4.new_code_cell("raise ValueError('boom')"),
+            nbformat.v4.new_code_cell("print('later')"),
+        ]
+    )
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for i, cell in enumerate(nb.cells):
+        cell.execution_count = 10 + i
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"STALE OUTPUT OF CELL {i}\n")]
+    nbformat.write(nb, run.workspace / "stale.ipynb")
+    outcome = await run("stale.ipynb")
+    assert outcome.state is JobState.FAILED
+    executed = nbformat.read(run.tmp_path / "out" / "executed.ipynb", as_version=4)
+    assert [cell.execution_count for cell in executed.cells] == [1, None, 2, None]
+    assert [len(cell.outputs) for cell in executed.cells] == [1, 0, 1, 0]
+    assert "STALE" not in run.report()
+
+
 async def test_a_notebook_whose_folder_went_away_fails_without_running_elsewhere(
     either_run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -124,7 +124,7 @@ def test_write_partial_report_writes_both_files_or_raises_when_the_notebook_is_g
     written = nbformat.read(ipynb_path, as_version=4)
     assert written.cells[0].metadata["tags"] == [PARTIAL_TAG]
     # Written from report pieces, as a run's report is: the plain export of the notebook written beside it.
-    assert html_path.read_text() == ReportWriter().to_html(written)
+    assert html_path.read_text() == ReportWriter().to_html(written, "sleep")  # titled by the notebook's name
     with pytest.raises(FileNotFoundError):
         write_partial_report(
             ended(), notebook_path=tmp_path / "gone.ipynb", html_path=tmp_path / "x.html", ipynb_path=tmp_path / "x"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import html
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,8 +38,8 @@ STORED = sorted(
 )
 
 
-def plain(nb: nbformat.NotebookNode) -> str:
-    return ReportWriter().to_html(copy.deepcopy(nb))
+def plain(nb: nbformat.NotebookNode, name: str = "Notebook") -> str:
+    return ReportWriter().to_html(copy.deepcopy(nb), name)
 
 
 def incremental(nb: nbformat.NotebookNode, writer: ReportWriter | None = None) -> str:
@@ -149,6 +150,7 @@ class Runs:
         self.workspace, self.pool, self.out = workspace, pool, out
         self.reports = ReportWriter()
         self.stop = asyncio.Event()
+        self.name = ""  # the last run's notebook, as its report is titled
 
     async def __call__(self, notebook: str, **kw: Any) -> Outcome:
         spec = RunSpec(
@@ -161,11 +163,14 @@ class Runs:
             interrupt_grace_s=2.0,
             **kw,
         )
+        self.name = spec.notebook_path.stem
         return await run_job(spec, self.pool, self.reports, lambda kind, data: None, self.stop)
 
     def assert_report_is_the_plain_export(self) -> None:
         executed = nbformat.read(self.out / "executed.ipynb", as_version=4)
-        assert (self.out / "report.html").read_text() == plain(executed)
+        report = (self.out / "report.html").read_text()
+        assert report == plain(executed, self.name)
+        assert f"<title>{html.escape(self.name)}</title>" in report  # the file's name, as nbconvert titles it
 
 
 # The tour's steps take 5 s each by default (it is the README's live demo); its report is the same shape quicker.

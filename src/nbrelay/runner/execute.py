@@ -27,7 +27,7 @@ from nbrelay.runner import enter
 from nbrelay.runner.enter import ENTER_FAILED_EXIT
 from nbrelay.runner.html import ReportWriter
 from nbrelay.runner.kernels import Kernel, KernelPool
-from nbrelay.runner.notebook import complete_kernelspec, parse, runs
+from nbrelay.runner.notebook import clear_outputs, complete_kernelspec, parse, runs
 from nbrelay.runner.output_cap import OutputCap
 from nbrelay.runner.params import inject_parameters
 from nbrelay.runner.report_pieces import ReportPieces
@@ -365,9 +365,10 @@ class Supervisor:
 
 
 def load_notebook(path: Path, kernel_name: str | None = None) -> nbformat.NotebookNode:
-    """The notebook at `path` as nbclient runs it (runner/notebook.py); its kernelspec names `kernel_name` when it
-    named none."""
+    """The notebook at `path` as nbclient runs it (runner/notebook.py), without earlier outputs; its kernelspec
+    names `kernel_name` when it named none."""
     nb = parse(path.read_bytes())
+    clear_outputs(nb)
     if kernel_name:
         complete_kernelspec(nb, kernel_name)
     return nb
@@ -405,7 +406,7 @@ async def _run(
     spec: RunSpec, nb: nbformat.NotebookNode, pool: KernelPool, reports: ReportWriter, emit: Emit, stop: asyncio.Event
 ) -> Outcome:
     # The report is rendered as the job runs, from now on (inputs first, while the kernel starts), on a thread.
-    pieces = reports.pieces(nb, spec.kernel_name)
+    pieces = reports.pieces(nb, spec.kernel_name, name=spec.notebook_path.stem)
     try:
         kernel = await pool.acquire(spec.kernel_name)
     except Exception as exc:

@@ -17,7 +17,7 @@ from nbconvert import HTMLExporter
 from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
 from nbrelay.runner import mathml
-from nbrelay.runner.report_pieces import ReportPieces, WorkerMemory
+from nbrelay.runner.report_pieces import DEFAULT_NAME, ReportPieces, WorkerMemory
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -80,9 +80,10 @@ class ReportExporter(HTMLExporter):
             },
         }
 
-    def plain_html(self, nb: nbformat.NotebookNode) -> str:
-        """The whole notebook exported at once, as nbconvert does it."""
-        body, _resources = self.from_notebook_node(nb)
+    def plain_html(self, nb: nbformat.NotebookNode, name: str = DEFAULT_NAME) -> str:
+        """The whole notebook exported at once, as nbconvert does it; `name` is its title (the file's, without
+        .ipynb, as `jupyter nbconvert` gives it)."""
+        body, _resources = self.from_notebook_node(nb, {"metadata": {"name": name}})
         return str(body)
 
 
@@ -101,11 +102,13 @@ class ReportWriter:
             self._exporter = ReportExporter()
         return self._exporter
 
-    def to_html(self, nb: nbformat.NotebookNode) -> str:
+    def to_html(self, nb: nbformat.NotebookNode, name: str = DEFAULT_NAME) -> str:
         """The plain export of `nb` (what a job's report equals)."""
-        return self.exporter.plain_html(nb)
+        return self.exporter.plain_html(nb, name)
 
-    def pieces(self, nb: nbformat.NotebookNode, kernel_name: str | None = None) -> ReportPieces:
+    def pieces(
+        self, nb: nbformat.NotebookNode, kernel_name: str | None = None, name: str = DEFAULT_NAME
+    ) -> ReportPieces:
         """Start rendering the report of `nb`, which is about to run on `kernel_name` (None: `nb` will not run).
         Inputs are highlighted with the lexer the kernel gave the last run here; on a kernel not seen yet, rendering
         waits for the run's own metadata rather than highlight everything twice."""
@@ -113,13 +116,13 @@ class ReportWriter:
         if kernel_name is not None:
             known = self._language_info.get(kernel_name)
             metadata = None if known is None else nbformat.NotebookNode({**nb.metadata, "language_info": known})
-        return ReportPieces(self.exporter, nb, metadata=metadata, memory=self._memory)
+        return ReportPieces(self.exporter, nb, metadata=metadata, memory=self._memory, name=name)
 
     def learn(self, nb: nbformat.NotebookNode, kernel_name: str | None) -> None:
         """Remember the language_info the kernel gave `nb` when it ran."""
         if kernel_name and "language_info" in nb.metadata:
             self._language_info[kernel_name] = nb.metadata.language_info
 
-    def write(self, nb: nbformat.NotebookNode, *, html_path: Path, ipynb_path: Path) -> None:
+    def write(self, nb: nbformat.NotebookNode, *, html_path: Path, ipynb_path: Path, name: str = DEFAULT_NAME) -> None:
         """Write the notebook and its HTML report, each atomically, rendered as a job's report is (blocking)."""
-        self.pieces(nb).write(html_path=html_path, ipynb_path=ipynb_path).result()
+        self.pieces(nb, name=name).write(html_path=html_path, ipynb_path=ipynb_path).result()

@@ -171,6 +171,16 @@ def complete_kernelspec(nb: nbformat.NotebookNode, kernel_name: str) -> None:
         kernelspec["name"] = kernel_name
 
 
+def clear_outputs(nb: nbformat.NotebookNode) -> None:
+    """Every code cell without the outputs and number of an earlier run, as papermill starts a run: a cell this
+    run does not reach (after a failure or a stop, empty, skipped) shows nothing rather than what a run of last week
+    left in the file."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+
+
 def runs(cell: Any) -> bool:
     """Whether nbclient executes `cell`: a code cell with source, not tagged skip-execution. These cells are the
     ones numbered: the n-th of them is "cell n" everywhere, and In [n] in the report."""

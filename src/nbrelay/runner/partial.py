@@ -15,6 +15,7 @@ from nbformat.v4 import new_markdown_cell
 from nbrelay.models import Job, JobState
 from nbrelay.runner.execute import load_notebook
 from nbrelay.runner.html import ReportWriter
+from nbrelay.runner.notebook import clear_outputs
 from nbrelay.runner.params import inject_parameters
 
 __all__ = ["PARTIAL_TAG", "explanation", "partial_notebook", "write_partial_report"]
@@ -85,11 +86,7 @@ def partial_notebook(nb: nbformat.NotebookNode, job: Job) -> nbformat.NotebookNo
     out = copy.deepcopy(nb)
     if job.parameters:
         out = inject_parameters(out, job.parameters)
-    for cell in out.cells:
-        if cell.cell_type == "code":
-            # Outputs saved in the notebook are not this run's: the run's own died with it.
-            cell.outputs = []
-            cell.execution_count = None
+    clear_outputs(out)  # outputs saved in the notebook are not this run's: the run's own died with it
     cell = new_markdown_cell(explanation(job))
     cell.metadata["tags"] = [PARTIAL_TAG]
     out.cells.insert(0, cell)
@@ -101,4 +98,4 @@ def write_partial_report(job: Job, *, notebook_path: Path, html_path: Path, ipyn
     thread. Raises when the notebook cannot be read any more (moved, deleted, no longer valid)."""
     nb = partial_notebook(load_notebook(notebook_path, job.kernel_name), job)
     # A writer of its own: this is rare, and an exporter is not shared between threads.
-    ReportWriter().write(nb, html_path=html_path, ipynb_path=ipynb_path)
+    ReportWriter().write(nb, html_path=html_path, ipynb_path=ipynb_path, name=notebook_path.stem)

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["MARKER", "Frames", "ReportPieces", "WorkerMemory", "piece_html"]
 
 log = logging.getLogger(__name__)
+DEFAULT_NAME = "Notebook"  # nbconvert's title for a notebook it was given without a file name
 
 MARKER = "<!--nbrelay-cell-->"  # where a cell goes in the frame (templates/report_frame.html.j2)
 CELLS_TEMPLATE = "report_cells.html.j2"
@@ -220,9 +221,11 @@ class ReportPieces:
         *,
         metadata: nbformat.NotebookNode | None = None,
         memory: WorkerMemory | None = None,
+        name: str = DEFAULT_NAME,
     ) -> None:
         self.exporter = exporter
         self.nb = nb
+        self.name = name
         self._pieces: list[str | None] = [None] * len(nb.cells)
         self._seen: list[tuple[Any, Any] | None] = [None] * len(nb.cells)  # (cell, metadata) each piece shows
         self._spills: set[int] = set()  # cells whose HTML would reach outside them in the whole document
@@ -307,13 +310,13 @@ class ReportPieces:
         if parts is None or self._spills:
             why = "its frame" if parts is None else f"the HTML of cell {min(self._spills)} reaches outside the cell"
             log.info("report written by the plain export: %s", why)
-            return self.exporter.plain_html(nb)
+            return self.exporter.plain_html(nb, self.name)
         out = [parts[0]]
         for piece, after in zip(self._pieces, parts[1:], strict=True):
             out += [piece or "", after]
         if not _joins_cleanly([part for part in out if part]):
             log.info("report written by the plain export: a text runs from one cell into the next")
-            return self.exporter.plain_html(nb)
+            return self.exporter.plain_html(nb, self.name)
         missing = sum(self._missing_alt)
         if missing:
             log.warning("Alternative text is missing on %s image(s).", missing)
@@ -322,13 +325,14 @@ class ReportPieces:
     def _frame(self, metadata: Any) -> list[str] | None:
         """The frame of this notebook with `metadata`: it depends on the number of cells, not on what they hold."""
         nb, cells = self.nb, len(self._pieces)
-        key = (json.dumps(metadata, sort_keys=True, default=str), cells, nb.nbformat, nb.nbformat_minor)
+        key = (json.dumps(metadata, sort_keys=True, default=str), cells, nb.nbformat, nb.nbformat_minor, self.name)
         if key not in self._frames:
             placeholders = [nbformat.v4.new_raw_cell() for _ in range(cells)]
             shell = nbformat.NotebookNode(
                 nbformat=nb.nbformat, nbformat_minor=nb.nbformat_minor, metadata=metadata, cells=placeholders
             )
-            nb_copy, resources = Exporter.from_notebook_node(self.exporter, shell)  # as nbconvert prepares it
+            # as nbconvert prepares it, with the notebook's name for the title
+            nb_copy, resources = Exporter.from_notebook_node(self.exporter, shell, {"metadata": {"name": self.name}})
             rendered = self._template_html(FRAME_TEMPLATE, nb_copy, resources).lstrip("\r\n")
             if len(self._frames) >= _FRAMES_KEPT:
                 self._frames.pop(next(iter(self._frames)))
