@@ -16,6 +16,7 @@ from nbrelay.runner.notebook import (
     TooManyCells,
     complete_kernelspec,
     kernel_for,
+    output_node,
     parse,
     runs,
 )
@@ -153,3 +154,29 @@ def test_the_default_kernel_is_jupyter_clients_native_kernel() -> None:
     from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
 
     assert DEFAULT_KERNEL == NATIVE_KERNEL_NAME
+
+
+@pytest.mark.parametrize(
+    ("msg_type", "content"),
+    [
+        ("stream", {"name": "stderr", "text": "warn\n"}),
+        ("display_data", {"data": {"text/plain": "1", "image/png": "iVBOR"}, "metadata": {"image/png": {"width": 3}}}),
+        ("execute_result", {"data": {"text/plain": "2"}, "metadata": {}, "execution_count": 4}),
+        ("error", {"ename": "ValueError", "evalue": "boom", "traceback": ["a", "b"]}),
+    ],
+)
+def test_output_node_is_the_output_nbformat_makes(msg_type: str, content: dict) -> None:
+    msg = {"header": {"msg_type": msg_type}, "content": content}
+    made = output_node(msg)
+    assert made == nbformat.v4.output_from_msg(msg)
+    assert isinstance(made.get("data", made), nbformat.NotebookNode)  # attribute access, as nbclient uses it
+
+
+def test_output_node_refuses_what_is_no_output_and_serves_nbclients_runs() -> None:
+    import nbclient.client
+
+    import nbrelay.runner.execute  # noqa: F401  (it hands output_node to nbclient)
+
+    with pytest.raises(ValueError, match="Unrecognized output msg type"):
+        output_node({"header": {"msg_type": "status"}, "content": {"execution_state": "idle"}})
+    assert nbclient.client.output_from_msg is output_node

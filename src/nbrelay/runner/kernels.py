@@ -359,6 +359,9 @@ class KernelPool:
         # One ZeroMQ context for every kernel's manager and client: jupyter_client would make two per kernel,
         # each with an I/O thread started and joined again (~2 ms of CPU a kernel).
         self._zmq = zmq.asyncio.Context()
+        # No queue limit on what a kernel sends: ZeroMQ drops the messages past it, unseen (a cell that displays
+        # 20,000 values lost thousands), and the kernel's output is cut with a note by the output caps instead.
+        self._zmq.rcvhwm = 0
         self._ready: dict[str, deque[Kernel]] = {}
         self._filling: dict[str, set[asyncio.Task[None]]] = {}
         self._releasing: set[asyncio.Task[None]] = set()
