@@ -235,8 +235,8 @@ class JobService:
                 return cancelled
             job = await self.get(user, job_id)  # dispatched meanwhile: cancel it as a running job
         if job.state is JobState.RUNNING:
+            await self.executor.cancel(job_id)  # first: the store's write can wait, and cells would start meanwhile
             await self.store.set_cancel_requested(job_id)
-            await self.executor.cancel(job_id)
             return replace(job, cancel_requested=True)
         if job.state.terminal:
             return job

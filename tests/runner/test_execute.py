@@ -485,6 +485,18 @@ async def test_cells_the_run_does_not_reach_show_nothing_of_an_earlier_run(run: 
     assert "STALE" not in run.report()
 
 
+async def test_a_cancel_that_comes_before_the_first_cell_runs_no_cell(run: Run) -> None:
+    """Found from outside: a job cancelled right after its submission ran its first cells, since the run skips the
+    kernel_info round trip and sent the first cell before the supervisor looked at the cancel."""
+    _write_notebook(run.workspace / "writes.ipynb", "open('ran.txt', 'w').close()")
+    run.stop.set()
+    outcome = await run("writes.ipynb")
+    assert outcome.state is JobState.CANCELLED and outcome.error is not None
+    assert outcome.error.reason == "cancelled by request" and outcome.error.cell is None
+    assert not (run.workspace / "ran.txt").exists()
+    assert outcome.report_written  # showing that no cell ran
+
+
 async def test_a_notebook_whose_folder_went_away_fails_without_running_elsewhere(
     either_run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -34,6 +34,7 @@ OnEvent = Callable[[Event], Awaitable[None]]
 _WATCH_INTERVAL_S = 0.5
 # Past its own timeout and grace, a worker that still has not reported its job is killed after this long.
 _HARD_DEADLINE_SLACK_S = 15.0
+_CANCELLED_EARLY_KEPT = 1000  # cancels of jobs no worker had: a job the dispatcher failed instead is never handed over
 
 
 @dataclass
@@ -61,6 +62,9 @@ class WorkerPool:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopping: bool = False
     _stopped: asyncio.Future[None] | None = None
+    # Jobs cancelled after the store's claim and before their hand-over to a worker (the dispatcher builds the
+    # spec in between): told to stop as they are handed over, so no cell of theirs starts.
+    _cancelled_early: dict[int, None] = field(default_factory=dict)
 
     stopping_reason: str = "interrupted: server stopped"
 
@@ -128,14 +132,24 @@ class WorkerPool:
             else None
         )
         worker.inbox.put(("run", spec))
+        if spec.job_id in self._cancelled_early:
+            del self._cancelled_early[spec.job_id]
+            self._tell_cancel(worker)  # the worker reads it before the run's first step: no cell starts
 
     async def cancel(self, job_id: int) -> None:
-        for worker in self._workers:
-            if worker.job_id == job_id:
-                worker.cancel_requested = True
-                grace = self.settings.interrupt_grace_s + _HARD_DEADLINE_SLACK_S
-                worker.hard_deadline = min(worker.hard_deadline or float("inf"), time.monotonic() + grace)
-                worker.inbox.put(("cancel", job_id))
+        worker = self._worker_of(job_id)
+        if worker is None:  # claimed, not handed over yet (or over): remembered for `run`
+            self._cancelled_early[job_id] = None
+            while len(self._cancelled_early) > _CANCELLED_EARLY_KEPT:
+                self._cancelled_early.pop(next(iter(self._cancelled_early)))
+            return
+        self._tell_cancel(worker)
+
+    def _tell_cancel(self, worker: _Worker) -> None:
+        worker.cancel_requested = True
+        grace = self.settings.interrupt_grace_s + _HARD_DEADLINE_SLACK_S
+        worker.hard_deadline = min(worker.hard_deadline or float("inf"), time.monotonic() + grace)
+        worker.inbox.put(("cancel", worker.job_id))
 
     async def _emit(self, kind: str, job_id: int, data: dict[str, Any]) -> None:
         assert self._on_event is not None

@@ -96,6 +96,7 @@ class _JobClient(NotebookClient):
         emit: Emit,
         pieces: ReportPieces,
         language_info: dict[str, Any] | None = None,
+        stop: asyncio.Event | None = None,
         **kw: Any,
     ):
         super().__init__(
@@ -119,6 +120,7 @@ class _JobClient(NotebookClient):
         self.cell: int | None = None
         self.cell_started: float | None = None  # None between cells
         self.halted = False  # set when the run is stopped: the next cell does not start
+        self._stop = stop  # a cancel: no cell starts once it is set, even before the supervisor has seen it
         self._running: nbformat.NotebookNode | None = None
         self.error: JobError | None = None
         self._pending: list[str] = []
@@ -150,7 +152,8 @@ class _JobClient(NotebookClient):
 
     def _cell_execute(self, cell: Any, cell_index: int) -> None:
         # Called for the cells nbclient runs only, just before it sends them; it counts them as it numbers them.
-        if self.halted:  # an interrupt that reaches the kernel between two cells is lost: the next one never starts
+        # An interrupt that reaches the kernel between two cells is lost: the next one never starts.
+        if self.halted or (self._stop is not None and self._stop.is_set()):
             raise Halted(f"stopped before cell {self.code_cells_executed + 1}")
         self.cell = self.code_cells_executed + 1
         self.cell_started = time.monotonic()
@@ -287,10 +290,10 @@ class Supervisor:
                 deadline, why = self._next_deadline(job_deadline)
                 wait_s = 0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))
                 await asyncio.wait({task, stopper}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+                if self.stop.is_set():  # before the run's end: a cancel may have ended it before a cell (Halted)
+                    return await self._halt(task, JobState.CANCELLED, "cancelled by request")
                 if task.done():
                     return self._finished(task)
-                if self.stop.is_set():
-                    return await self._halt(task, JobState.CANCELLED, "cancelled by request")
                 if deadline is not None and time.monotonic() >= deadline:
                     if why == "cell":
                         reason = f"cell {client.cell} exceeded the cell timeout of {spec.cell_timeout_s:g} s"
@@ -420,7 +423,14 @@ async def _run(
     try:
         _enter_folder(kernel, spec.notebook_path.parent)
         client = _JobClient(
-            nb, spec, emit, pieces, language_info=kernel.language_info, km=kernel.km, kernel_name=spec.kernel_name
+            nb,
+            spec,
+            emit,
+            pieces,
+            language_info=kernel.language_info,
+            stop=stop,
+            km=kernel.km,
+            kernel_name=spec.kernel_name,
         )
         client.kc = kernel.kc
         kernel.kc.allow_stdin = False  # as nbclient sets it: input() raises StdinNotImplementedError, never waits
