@@ -485,6 +485,28 @@ async def test_cells_the_run_does_not_reach_show_nothing_of_an_earlier_run(run: 
     assert "STALE" not in run.report()
 
 
+@pytest.mark.parametrize(
+    ("ending", "state"),
+    [
+        ("sys.exit()", JobState.SUCCEEDED),
+        ("sys.exit(0)", JobState.SUCCEEDED),
+        ("raise SystemExit", JobState.SUCCEEDED),
+        ("sys.exit(3)", JobState.FAILED),
+        ("sys.exit('bad input')", JobState.FAILED),
+    ],
+)
+async def test_sys_exit_0_ends_the_run_early_as_a_success_as_under_papermill(
+    run: Run, ending: str, state: JobState
+) -> None:
+    _write_notebook(run.workspace / "exits.ipynb", f"import sys\nprint('before')\n{ending}", "print('after')")
+    outcome = await run("exits.ipynb")
+    assert outcome.state is state, outcome.error
+    executed = nbformat.read(run.tmp_path / "out" / "executed.ipynb", as_version=4)
+    assert executed.cells[1].outputs == []  # the run ended there either way
+    if state is JobState.FAILED:
+        assert outcome.error is not None and outcome.error.ename == "SystemExit" and outcome.error.cell == 1
+
+
 async def test_a_cancel_that_comes_before_the_first_cell_runs_no_cell(run: Run) -> None:
     """Found from outside: a job cancelled right after its submission ran its first cells, since the run skips the
     kernel_info round trip and sent the first cell before the supervisor looked at the cancel."""

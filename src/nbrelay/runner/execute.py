@@ -319,6 +319,8 @@ class Supervisor:
                 JobError(reason=f"kernel died ({_signal_name(code)})", cell=self.client.running),
             )
         if isinstance(exc, CellExecutionError):
+            if exc.ename == "SystemExit" and exc.evalue in ("", "0"):
+                return Outcome(JobState.SUCCEEDED)  # sys.exit(0): papermill's way to end a run early, as a success
             error = self.client.error or JobError(
                 reason=raised(self.client.cell, exc.ename, self.spec.kernel_memory_max_mb),
                 cell=self.client.cell,
