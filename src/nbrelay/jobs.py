@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nbrelay.config import Settings
-from nbrelay.errors import Forbidden, NotFound, Unprocessable
+from nbrelay.errors import NotFound, Unprocessable
 from nbrelay.executor.base import Executor
 from nbrelay.files import Areas, Workspace
 from nbrelay.metrics import JobFigures
@@ -238,6 +238,4 @@ class JobService:
             await self.executor.cancel(job_id)  # first: the store's write can wait, and cells would start meanwhile
             await self.store.set_cancel_requested(job_id)
             return replace(job, cancel_requested=True)
-        if job.state.terminal:
-            return job
-        raise Forbidden(f"job {job_id} cannot be cancelled in state {job.state.value}")
+        return job  # ended already: nothing to do

@@ -292,10 +292,11 @@ def test_list_filters_by_notebook_and_pages_newest_first(shared_server: ServerPr
 
 
 @pytest.mark.parametrize("state", ["bogus", "succeeded,bogus", "SUCCEEDED"])
-def test_list_with_an_unknown_state_is_400(shared_server: ServerProcess, state: str) -> None:
+def test_list_with_an_unknown_state_is_422(shared_server: ServerProcess, state: str) -> None:
+    """Well-formed but wrong, as every other query value that is no valid value (a 400 until found from outside)."""
     with shared_server.client() as client:
         response = client.get("/api/jobs", params={"state": state})
-    assert response.status_code == 400
+    assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "invalid_state"
     assert "unfinished" in error["message"]
@@ -371,7 +372,9 @@ def test_queue_positions_are_fifo_and_a_queued_job_cancels_at_once(single_worker
         assert [get_job(single_worker, i)["queue_position"] for i in (queued[0], queued[2])] == [1, 2]
         with single_worker.client() as client:
             gone = client.get(f"/api/jobs/{queued[1]}/report")
+            unrun = client.get(f"/api/jobs/{queued[1]}/notebook")
         assert gone.status_code == 404 and gone.json()["error"]["code"] == "no_report"
+        assert unrun.json()["error"]["message"] == f"job {queued[1]} ended (cancelled) without an executed notebook"
     finally:
         cancel_and_wait(single_worker, blocker["id"])
 

@@ -109,7 +109,10 @@ def test_a_language_no_installed_kernel_runs_is_refused_naming_the_field() -> No
         (lambda d: d.update(metadata=[]), ["metadata: expected an object"]),
         (lambda d: d.update(cells="nope"), ["cells: expected a list of cells"]),
         (lambda d: d.pop("cells"), ["cells: expected a list of cells"]),
-        (lambda d: d.update(cells=[{}, 5]), ["cells[1]: expected an object"]),
+        (lambda d: d.update(cells=[{"cell_type": "raw", "metadata": {}, "source": ""}, 5]), ["cells[1]: expected an"]),
+        (lambda d: d["cells"][0].pop("metadata"), ["cells[0]: metadata: expected an object"]),  # was "'metadata'"
+        (lambda d: d["cells"][0].pop("cell_type"), ["cells[0]: cell_type is None; expected code, markdown or raw"]),
+        (lambda d: d["cells"][0].update(cell_type="heading"), ["cells[0]: cell_type is 'heading'"]),
         (lambda d: d.pop("metadata"), ["metadata: expected an object"]),
         (lambda d: d.update(nbformat_minor=1, cells=None), ["cells: expected a list of cells"]),
     ],

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from nbrelay.api.auth import CurrentUser
 from nbrelay.api.openapi import error_responses
 from nbrelay.api.schemas import JobId, Limit, Offset, SubmitJob, job_json
-from nbrelay.errors import BadRequest, NotFound
+from nbrelay.errors import NotFound, Unprocessable
 from nbrelay.jobs import JobService, SubmitRequest
 from nbrelay.models import UNFINISHED_STATES, Job, JobState
 from nbrelay.store.base import MAX_ID
@@ -61,7 +61,7 @@ def _states(value: str | None) -> list[JobState] | None:
             states.add(JobState(part))
         except ValueError:
             known = ", ".join([s.value for s in JobState] + ["unfinished"])
-            raise BadRequest(f"unknown state {part!r}; use one of: {known}", code="invalid_state") from None
+            raise Unprocessable(f"unknown state {part!r}; use one of: {known}", code="invalid_state") from None
     return sorted(states)
 
 
@@ -85,7 +85,7 @@ async def submit_job(body: SubmitJob, jobs: Service, user: CurrentUser) -> JSONR
     return JSONResponse(job_json(job, position), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
 
 
-@router.get("/jobs", summary="List jobs, newest first", description=CELLS_DOC, responses=error_responses(400))
+@router.get("/jobs", summary="List jobs, newest first", description=CELLS_DOC)
 async def list_jobs(
     jobs: Service,
     user: CurrentUser,
@@ -126,9 +126,12 @@ async def get_job(job_id: JobId, jobs: Service, user: CurrentUser) -> dict[str, 
     "/jobs/{job_id}/cancel",
     status_code=202,
     summary="Cancel a queued or running job",
-    responses=error_responses(404, 409),
+    responses=error_responses(404),
 )
 async def cancel_job(job_id: JobId, jobs: Service, user: CurrentUser) -> dict[str, Any]:
+    """A queued job ends at once (`cancelled`); a running one is interrupted, and killed after the grace period
+    (`cancel_requested` is true until it has ended). A job that has already ended is answered as it ended: nothing
+    to do, and no error, since it may have ended as the request was on its way."""
     job = await jobs.cancel(user, job_id)
     return job_json(job, await jobs.position(job))
 
@@ -137,7 +140,10 @@ def _artifact(job: Job, path: str | None, what: str) -> Path:
     if path and Path(path).is_file():
         return Path(path)
     if job.state.terminal:
-        raise NotFound(f"job {job.id} ended ({job.state.value}) without a {what}", code=f"no_{what.replace(' ', '_')}")
+        article = "an" if what[0] in "aeiou" else "a"
+        raise NotFound(
+            f"job {job.id} ended ({job.state.value}) without {article} {what}", code=f"no_{what.replace(' ', '_')}"
+        )
     raise NotFound(f"job {job.id} has no {what} yet", code=f"{what.replace(' ', '_')}_not_ready")
 
 

@@ -71,6 +71,10 @@ def _loaded(text: str | bytes, max_cells: int | None = None) -> nbformat.Noteboo
     for i, cell in enumerate(data.get("cells") or []):
         if not isinstance(cell, dict):
             raise NotebookRefused(f"cells[{i}]: expected an object with cell_type, metadata and source")
+        if cell.get("cell_type") not in ("code", "markdown", "raw"):
+            raise NotebookRefused(f"cells[{i}]: cell_type is {cell.get('cell_type')!r}; expected code, markdown or raw")
+        if not isinstance(cell.get("metadata"), dict):
+            raise NotebookRefused(f"cells[{i}]: metadata: expected an object (an empty one, {{}}, will do)")
     try:
         # As nbformat.reads does, without parsing the JSON again: multi-line sources joined, then converted.
         nb = nbformat.converter.convert(nbformat.versions[major].to_notebook_json(data), 4)
