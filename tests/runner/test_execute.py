@@ -298,10 +298,31 @@ async def test_stream_output_is_throttled_and_complete(run: Run) -> None:
 
 
 async def test_missing_notebook_fails_cleanly(run: Run) -> None:
+    """Its name and what happened, not the server's path to it (found from outside: "[Errno 2] … '/srv/…'")."""
     outcome = await run("gone.ipynb")
     assert outcome.state is JobState.FAILED
-    assert outcome.error is not None and outcome.error.reason.startswith("could not read the notebook")
+    assert outcome.error is not None
+    assert outcome.error.reason == "the notebook gone.ipynb is gone: moved or deleted since the job was submitted"
     assert run.events == []
+
+
+async def test_parameters_the_notebook_no_longer_declares_fail_the_run_before_it_starts(run: Run) -> None:
+    """Found from outside: the parameters were checked at the submission, and the job ran the file as it was
+    later, with a parameter its new version does not declare injected."""
+    path = run.workspace / "changed.ipynb"
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell('name: str = "x"', metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("open('ran.txt', 'w').close()"),
+        ]
+    )
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)  # the version that runs; the job was submitted with {"n": 5} against `n: int = 1`
+    outcome = await run("changed.ipynb", parameters={"n": 5})
+    assert outcome.state is JobState.FAILED and outcome.error is not None
+    assert outcome.error.reason.startswith("the notebook changed since the job was submitted: parameter 'n': unknown")
+    assert "name" in outcome.error.reason  # what it declares now
+    assert not (run.workspace / "ran.txt").exists() and run.events == []
 
 
 async def test_ipython_history_works_as_under_nbclient(run: Run) -> None:

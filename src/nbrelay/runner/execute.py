@@ -23,6 +23,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 
+from nbrelay.errors import Unprocessable
 from nbrelay.models import JobError, JobState
 from nbrelay.runner import enter
 from nbrelay.runner.enter import ENTER_FAILED_EXIT
@@ -30,7 +31,7 @@ from nbrelay.runner.html import ReportWriter
 from nbrelay.runner.kernels import Kernel, KernelPool
 from nbrelay.runner.notebook import clear_outputs, complete_kernelspec, output_node, parse, runs
 from nbrelay.runner.output_cap import OutputCap
-from nbrelay.runner.params import inject_parameters
+from nbrelay.runner.params import check_parameters, declared_parameters, inject_parameters
 from nbrelay.runner.report_pieces import ReportPieces
 from nbrelay.runner.spec import RunSpec
 
@@ -388,7 +389,15 @@ async def run_job(spec: RunSpec, pool: KernelPool, reports: ReportWriter, emit: 
     try:
         nb = load_notebook(spec.notebook_path, spec.kernel_name)
         if spec.parameters:
+            # Checked again: the file may have changed since the submission, and no longer declare them.
+            check_parameters(declared_parameters(nb), spec.parameters)
             nb = inject_parameters(nb, spec.parameters)
+    except FileNotFoundError:
+        reason = f"the notebook {spec.notebook_path.name} is gone: moved or deleted since the job was submitted"
+        return Outcome(JobState.FAILED, JobError(reason=reason))
+    except Unprocessable as exc:
+        reason = f"the notebook changed since the job was submitted: {exc.message}"
+        return Outcome(JobState.FAILED, JobError(reason=reason[:2000]))
     except Exception as exc:
         return Outcome(JobState.FAILED, JobError(reason=f"could not read the notebook: {exc}"[:2000]))
     # Cells are counted once the kernel is up (job.started); until then clients say what is going on.
