@@ -45,6 +45,19 @@ def test_an_error_answer_with_a_hint_keeps_it(shared_server: ServerProcess) -> N
     assert error.to_dict() == error.body  # the same form the server answers with
 
 
+@pytest.mark.kernel
+def test_submit_takes_every_field_the_api_takes(shared_server: ServerProcess) -> None:
+    """Found from outside: `kernel_name` and `steps` could not be given from Python."""
+    with Client(shared_server.url) as client:
+        job = client.submit("tiny.ipynb", {"x": 2}, timeout_s=60, cell_timeout_s=30, kernel_name="python3", steps=[])
+        done = client.wait(job["id"], timeout_s=120)
+        with pytest.raises(NbrelayError) as refused:
+            client.submit("tiny.ipynb", kernel_name="no-such-kernel")
+    assert done["state"] == "succeeded" and done["kernel_name"] == "python3" and done["steps"] == []
+    assert (done["timeout_s"], done["cell_timeout_s"]) == (60, 30)
+    assert refused.value.status == 422 and "no-such-kernel" in refused.value.message
+
+
 def test_a_missing_report_raises_the_same_error(shared_server: ServerProcess) -> None:
     with Client(shared_server.url) as client, pytest.raises(RemoteError) as raised:
         client.report(999_999)

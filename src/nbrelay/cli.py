@@ -13,7 +13,7 @@ import typer
 
 from nbrelay import __version__
 from nbrelay.cli_options import DEFAULT_SERVER, ServerOption, TokenOption, connected, parse_parameters
-from nbrelay.cli_style import command_group, console, escape, fail, full_url, print_json, seconds, when
+from nbrelay.cli_style import command_group, console, duration, escape, fail, full_url, print_json, seconds, when
 from nbrelay.config import Settings
 from nbrelay.errors import NbrelayError
 from nbrelay.models import TERMINAL_EVENTS
@@ -124,7 +124,7 @@ def _print_outcome(job: dict[str, Any], server: str = "") -> int:
     state = job["state"]
     out = console()
     if state == "succeeded":
-        out.print(f"[green]job {job['id']} succeeded[/green] in {job.get('duration_s') or 0:.1f} s")
+        out.print(f"[green]job {job['id']} succeeded[/green] in {duration(job.get('duration_s') or 0)}")
     else:
         error = job.get("error") or {}
         out.print(f"[red]job {job['id']} {state}[/red]: {error.get('reason', '')}")
@@ -314,7 +314,7 @@ def jobs(
             if progress.get("phase") == "starting_kernel"
             else (f"{progress['cell']}/{progress['total']}" if progress["total"] else ""),
             when(job["created_at"]),
-            f"{job['duration_s']:.1f} s" if job.get("duration_s") is not None else "",
+            duration(job.get("duration_s")),
             escape(full_url(server, job.get("report_url"))),
         )
     out = console()

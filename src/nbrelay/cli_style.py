@@ -85,6 +85,18 @@ def human_size(size_bytes: int | None) -> str:
     return "" if size_bytes is None else decimal(size_bytes)
 
 
+def duration(seconds_taken: float | None) -> str:
+    """A run's duration as people read it: "40 ms", "2.5 s", "3 min 07 s"; "" when there is none."""
+    if seconds_taken is None:
+        return ""
+    if seconds_taken < 1:
+        return f"{seconds_taken * 1000:.0f} ms"
+    if seconds_taken < 60:
+        return f"{seconds_taken:.1f} s"
+    minutes, rest = divmod(round(seconds_taken), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
 def when(stamp: str | None) -> str:
     """An ISO time as `2026-01-02 13:45:00` (UTC, as the server gives it)."""
     return (stamp or "")[:19].replace("T", " ")

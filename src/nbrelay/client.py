@@ -145,12 +145,14 @@ class Client:
         *,
         timeout_s: float | None = None,
         cell_timeout_s: float | None = None,
+        kernel_name: str | None = None,
+        steps: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
+        """Submit a job (202: queued). `kernel_name` defaults to the notebook's kernel; `steps` (post-run file steps,
+        docs/files.md) to the notebook's own, `[]` for none."""
         body: dict[str, Any] = {"notebook": notebook, "parameters": parameters or {}}
-        if timeout_s is not None:
-            body["timeout_s"] = timeout_s
-        if cell_timeout_s is not None:
-            body["cell_timeout_s"] = cell_timeout_s
+        given = {"timeout_s": timeout_s, "cell_timeout_s": cell_timeout_s, "kernel_name": kernel_name, "steps": steps}
+        body.update({key: value for key, value in given.items() if value is not None})
         return self._call("POST", "/api/jobs", json=body)
 
     def job(self, job_id: int) -> dict[str, Any]:
