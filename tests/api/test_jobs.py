@@ -237,7 +237,8 @@ def test_failed_job_keeps_a_partial_report(shared_server: ServerProcess, failed_
     assert "before" in response.text  # the cell before the failure ran and shows its output
     assert executed.status_code == 200
     nb = nbformat.reads(executed.text, as_version=4)
-    assert nb.cells[2].get("outputs", []) == []  # the cell after the failure never ran
+    assert nb.cells[0].metadata.tags == ["nbrelay-run-ended"]  # what happened, first
+    assert nb.cells[3].get("outputs", []) == []  # the cell after the failure never ran
 
 
 # listing ------------------------------------------------------------------------------------------------------------

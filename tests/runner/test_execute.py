@@ -20,6 +20,7 @@ import pytest
 
 import nbrelay.runner.execute as execute
 from nbrelay.models import JobState
+from nbrelay.runner.banner import ENDED_TAG
 from nbrelay.runner.execute import Outcome, run_job
 from nbrelay.runner.html import ReportWriter
 from nbrelay.runner.kernels import KernelPool
@@ -172,11 +173,15 @@ async def test_cancel_of_a_running_job_leaves_no_kernel(run: Run) -> None:
 
 # A cell that swallows interrupts for half a second and then ends as if none had come (the kernel takes no
 # interrupt for it), followed by a cell that leaves a trace when it runs.
+# The print is inside the try too: the stop comes as its output reaches the worker, and the interrupt can land while
+# the kernel still waits in print's flush.
 _SWALLOWS_INTERRUPTS = """import time
-print("swallowing", flush=True)
-end = time.monotonic() + 0.5
+end, printed = time.monotonic() + 0.5, False
 while time.monotonic() < end:
     try:
+        if not printed:
+            print("swallowing", flush=True)
+            printed = True
         time.sleep(0.02)
     except KeyboardInterrupt:
         pass"""
@@ -283,7 +288,8 @@ async def test_kernel_that_kills_itself(run: Run) -> None:
     assert outcome.report_written
     # The killed cell got no reply, hence no execution count from nbclient: it is numbered as the error says.
     executed = nbformat.read(run.tmp_path / "out" / "executed.ipynb", as_version=4)
-    assert [c.execution_count for c in executed.cells] == [1, 2, 3, None]
+    assert executed.cells[0].metadata.tags == [ENDED_TAG]  # what happened, first
+    assert [c.execution_count for c in executed.cells[1:]] == [1, 2, 3, None]
 
 
 async def test_stream_output_is_throttled_and_complete(run: Run) -> None:
@@ -389,9 +395,15 @@ async def test_cells_are_numbered_as_the_report_shows_them(run: Run, workspace: 
     progress = [d for _, k, d in run.events if k == "job.progress"]
     assert [p["cell"] for p in progress] == [1, 2, 3]
     executed = nbformat.read(run.tmp_path / "out" / "executed.ipynb", as_version=4)
-    failing = next(c for c in executed.cells if "raised in cell 3" in c.source)
+    failing = next(c for c in executed.cells if c.cell_type == "code" and "raised in cell 3" in c.source)
     assert failing.execution_count == 3
-    assert re.search(r"In\s\[3\]:</div>", run.report())  # nbconvert's prompt (its space is a no-break one)
+    report = run.report()
+    assert re.search(r"In\s\[3\]:</div>", report)  # nbconvert's prompt (its space is a no-break one)
+    # The report opens with what happened, and links to the cell (papermill puts an error cell at the top).
+    banner = executed.cells[0]
+    assert banner.metadata.tags == [ENDED_TAG] and banner.source.startswith("## Job 1 failed")
+    assert "cell 3 raised ValueError: raised in cell 3" in banner.source
+    assert f'<a href="#cell-id={failing.id}">In [3]</a>' in report and f'id="cell-id={failing.id}"' in report
 
 
 async def test_output_events_name_their_cell(run: Run) -> None:
@@ -407,7 +419,7 @@ async def test_a_cell_timeout_names_the_cell_as_the_report_numbers_it(run: Run) 
     assert outcome.state is JobState.TIMED_OUT and outcome.error is not None
     assert (outcome.error.cell, outcome.error.reason) == (5, "cell 5 exceeded the cell timeout of 1 s")
     executed = nbformat.read(run.tmp_path / "out" / "executed.ipynb", as_version=4)
-    assert [c.execution_count for c in executed.cells] == [1, 2, 3, 4, 5, None]
+    assert [c.execution_count for c in executed.cells[1:]] == [1, 2, 3, 4, 5, None]  # after what happened
 
 
 async def test_input_is_refused_as_under_nbclient(run: Run) -> None:
@@ -501,8 +513,9 @@ async def test_cells_the_run_does_not_reach_show_nothing_of_an_earlier_run(run: 
     outcome = await run("stale.ipynb")
     assert outcome.state is JobState.FAILED
     executed = nbformat.read(run.tmp_path / "out" / "executed.ipynb", as_version=4)
-    assert [cell.execution_count for cell in executed.cells] == [1, None, 2, None]
-    assert [len(cell.outputs) for cell in executed.cells] == [1, 0, 1, 0]
+    code = executed.cells[1:]  # after the cell that says what happened
+    assert [cell.execution_count for cell in code] == [1, None, 2, None]
+    assert [len(cell.outputs) for cell in code] == [1, 0, 1, 0]
     assert "STALE" not in run.report()
 
 
@@ -523,7 +536,8 @@ async def test_sys_exit_0_ends_the_run_early_as_a_success_as_under_papermill(
     outcome = await run("exits.ipynb")
     assert outcome.state is state, outcome.error
     executed = nbformat.read(run.tmp_path / "out" / "executed.ipynb", as_version=4)
-    assert executed.cells[1].outputs == []  # the run ended there either way
+    code = [cell for cell in executed.cells if cell.cell_type == "code"]
+    assert code[1].outputs == []  # the run ended there either way
     if state is JobState.FAILED:
         assert outcome.error is not None and outcome.error.ename == "SystemExit" and outcome.error.cell == 1
 

@@ -125,7 +125,11 @@ def test_the_report_numbers_the_failing_cell_as_the_error_does(
     job = shared_server.wait_for(submitted["raises_in_cell_3"], timeout_s=180)
     with shared_server.client() as http:
         executed = http.get(job["notebook_url"]).json()
-    counts = {c["execution_count"] for c in executed["cells"] if "raised in cell 3" in "".join(c["source"])}
+    counts = {
+        c["execution_count"]
+        for c in executed["cells"]
+        if c["cell_type"] == "code" and "raised in cell 3" in "".join(c["source"])
+    }
     assert counts == {job["error"]["cell"]} == {3}
 
 

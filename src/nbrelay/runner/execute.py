@@ -26,6 +26,7 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbrelay.errors import Unprocessable
 from nbrelay.models import JobError, JobState
 from nbrelay.runner import enter
+from nbrelay.runner.banner import ended_cell
 from nbrelay.runner.enter import ENTER_FAILED_EXIT
 from nbrelay.runner.html import ReportWriter
 from nbrelay.runner.kernels import Kernel, KernelPool
@@ -447,6 +448,8 @@ async def _run(
         kernel.kc.allow_stdin = False  # as nbclient sets it: input() raises StdinNotImplementedError, never waits
         emit("job.started", {"total": client.total, "kernel": spec.kernel_name, "pid": kernel.pid})
         outcome = await Supervisor(spec, client, kernel, stop).run()
+        if outcome.state is not JobState.SUCCEEDED:
+            pieces.prepend(ended_cell(spec.job_id, outcome.state, outcome.error, nb))
         # The kernel's process goes while the report is written; the job ends only when both are done (its
         # clean-up after that is nothing the job waits for).
         shutdown = asyncio.create_task(kernel.kill())

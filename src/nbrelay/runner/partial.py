@@ -5,14 +5,14 @@ a lost worker): the job's notebook with its parameters, no outputs, and a first 
 from __future__ import annotations
 
 import copy
-import re
 from datetime import datetime
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_markdown_cell
 
-from nbrelay.models import Job, JobState
+from nbrelay.models import Job
+from nbrelay.runner.banner import ENDED, markdown_text
 from nbrelay.runner.execute import load_notebook
 from nbrelay.runner.html import ReportWriter
 from nbrelay.runner.notebook import clear_outputs
@@ -21,17 +21,6 @@ from nbrelay.runner.params import inject_parameters
 __all__ = ["PARTIAL_TAG", "explanation", "partial_notebook", "write_partial_report"]
 
 PARTIAL_TAG = "nbrelay-partial-report"  # the tag of the explanation cell, for tools that read the notebook
-_ENDED = {
-    JobState.FAILED: "failed",
-    JobState.TIMED_OUT: "timed out",
-    JobState.CANCELLED: "was cancelled",
-}
-# Reasons and names are text, not markup: these would otherwise become emphasis, links, code or HTML.
-_MARKUP = re.compile(r"([\\`*_\[\]<>&~|])")
-
-
-def _text(value: str) -> str:
-    return _MARKUP.sub(r"\\\1", " ".join(value.split()))
 
 
 def _when(at: datetime | None) -> str:
@@ -59,14 +48,14 @@ def _progress(done: int, total: int) -> str:
 def explanation(job: Job) -> str:
     """The first cell's text: what happened to the job, how far it got, when it started and ended."""
     reason = job.error.reason if job.error and job.error.reason else "no reason was recorded"
-    ended = _ENDED.get(job.state, job.state.value)
+    ended = ENDED.get(job.state, job.state.value)
     times = f"**Started:** {_when(job.started_at)} · **ended:** {_when(job.finished_at)}"
     if job.duration_s is not None and job.finished_at is not None:
         times += f" ({_duration(job.duration_s)})"
     lines = [
         f"## Partial report: job {job.id} {ended}",
         "",
-        f"- **What happened:** {_text(reason)}",
+        f"- **What happened:** {markdown_text(reason)}",
         f"- **How far it got:** {_progress(job.progress_cell, job.progress_total)}",
         f"- {times}",
     ]
@@ -75,7 +64,7 @@ def explanation(job: Job) -> str:
     lines += [
         "",
         "The run ended without reporting, and its outputs were lost with it. Below is the notebook "
-        f"{_text(job.notebook)} as it is now, with the job's parameters, not run.",
+        f"{markdown_text(job.notebook)} as it is now, with the job's parameters, not run.",
     ]
     return "\n".join(lines)
 

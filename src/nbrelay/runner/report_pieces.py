@@ -278,6 +278,11 @@ class ReportPieces:
         self._ended.append((index, self._snapshot([index])[0], metadata))
         self.submit(self._render_ended)
 
+    def prepend(self, cell: nbformat.NotebookNode) -> None:
+        """Put `cell` before the notebook's first (the run is over: no cell is rendered by its place any more).
+        Done on the rendering thread, after the pieces queued before, which were rendered by the old places."""
+        self.submit(self._prepend, cell)
+
     def write(self, *, html_path: Path, ipynb_path: Path) -> Future[None]:
         """Write the executed notebook and its report (each atomically) once the pieces queued before are
         rendered. The notebook must not change any more: the run is over. The rendering thread ends with it."""
@@ -290,6 +295,13 @@ class ReportPieces:
         self._thread.shutdown(wait=False, cancel_futures=True)
 
     # on the rendering thread ---------------------------------------------------------------------------------
+    def _prepend(self, cell: nbformat.NotebookNode) -> None:
+        self.nb.cells.insert(0, cell)
+        self._pieces.insert(0, None)
+        self._seen.insert(0, None)
+        self._missing_alt.insert(0, 0)
+        self._spills = {index + 1 for index in self._spills}
+
     def _write(self, html_path: Path, ipynb_path: Path) -> None:
         atomic_write(ipynb_path, nbformat.writes(self.nb).encode())
         atomic_write(html_path, self.assemble(self.nb).encode())
