@@ -25,7 +25,9 @@ from nbrelay.store.base import JobStore, check_user_name
 
 SESSION_COOKIE = "nbrelay_session"
 TOKEN_PREFIX = "nbr_"
-_TOKEN_CACHE_S = 30.0
+# How long a token's check is reused: a revoke shows within this on requests, and within this and a push
+# connection's check interval (push/service.py) on live connections, together within the 30 s docs/protocol.md says.
+_TOKEN_CACHE_S = 25.0
 # Client addresses whose failures are remembered; past this the oldest is forgotten, so that a flood of addresses
 # costs bounded memory (each of them could only ever try auth_max_failures tokens per window anyway).
 _MAX_TRACKED_CLIENTS = 10_000
@@ -135,13 +137,15 @@ class Authenticator:
         return self.settings.auth_mode
 
     async def user_for_token(self, token: str) -> User | None:
-        digest = hash_token(token)
+        return await self._user_for_digest(hash_token(token))
+
+    async def _user_for_digest(self, digest: str) -> User | None:
         cached = self._cache.get(digest)
         now = time.monotonic()
         if cached is not None and now - cached[0] < _TOKEN_CACHE_S:
             return cached[1]
         record = await self.store.find_token(digest)
-        user = User(record.name, record.admin) if record is not None else None
+        user = User(record.name, record.admin, proof=("token", digest)) if record is not None else None
         if record is not None:
             await self.store.touch_token(record.id)
         if len(self._cache) > 10_000:
@@ -161,6 +165,11 @@ class Authenticator:
         if signed is None:
             return None
         name, token_id = signed
+        admin = await self._admin_of(name, token_id)
+        return User(name, admin, proof=("session", name, token_id)) if admin is not None else None
+
+    async def _admin_of(self, name: str, token_id: int) -> bool | None:
+        """Whether token `token_id` of `name` is an admin's; None when it is no more (revoked)."""
         now = time.monotonic()
         cached = self._tokens_of.get(name)
         if cached is None or now - cached[0] >= _TOKEN_CACHE_S:
@@ -168,8 +177,20 @@ class Authenticator:
                 self._tokens_of.clear()
             cached = (now, {record.id: record.admin for record in await self.store.list_tokens(name)})
             self._tokens_of[name] = cached
-        admin = cached[1].get(token_id)
-        return User(name, admin) if admin is not None else None
+        return cached[1].get(token_id)
+
+    async def still_signed_in(self, user: User) -> bool:
+        """Whether what `user` proved who they are with still holds: their token is not revoked (a bearer or
+        ?token= token, or the one a session cookie was traded for). Read through the same caches as a request's
+        check, so a revoke shows within _TOKEN_CACHE_S."""
+        proof = user.proof
+        if not isinstance(proof, tuple) or not proof:
+            return True  # nothing to check again: auth mode none, or a proxy's header (checked by the proxy)
+        if proof[0] == "token":
+            return await self._user_for_digest(proof[1]) is not None
+        if proof[0] == "session":
+            return await self._admin_of(proof[1], proof[2]) is not None
+        return True
 
     def client_address(self, headers: Mapping[str, str], client_host: str | None) -> str:
         """Whom failures are counted against: the TCP peer, or behind a trusted proxy the address it forwards."""

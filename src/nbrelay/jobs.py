@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,6 +31,9 @@ _SLOTS_TTL_S = 30.0
 class User:
     name: str
     admin: bool = False
+    # How the user proved who they are, when that can be checked again later (a token, a session cookie): the
+    # Authenticator reads it to end a live connection whose token was revoked. None: nothing to check again.
+    proof: Hashable | None = field(default=None, compare=False, repr=False)
 
     def may_see(self, job: Job) -> bool:
         return self.admin or job.owner == self.name

@@ -29,6 +29,8 @@ _SWEEP_INTERVAL_S = 2.0  # at most; a quarter of heartbeat_s when that is shorte
 _SWEEP_SLICES = 8
 _SWEEP_SLICE_MOST = 500
 GOODBYE = Close(CloseCode.SERVER_RESTART, "server restarting: reconnect and resume")
+SIGNED_OUT = Close(CloseCode.UNAUTHORIZED, "signed out: the token was revoked; sign in again")
+_SIGN_IN_CHECK_S = 5.0  # how often a live connection's token is checked again (through the token caches)
 
 
 class Push:
@@ -42,6 +44,7 @@ class Push:
         self._per_user: dict[str, int] = {}
         self._drained = asyncio.Event()  # set whenever the last connection goes
         self._sweeper: asyncio.Task[None] | None = None
+        self._checker: asyncio.Task[None] | None = None
         self._closing = False  # close_all has said goodbye: the server is stopping
 
     async def start(self) -> None:
@@ -49,6 +52,7 @@ class Push:
         await self.hub.start()
         self.jobs.listeners.append(self.on_job_event)
         self._sweeper = asyncio.create_task(self._sweep())
+        self._checker = asyncio.create_task(self._check_sign_ins())
 
     async def close_all(self, wait_s: float = 2.0) -> None:
         """Tell every client the server is going away (4001: reconnect and resume), and let the frames go out.
@@ -62,9 +66,10 @@ class Push:
                 await asyncio.wait_for(self._drained.wait(), wait_s)
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        tasks = [task for task in (self._sweeper, self._checker) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.close_all(wait_s=0.5)
         await self.hub.close()
 
@@ -157,6 +162,27 @@ class Push:
                     connection.tick(now)
                     _report(connection)
             at += size
+
+    async def _check_sign_ins(self) -> None:
+        """A live connection lasts while its user's token does: every _SIGN_IN_CHECK_S, each token (or session)
+        behind the open connections is checked once, and the connections of one revoked are closed (4500, as a
+        handshake without it is refused). Found from outside: they delivered the user's events for good."""
+        while True:
+            await asyncio.sleep(_SIGN_IN_CHECK_S)
+            by_proof: dict[Any, tuple[User, list[Connection]]] = {}
+            for connection in list(self.connections):
+                session = connection.session
+                if session is not None and session.user.proof is not None:
+                    by_proof.setdefault(session.user.proof, (session.user, []))[1].append(connection)
+            for user, connections in by_proof.values():
+                try:
+                    signed_in = await self.auth.still_signed_in(user)
+                except Exception:  # the store did not answer: checked again next time
+                    log.warning("could not check the sign-in of %s's connections", user.name, exc_info=True)
+                    continue
+                if not signed_in:
+                    for connection in connections:
+                        connection.close_soon(SIGNED_OUT)
 
     # what a session may see -------------------------------------------------------------------------------
     async def may_follow(self, user: User, stream: str) -> bool:

@@ -118,6 +118,37 @@ def test_revoking_a_token_ends_its_sessions(live: Any) -> None:
     assert httpx.get(f"{server.url}/api/session", cookies=sessions["boss"]).status_code == 401
 
 
+def test_revoking_a_token_closes_the_connections_already_open(live: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found from outside: a WebSocket and an SSE stream opened before `nbrelay token revoke` went on delivering
+    the user's events for good (62 s and 92 s seen); only new handshakes were refused."""
+    monkeypatch.setattr("nbrelay.push.service._SIGN_IN_CHECK_S", 0.2)  # checked every 5 s in service
+    server = live(auth_mode="token")
+    dave, erin = make_token(server, "dave"), make_token(server, "erin")
+    login = httpx.post(f"{server.url}/api/session", json={"token": dave}, timeout=30)
+    cookie = f"nbrelay_session={login.cookies['nbrelay_session']}"
+    with (
+        connect(server.ws_url, additional_headers={"Cookie": cookie}) as by_cookie,
+        connect(f"{server.ws_url}?token={dave}") as by_token,
+        connect(f"{server.ws_url}?token={erin}") as other,
+        httpx.stream("GET", f"{server.url}/sse", headers={"Cookie": cookie}, timeout=30) as sse,
+    ):
+        assert sse.status_code == 200
+        for ws in (by_cookie, by_token, other):
+            assert json.loads(ws.recv(timeout=10))["op"] == "welcome"
+        store, auth = server.app.state.jobs.store, server.app.state.auth
+        server.call(store.delete_tokens("dave"))  # as `nbrelay token revoke dave` does
+        auth.forget_tokens()  # what the token cache's 25 s would do
+        for ws in (by_cookie, by_token):
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4500
+        closing = [line for line in sse.iter_lines() if line.startswith("data:") and '"code"' in line]
+        assert json.loads(closing[-1].removeprefix("data:"))["code"] == 4500  # and the stream ended
+        other.ping().wait(5)  # erin's token stands: her connection too
+        server.call(store.delete_tokens("erin"))
+
+
 def test_header_mode_trusts_only_configured_proxies(live: Any) -> None:
     trusted = live(auth_mode="header", trusted_proxies=["127.0.0.1"], admin_users=["boss"])
     me = httpx.get(f"{trusted.url}/api/session", headers={"X-Forwarded-User": "carol"})
