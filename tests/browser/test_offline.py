@@ -112,3 +112,31 @@ def test_the_page_docs_and_a_report_with_math_work_offline(
 
     offline.assert_self_contained()
     pages.assert_no_page_errors()
+
+
+def test_a_report_loads_nothing_its_outputs_ask_for_elsewhere(server: ServerProcess, pages: PageSession) -> None:
+    """Found from outside: an output's <img>, <iframe> or fetch() reached any host as the report was opened (a
+    beacon: who read it, when, from where). The report's policy lets it load nothing; its own images still show."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(
+            "<img src='https://example.com/x.png'><iframe src='https://example.com/'></iframe>"
+        ),
+        nbformat.v4.new_code_cell(
+            "from IPython.display import HTML, Image, display\n"
+            "display(HTML(\"<script>fetch('https://example.com/beacon').catch(() => {})</script>\"))\n"
+            "display(Image(data=bytes.fromhex('89504e470d0a1a0a0000000d4948445200000001000000010806000000'\n"
+            "    '1f15c4890000000d4944415478da63f8cfc0f01f0005000201a5f6d3e60000000049454e44ae426082')))"
+        ),
+    ]
+    (server.workspace / "beacons.ipynb").write_text(nbformat.writes(nb))
+    job = server.client().post("/api/jobs", json={"notebook": "beacons.ipynb"}).json()
+    assert server.wait_for(job["id"], timeout_s=120)["state"] == "succeeded"
+    offline = Offline(server)
+    report = offline.open(pages, f"{server.url}/api/jobs/{job['id']}/report")
+    image = report.locator(".jp-OutputArea-output img").first
+    expect(image).to_be_visible()
+    assert image.evaluate("(img) => img.complete && img.naturalWidth") == 1  # a data: image loads
+    report.wait_for_timeout(500)  # the script's fetch, had it gone out
+    assert offline.blocked == [], f"the report asked for other hosts: {offline.blocked}"

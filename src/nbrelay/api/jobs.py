@@ -27,9 +27,16 @@ CELLS_DOC = (
 )
 
 # Reports are untrusted HTML (notebook outputs carry scripts): a sandbox without same-origin keeps them away from
-# the app's cookies and API.
+# the app's cookies and API; links may open tabs of their own (as the page's frame allows). A report loads nothing
+# from anywhere (found from outside: an output's <img>, <iframe> or fetch() reached any host as the report was
+# opened, telling it who read it): what it shows is inline or data:, as the report's export writes it.
+REPORT_CSP = (
+    "sandbox allow-scripts allow-popups allow-popups-to-escape-sandbox; default-src 'none'; "
+    "script-src 'unsafe-inline' 'unsafe-eval' data: blob:; style-src 'unsafe-inline' data:; img-src data: blob:; "
+    "font-src data:; media-src data: blob:; base-uri 'none'; form-action 'none'"
+)
 REPORT_HEADERS = {
-    "Content-Security-Policy": "sandbox allow-scripts",
+    "Content-Security-Policy": REPORT_CSP,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "private, max-age=0",
