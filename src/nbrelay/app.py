@@ -34,6 +34,7 @@ from nbrelay.api import reports as reports_api
 from nbrelay.api import schedules as schedules_api
 from nbrelay.api.auth import CurrentUser, current_user
 from nbrelay.api.guards import BodyLimit, PathText, SecurityHeaders
+from nbrelay.api.head import HeadAsGet
 from nbrelay.api.openapi import document_common_errors, error_responses
 from nbrelay.auth import Authenticator, request_origin_allowed
 from nbrelay.config import Settings
@@ -117,6 +118,8 @@ def _allowed_methods(request: Request) -> str:
     for route in iter_route_contexts(request.app.router.routes):  # included routers' routes too
         if route.methods and route.matches(request.scope)[0] != Match.NONE:
             methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")  # every GET answers HEAD too (api/head.py)
     return ", ".join(sorted(methods))
 
 
@@ -255,6 +258,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit_bytes=settings.max_body_bytes)
     app.add_middleware(PathText)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(HeadAsGet)  # outermost: everything inside answers the GET a HEAD runs as
     app.add_exception_handler(NbrelayError, _nbrelay_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -99,10 +99,10 @@ def test_deeply_nested_json_is_refused_cleanly(server: LiveServer, depth: int) -
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("OPTIONS", "/api/session", "DELETE, GET, POST"),
-        ("PUT", "/api/contents", "GET, POST"),
-        ("OPTIONS", "/api/contents/a/b.txt", "DELETE, GET, PATCH, POST, PUT"),
-        ("DELETE", "/api/jobs", "GET, POST"),
+        ("OPTIONS", "/api/session", "DELETE, GET, HEAD, POST"),
+        ("PUT", "/api/contents", "GET, HEAD, POST"),
+        ("OPTIONS", "/api/contents/a/b.txt", "DELETE, GET, HEAD, PATCH, POST, PUT"),
+        ("DELETE", "/api/jobs", "GET, HEAD, POST"),
         ("PUT", "/api/jobs/1/report", "GET, HEAD"),
     ],
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -154,18 +153,7 @@ def _artifact(job: Job, path: str | None, what: str) -> Path:
     raise NotFound(f"job {job.id} has no {what} yet", code=f"{what.replace(' ', '_')}_not_ready")
 
 
-def _get_and_head(path: str, **documented: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """GET and HEAD on one endpoint as two routes, so each has an operation id of its own in the document."""
-
-    def register(endpoint: Callable[..., Any]) -> Callable[..., Any]:
-        router.get(path, **documented)(endpoint)
-        router.head(path, **{**documented, "summary": f"{documented['summary']}: headers only"})(endpoint)
-        return endpoint
-
-    return register
-
-
-@_get_and_head(
+@router.get(
     "/jobs/{job_id}/report",
     summary="The job's HTML report (sandboxed)",
     response_class=FileResponse,
@@ -177,7 +165,7 @@ async def get_report(job_id: JobId, jobs: Service, user: CurrentUser) -> FileRes
     return FileResponse(path, media_type="text/html; charset=utf-8", headers=REPORT_HEADERS)
 
 
-@_get_and_head(
+@router.get(
     "/jobs/{job_id}/notebook",
     summary="The executed notebook (.ipynb)",
     response_class=FileResponse,
