@@ -119,6 +119,7 @@ def deployment(kind: str, *, workers: int, slots: int) -> Iterator[Server]:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"nbrelay-bench-{kind}-")))
         workspace = tmp / "workspace"
         write_tiny(workspace)
+        (tmp / "reports").mkdir(exist_ok=True)  # shared folders exist before a worker starts (it refuses else)
         env: dict[str, str] = {}
         if kind == "celery":
             env = {

@@ -376,6 +376,7 @@ def running_cluster(
     shutil.copytree(NOTEBOOKS, workspace)
     kernel_notebook(workspace / "pid.ipynb")
     tag = uuid.uuid4().hex
+    (root / "reports").mkdir(exist_ok=True)  # shared folders exist before a worker starts (it refuses else)
     with ExitStack() as stack:
         broker_url = stack.enter_context(fresh_redis_url())
         env = {

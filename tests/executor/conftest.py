@@ -97,6 +97,7 @@ class Deployment:
 def deploy(tmp_path: Path, workspace: Path) -> Iterator[Any]:
     """deploy(kind, slots=N, workers=M, env={...}) -> Deployment: kind `local` (one server; `workers` ignored),
     `celery` (Redis as Celery's broker) or `celery-rabbitmq`."""
+    (tmp_path / "reports").mkdir(exist_ok=True)  # shared folders exist before a worker starts (it refuses else)
     with ExitStack() as stack:
 
         def make(kind: str, *, slots: int = 1, workers: int = 1, env: dict[str, str] | None = None) -> Deployment:

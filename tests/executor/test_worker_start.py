@@ -1,5 +1,6 @@
-"""`nbrelay worker` refuses to start, clearly, where it could not work: no broker, or shared folders it cannot
-write (workers and web nodes share the workspace and the reports folder)."""
+"""`nbrelay worker` refuses to start, clearly, where it could not work: no broker, or shared folders that are not
+there or that it cannot write (workers and web nodes share the workspace and the reports folder). It creates no
+folder: one missing is most often a share not mounted, and a folder made in its place hid that."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def worker(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -27,16 +30,74 @@ def test_a_worker_without_a_broker_says_which_setting_is_missing(tmp_path: Path)
     assert "NBRELAY_CELERY_BROKER_URL" in done.stderr and "NBRELAY_BROKER_URL=redis://" in done.stderr
 
 
-def test_a_worker_that_cannot_write_the_reports_folder_fails_at_start(tmp_path: Path) -> None:
+# Never connected to: a worker whose folders are wrong stops before it reaches the broker.
+UNUSED_BROKER = "redis://127.0.0.1:6379/0?prefix=nbrelay-test-unused"
+
+
+def folders(tmp_path: Path, **wrong: Path) -> dict[str, str]:
+    """The settings of a worker whose shared folders exist, but for those given as `wrong`."""
+    chosen = {"workspace": tmp_path / "shared" / "workspace", "reports": tmp_path / "shared" / "reports"}
+    for folder in chosen.values():
+        folder.mkdir(parents=True)
+    chosen |= wrong
+    return {
+        "NBRELAY_DATA_DIR": str(tmp_path / "data"),
+        "NBRELAY_WORKSPACE": str(chosen["workspace"]),
+        "NBRELAY_REPORTS_DIR": str(chosen["reports"]),
+        "NBRELAY_BROKER_URL": UNUSED_BROKER,
+    }
+
+
+@pytest.mark.parametrize(("which", "what", "setting"), [
+    ("workspace", "workspace", "NBRELAY_WORKSPACE"),
+    ("reports", "reports folder", "NBRELAY_REPORTS_DIR"),
+])  # fmt: skip
+def test_a_worker_refuses_a_shared_folder_that_is_not_there_and_makes_none(
+    tmp_path: Path, which: str, what: str, setting: str
+) -> None:
+    unmounted = tmp_path / "mnt" / "nbrelay"  # a share that is not mounted: its folders are not there
+    missing = unmounted / which
+    done = worker(folders(tmp_path, **{which: missing}))
+    assert done.returncode != 0
+    assert f"the {what} {missing} does not exist" in done.stderr
+    assert setting in done.stderr
+    assert not unmounted.exists()  # nothing made in the share's place
+
+
+def test_a_worker_refuses_a_file_where_a_shared_folder_should_be(tmp_path: Path) -> None:
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the reports folder should be")
-    env = {
-        "NBRELAY_DATA_DIR": str(tmp_path / "data"),
-        "NBRELAY_WORKSPACE": str(tmp_path / "workspace"),
-        "NBRELAY_REPORTS_DIR": str(blocked / "reports"),
-        "NBRELAY_BROKER_URL": "redis://127.0.0.1:6379/0?prefix=nbrelay-test-unused",
-    }
+    done = worker(folders(tmp_path, reports=blocked))
+    assert done.returncode != 0
+    assert f"the reports folder {blocked} is not a folder" in done.stderr
+    assert "NBRELAY_REPORTS_DIR" in done.stderr
+
+
+def test_a_worker_without_its_reports_setting_says_the_default_is_not_shared(tmp_path: Path) -> None:
+    env = folders(tmp_path)
+    del env["NBRELAY_REPORTS_DIR"]
     done = worker(env)
     assert done.returncode != 0
-    assert f"cannot write the reports folder {blocked / 'reports'}" in done.stderr
+    assert f"the reports folder {tmp_path / 'data' / 'reports'} does not exist" in done.stderr
+    assert "NBRELAY_REPORTS_DIR is not set" in done.stderr
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder that exists and that this process cannot write: one without write permission, or, as root (whom
+    permissions do not stop), sysfs, where nobody can create a file."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    if Path("/sys/kernel").is_dir():
+        return Path("/sys/kernel")
+    pytest.skip("running as root, and no sysfs to stand for a folder nobody can write")
+
+
+def test_a_worker_that_cannot_write_the_reports_folder_fails_at_start(tmp_path: Path) -> None:
+    blocked = unwritable_folder(tmp_path)
+    done = worker(folders(tmp_path, reports=blocked))
+    assert done.returncode != 0
+    assert f"cannot write the reports folder {blocked}" in done.stderr
     assert "NBRELAY_REPORTS_DIR" in done.stderr

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from nbrelay.config import Settings
@@ -33,20 +34,47 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _RENEW_EVERY_S = 1.0
 _FENCE_AT = 0.8  # of lease_timeout_s without a successful renewal: stop our runs before a reaper re-queues them
+_SHARED = "workers and web nodes share it (an NFS mount in production)"  # said of each shared folder at start
+
+
+def _not_a_folder(folder: Path) -> str | None:
+    """Why `folder` is no folder on this machine, if it is not one."""
+    try:
+        if folder.is_dir():
+            return None
+        return "is not a folder" if folder.exists() else "does not exist"
+    except OSError as exc:  # a parent folder this user may not enter
+        return f"cannot be reached ({exc.strerror or exc})"
 
 
 def check_shared_folders(settings: Settings) -> None:
-    """Fail at start, clearly, when this machine cannot write the folders every node shares."""
-    for what, folder in (("workspace", settings.workspace), ("reports folder", settings.reports_dir)):
+    """Fail at start, clearly, when this machine lacks a folder every node shares, or cannot write it.
+
+    No folder is made: a missing one is most often a share not mounted here, and a folder made in its place would
+    take this worker's reports where no web node serves them, while every job it claims failed with "could not
+    read the notebook". The write check leaves nothing behind."""
+    folders = (
+        ("workspace", settings.workspace, "NBRELAY_WORKSPACE (or --workspace)"),
+        ("reports folder", settings.reports_dir, "NBRELAY_REPORTS_DIR"),
+    )
+    for what, folder, setting in folders:
+        if (problem := _not_a_folder(folder)) is not None:
+            default = (
+                " (NBRELAY_REPORTS_DIR is not set: its default, under this worker's data folder, is not shared.)"
+                if what == "reports folder" and settings.reports_folder is None
+                else ""
+            )
+            raise SystemExit(
+                f"nbrelay worker: the {what} {folder} {problem}, and a worker makes none: {_SHARED}. Mount it here, "
+                f"or set {setting} to where it is mounted.{default}"
+            )
         try:
-            folder.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".nbrelay-write-check-"):
                 pass
         except OSError as exc:
             raise SystemExit(
-                f"nbrelay worker: cannot write the {what} {folder} ({exc.strerror or exc}). Workers and web nodes "
-                "share it (an NFS mount in production): mount it here, writable, or set "
-                f"NBRELAY_{'WORKSPACE' if what == 'workspace' else 'REPORTS_DIR'}."
+                f"nbrelay worker: cannot write the {what} {folder} ({exc.strerror or exc}): {_SHARED}. Mount it "
+                f"here, writable by this user, or set {setting}."
             ) from exc
 
 
