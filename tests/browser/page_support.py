@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nbformat
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -107,9 +108,11 @@ class PageSession:
         init_script: str | None = None,
         wait_for: str = "app",
         prepare: Callable[[BrowserContext], None] | None = None,
+        **context_options: Any,
     ) -> Page:
-        """A new context's page at `url`; `prepare` sees the context first (to route or watch its requests)."""
-        context = self.browser.new_context(viewport=VIEWPORT)
+        """A new context's page at `url`; `prepare` sees the context first (to route or watch its requests).
+        `context_options` go to the new context (a phone's viewport, say)."""
+        context = self.browser.new_context(**{"viewport": VIEWPORT, **context_options})
         context.set_default_timeout(TIMEOUT_MS)
         if init_script:
             context.add_init_script(init_script)
@@ -153,6 +156,20 @@ def page_session(browser: Browser, request: pytest.FixtureRequest) -> Iterator[P
     yield session
     report = getattr(request.node, "rep_call", None)
     session.close(bool(report is not None and report.failed), request.node.name)
+
+
+def open_app(pages: PageSession, server: ServerProcess, path: str = "/", **kw: Any) -> Page:
+    """The page at `path` of `server`, once its connection is live."""
+    page = pages.open(f"{server.url}{path}", **kw)
+    wait_live(page)
+    return page
+
+
+def submit(server: ServerProcess, notebook: str, **parameters: object) -> int:
+    """A job of `notebook` submitted over the API (not the page); its id."""
+    answer = httpx.post(f"{server.url}/api/jobs", json={"notebook": notebook, "parameters": parameters}, timeout=30)
+    assert answer.status_code == 202, answer.text
+    return int(answer.json()["id"])
 
 
 def wait_live(page: Page) -> None:

@@ -15,10 +15,19 @@ from pathlib import Path
 import httpx
 import nbformat
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from tests.browser import page_support as support
-from tests.browser.page_support import JOB_IDS, RECORD_PROGRESS, PageSession, job_card, run_from_form, wait_live
+from tests.browser.page_support import (
+    JOB_IDS,
+    RECORD_PROGRESS,
+    PageSession,
+    job_card,
+    open_app,
+    run_from_form,
+    submit,
+    wait_live,
+)
 from tests.browser.test_push_page import BLOCK_WEBSOCKET
 from tests.conftest import ServerProcess
 
@@ -36,18 +45,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture
 def pages(browser: Browser, request: pytest.FixtureRequest) -> Iterator[PageSession]:
     yield from support.page_session(browser, request)
-
-
-def open_app(pages: PageSession, server: ServerProcess, **kw: str) -> Page:
-    page = pages.open(f"{server.url}/", **kw)
-    wait_live(page)
-    return page
-
-
-def submit(server: ServerProcess, notebook: str, **parameters: object) -> int:
-    answer = httpx.post(f"{server.url}/api/jobs", json={"notebook": notebook, "parameters": parameters}, timeout=30)
-    assert answer.status_code == 202, answer.text
-    return int(answer.json()["id"])
 
 
 def test_upload_run_watch_progress_toast_and_report(server: ServerProcess, pages: PageSession, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { runningText } from "../../src/nbrelay/web/app/dom.js";
+import { formatWhen, runningText } from "../../src/nbrelay/web/app/dom.js";
 import { JobStore, mergedPhase } from "../../src/nbrelay/web/app/jobs.js";
 
 const at = (seconds) => ({ ts: new Date(Date.UTC(2026, 0, 1, 0, 0, seconds)).toISOString() });
@@ -60,4 +60,12 @@ test("a late queued answer still brings what the job was submitted with", () => 
   assert.equal(store.get(7).state, "succeeded");
   assert.deepEqual(store.get(7).parameters, { name: "Ada" });
   assert.equal(store.get(7).created_at, "2026-01-01T00:00:01Z");
+});
+
+test("every relative time reads now on the server's clock once an event told it", () => {
+  // The browser's clock is an hour behind: an event stamped by the server "now" carries a time an hour ahead.
+  const serverTime = new Date(Date.now() + 3600_000).toISOString();
+  const store = new JobStore({ user: "alice" });
+  store.apply({ type: "job.queued", data: { job: 8, notebook: "tour.ipynb" }, ts: serverTime });
+  assert.equal(formatWhen(serverTime), "just now"); // the report viewer, history and file list call it so
 });

@@ -799,6 +799,52 @@ describe("8. status", () => {
   });
 });
 
+describe("8b. the browser's online and offline events", () => {
+  test("offline: reconnecting at once, not a heartbeat window later; online: a new socket at once", () => {
+    const network = new EventTarget();
+    const { client, WS, clock, of } = setup({ network });
+    client.connect();
+    welcome(WS.last);
+    const dead = WS.last;
+    network.dispatchEvent(new Event("offline"));
+    assert.equal(client.status, "reconnecting");
+    assert.equal(dead.closedWith.code, 4000);
+    clock.advance(250);
+    failBeforeWelcome(WS, clock); // attempts fail while offline, and the backoff grows
+    WS.last.drop(1006);
+    const before = WS.instances.length;
+    network.dispatchEvent(new Event("online"));
+    assert.equal(WS.instances.length, before + 1); // no wait for the backoff
+    welcome(WS.last);
+    assert.deepEqual(of("status"), ["connecting", "live", "reconnecting", "live"]);
+  });
+
+  test("offline on SSE: reconnecting, then the EventSource again when back", () => {
+    const network = new EventTarget();
+    const { client, ES, of } = setup({ network, WebSocket: undefined });
+    client.connect();
+    ES.last.open();
+    network.dispatchEvent(new Event("offline"));
+    assert.equal(client.status, "reconnecting");
+    assert.equal(ES.last.readyState, 2);
+    network.dispatchEvent(new Event("online"));
+    assert.equal(ES.instances.length, 2);
+    ES.last.open();
+    assert.deepEqual(of("status"), ["connecting", "fallback", "reconnecting", "fallback"]);
+  });
+
+  test("close() stops listening to the network", () => {
+    const network = new EventTarget();
+    const { client, WS } = setup({ network });
+    client.connect();
+    client.close();
+    network.dispatchEvent(new Event("online"));
+    network.dispatchEvent(new Event("offline"));
+    assert.equal(WS.instances.length, 1);
+    assert.equal(client.status, "closed");
+  });
+});
+
 describe("9. close()", () => {
   test("while live: socket closed with 1000, timers cleared, no reconnect", () => {
     const { client, WS, clock, of } = setup();

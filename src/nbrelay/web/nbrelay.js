@@ -131,6 +131,10 @@ export class NbrelayClient {
     this._WebSocket = "WebSocket" in o ? o.WebSocket : globalThis.WebSocket;
     this._EventSource = "EventSource" in o ? o.EventSource : globalThis.EventSource;
     this._location = o.location ?? globalThis.location;
+    // Where the browser's `online`/`offline` events fire (the window); null where there is none (node).
+    this._network = "network" in o ? o.network : (globalThis.window ?? null);
+    this._onOffline = () => this._wentOffline();
+    this._onOnline = () => this._cameOnline();
     // Wrapped so they are never called as methods of `this` (native timers throw "Illegal invocation").
     const setTimeoutFn = o.setTimeout ?? globalThis.setTimeout;
     const clearTimeoutFn = o.clearTimeout ?? globalThis.clearTimeout;
@@ -165,6 +169,7 @@ export class NbrelayClient {
     this._failedConnects = 0; // consecutive WebSocket attempts that ended before a welcome
     this._lastHeard = 0;
     this._timers = { reconnect: null, ping: null, watchdog: null };
+    this._retry = null; // what the reconnect timer will do: opening a socket or an EventSource
   }
 
   // --- public API -----------------------------------------------------------------------------------------
@@ -199,6 +204,8 @@ export class NbrelayClient {
     this._attempt = 0;
     this._failedConnects = 0;
     this._setStatus("connecting");
+    this._network?.addEventListener("offline", this._onOffline);
+    this._network?.addEventListener("online", this._onOnline);
     if (this._wsUrl) this._openSocket();
     else this._startFallback(); // no WebSocket in this environment at all
     return this;
@@ -434,10 +441,37 @@ export class NbrelayClient {
     this._attempt += 1;
     if (this._status !== "fallback") this._setStatus("reconnecting");
     this._clearTimer("reconnect");
+    this._retry = retry;
     this._timers.reconnect = this._setTimeout(() => {
       this._timers.reconnect = null;
       retry();
     }, delay);
+  }
+
+  // The browser knows at once when the network goes: a socket then carries nothing, but only the watchdog would
+  // notice, a heartbeat window later. Say so now and reconnect as for any dropped connection.
+  _wentOffline() {
+    if (this._es) {
+      this._closeEventSource();
+      this._setStatus("reconnecting");
+      this._scheduleRetry(() => this._openEventSource());
+    } else if (this._ws) {
+      const ws = this._dropSocket();
+      try {
+        ws.close(WATCHDOG_CLOSE_CODE, "the browser went offline");
+      } catch {
+        // already closing
+      }
+      this._scheduleRetry(() => this._openSocket()); // not a failure of WebSocket itself: no step to SSE
+    }
+  }
+
+  // Back online: retry now rather than after a backoff that grew while every attempt failed.
+  _cameOnline() {
+    this._attempt = 0;
+    if (this._timers.reconnect == null) return; // connected, or an attempt under way (its retry comes soon)
+    this._clearTimer("reconnect");
+    this._retry();
   }
 
   _terminate(code, reason) {
@@ -449,6 +483,8 @@ export class NbrelayClient {
 
   _shutdown() {
     this._probes += 1; // a health probe still under way must not schedule anything now
+    this._network?.removeEventListener("offline", this._onOffline);
+    this._network?.removeEventListener("online", this._onOnline);
     for (const name of Object.keys(this._timers)) this._clearTimer(name);
     const ws = this._dropSocket();
     try {
@@ -498,7 +534,10 @@ export class NbrelayClient {
     this._es = es;
     this._esStreams = streams.join(",");
     const listen = (type, fn) => es.addEventListener(type, (e) => es === this._es && fn(e));
-    listen("open", () => (this._attempt = 0));
+    listen("open", () => {
+      this._attempt = 0;
+      this._setStatus("fallback"); // again, after reconnecting from going offline
+    });
     listen("message", (e) => this._onSseMessage(e));
     listen("welcome", (e) => this._withJson(e, (m) => this._onSseWelcome(m)));
     listen("snapshot", (e) => this._withJson(e, (m) => this._emit("snapshot", withoutOp(m))));

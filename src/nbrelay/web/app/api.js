@@ -1,6 +1,8 @@
 // The REST API as the page uses it. Every URL is relative ("api/jobs"), so the page works wherever it is
 // served: at the root, or under a proxy's sub-path (the document's base URL decides).
 
+import { parseJson, stringifyJson } from "./json.js";
+
 /** An error answer of the API: {"error": {code, message, hint?, problems?}} with its HTTP status. */
 export class ApiError extends Error {
   constructor(status, body) {
@@ -41,7 +43,7 @@ function withQuery(path, query) {
 export async function request(method, path, { query, json, body } = {}) {
   const init = { method, headers: { accept: "application/json" }, credentials: "same-origin", cache: "no-store" };
   if (json !== undefined) {
-    init.body = JSON.stringify(json);
+    init.body = stringifyJson(json); // integers past 2^53 (BigInt) go exact
     init.headers["content-type"] = "application/json";
   } else if (body !== undefined) {
     init.body = body;
@@ -55,7 +57,7 @@ export async function request(method, path, { query, json, body } = {}) {
   const text = await response.text();
   let data = null;
   try {
-    data = text ? JSON.parse(text) : null;
+    data = text ? parseJson(text) : null; // a job's parameters keep their large integers exact
   } catch {
     data = null; // a proxy's HTML error page, say: the status tells enough
   }

@@ -1,6 +1,9 @@
 // DOM building and formatting for the page. Every piece of text goes in as a text node (never as HTML), so
 // file names, parameters and notebook output can hold anything without becoming markup.
 
+import { serverNow } from "./clock.js";
+import { stringifyJson } from "./json.js";
+
 const PROPERTIES = new Set(["value", "checked", "disabled", "hidden", "open", "selected", "indeterminate"]);
 
 /** h("button", {class: "btn", onclick}, "Run") → an element; children may be nodes, strings, arrays or null. */
@@ -110,8 +113,8 @@ export function formatBytes(size) {
 
 const RELATIVE = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
 
-/** An ISO time as "3 min ago" (recent) or a short date. */
-export function formatWhen(iso, now = Date.now()) {
+/** An ISO time as "3 min ago" (recent) or a short date; now is the server's, as the time given is. */
+export function formatWhen(iso, now = serverNow()) {
   const at = Date.parse(iso);
   if (!Number.isFinite(at)) return "";
   const seconds = Math.round((at - now) / 1000);
@@ -131,7 +134,7 @@ export function formatFullTime(iso) {
 /** {name: "Ada", count: 2} → "name=Ada · count=2" (values as JSON, strings bare). */
 export function formatParameters(parameters) {
   const entries = Object.entries(parameters ?? {});
-  return entries.map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(" · ");
+  return entries.map(([k, v]) => `${k}=${typeof v === "string" ? v : stringifyJson(v)}`).join(" · ");
 }
 
 /** "reports/daily.ipynb" → "daily.ipynb"; "" → "". */

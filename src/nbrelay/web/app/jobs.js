@@ -2,6 +2,7 @@
 // panel (queued with their place in the queue, running with progress, output and ETA, finished).
 
 import { api, urls } from "./api.js";
+import { noteServerTime, serverNow } from "./clock.js";
 import {
   baseName,
   describeError,
@@ -53,7 +54,7 @@ export class JobStore {
     this._notified = new Set();
     this._fetching = new Set();
     this._positionsTimer = null;
-    this._skewMs = null; // how far the browser's clock is ahead of the server's (from event times)
+    this.olderOnServer = false; // finished jobs older than those read exist (for the panel's "Show more")
   }
 
   onChange(fn) {
@@ -69,15 +70,10 @@ export class JobStore {
     return this.jobs.get(Number(id));
   }
 
-  /** Now, on the server's clock (so elapsed times stay right when the browser's clock is off). */
-  serverNow() {
-    return Date.now() - (this._skewMs ?? 0);
-  }
-
   elapsedS(job) {
     if (TERMINAL.has(job.state)) return job.duration_s ?? null;
     const started = Date.parse(job.started_at);
-    return Number.isFinite(started) ? Math.max(0, (this.serverNow() - started) / 1000) : null;
+    return Number.isFinite(started) ? Math.max(0, (serverNow() - started) / 1000) : null;
   }
 
   // --- merging ------------------------------------------------------------------------------------------------
@@ -119,7 +115,7 @@ export class JobStore {
   apply(event) {
     const data = event.data ?? {};
     if (data.job == null) return;
-    this._learnClock(event);
+    noteServerTime(event.ts); // so that every relative time on the page is read on the server's clock
     const id = Number(data.job);
     if (!this.jobs.has(id)) {
       this.jobs.set(id, {
@@ -192,6 +188,7 @@ export class JobStore {
   /** Read the recent jobs over REST (at start, and when the push history could not fill a gap). */
   async load() {
     const answer = await api.get("api/jobs", { limit: RECENT_LIMIT });
+    this.olderOnServer = answer.total > answer.jobs.length;
     const listed = new Set();
     for (const job of answer.jobs) {
       listed.add(job.id);
@@ -201,6 +198,14 @@ export class JobStore {
       if (!TERMINAL.has(job.state) && !listed.has(job.id)) this.fetch(job.id);
     }
     this.schedulePositions();
+  }
+
+  /** Read `limit` finished jobs, newest first, after the first `offset` of them. */
+  async loadFinished(offset, limit) {
+    const answer = await api.get("api/jobs", { state: [...TERMINAL].join(","), offset, limit });
+    this.olderOnServer = offset + answer.jobs.length < answer.total;
+    for (const job of answer.jobs) this.merge(job);
+    return answer;
   }
 
   fetch(id) {
@@ -260,14 +265,6 @@ export class JobStore {
 
   _changed(job) {
     for (const fn of this._changeListeners) fn(job);
-  }
-
-  _learnClock(event) {
-    const sent = Date.parse(event.ts);
-    if (!Number.isFinite(sent)) return;
-    // The smallest lag seen is the closest to the true offset: delivery only ever adds to it.
-    const lag = Date.now() - sent;
-    if (this._skewMs === null || lag < this._skewMs) this._skewMs = lag;
   }
 }
 
@@ -378,7 +375,9 @@ class JobCard {
     const error = finished && job.state !== "succeeded" ? describeError(job.error) : "";
     this.error.textContent = error;
     this.error.hidden = !error;
-    this.error.title = job.error?.reason ?? "";
+    // The text is cut to a few lines: the whole of it on hover (and in the report).
+    const reason = job.error?.reason ?? "";
+    this.error.title = reason && reason !== error ? `${error}\n${reason}` : error;
 
     const lines = (job.tail ?? "").replace(/\n+$/, "").split("\n");
     this.tail.textContent = lines.slice(-TAIL_LINES).join("\n");
@@ -393,7 +392,7 @@ class JobCard {
     const parts = [];
     if (job.state === "queued") {
       parts.push(job.queue_position ? `Position ${job.queue_position} in the queue` : "Waiting in the queue");
-      if (job.created_at) parts.push(`queued ${formatWhen(job.created_at, store.serverNow())}`);
+      if (job.created_at) parts.push(`queued ${formatWhen(job.created_at)}`);
     } else if (job.state === "running") {
       parts.push(runningText(job.progress));
       const elapsed = store.elapsedS(job);
@@ -408,7 +407,7 @@ class JobCard {
         timed_out: "Timed out after",
       };
       if (job.duration_s != null) parts.push(`${verb[job.state] ?? "Took"} ${formatDuration(job.duration_s)}`);
-      if (job.finished_at) parts.push(formatWhen(job.finished_at, store.serverNow()));
+      if (job.finished_at) parts.push(formatWhen(job.finished_at));
       this.meta.title = job.finished_at ? `Finished ${formatFullTime(job.finished_at)}` : "";
     }
     this.meta.textContent = parts.join(" · ");
@@ -432,6 +431,12 @@ export class JobsPanel {
     this.lists = {};
     this.counts = {};
     this.sections = {};
+    this.recentLimit = RECENT_LIMIT; // finished jobs shown: "Show more" adds a page
+    this.moreButton = h(
+      "button",
+      { type: "button", class: "btn btn-small btn-quiet list-more", hidden: true, onclick: () => this.showMore() },
+      "Show more",
+    );
     for (const { key, title } of SECTIONS) {
       this.counts[key] = h("span", { class: "count" });
       this.lists[key] = h("div", { class: "job-list" });
@@ -440,6 +445,7 @@ export class JobsPanel {
         { class: `job-section job-section-${key}`, dataset: { section: key }, hidden: true },
         h("h3", { class: "section-title" }, title, this.counts[key]),
         this.lists[key],
+        key === "finished" ? this.moreButton : null,
       );
     }
     this.empty = h(
@@ -492,12 +498,15 @@ export class JobsPanel {
       const sorted = [...cards].sort(order);
       if (sorted.some((el, i) => el !== cards[i])) fill(list, sorted);
       if (key === "finished") {
-        for (const el of sorted.slice(RECENT_LIMIT)) {
+        for (const el of sorted.slice(this.recentLimit)) {
           el.remove();
           this.cards.delete(Number(el.dataset.job));
+          this.store.olderOnServer = true; // still there, one "Show more" away
         }
+        this.moreButton.hidden = !this.store.olderOnServer;
       }
-      this.counts[key].textContent = String(Math.min(sorted.length, key === "finished" ? RECENT_LIMIT : Infinity));
+      const shown = Math.min(sorted.length, key === "finished" ? this.recentLimit : Infinity);
+      this.counts[key].textContent = String(shown);
       this.sections[key].hidden = sorted.length === 0;
     }
     this.empty.hidden = this.cards.size > 0;
@@ -517,6 +526,21 @@ export class JobsPanel {
     for (const card of this.cards.values()) {
       const job = this.store.get(card.id);
       if (job) card.tick(job);
+    }
+  }
+
+  /** The next page of older finished jobs, below those shown. */
+  async showMore() {
+    const shown = this.lists.finished.children.length;
+    this.recentLimit = shown + RECENT_LIMIT;
+    this.moreButton.disabled = true;
+    try {
+      await this.store.loadFinished(shown, RECENT_LIMIT);
+    } catch (error) {
+      this.handlers.onError(error);
+    } finally {
+      this.moreButton.disabled = false;
+      this.arrange();
     }
   }
 

@@ -20,6 +20,7 @@ const STATUS_TEXT = {
   fallback: ["Live · SSE", "Changes arrive as they happen (server-sent events: WebSocket does not get through here)"],
   closed: ["Offline", "Not connected to the server"],
 };
+const NO_NETWORK_TEXT = ["Offline", "This device has no network: the page reconnects as soon as it is back."];
 const AWAY_NOTICE_MS = 1000; // a reconnect after a longer break is worth a word
 
 function setMode(mode) {
@@ -187,7 +188,8 @@ function start(info) {
   );
   let awaySince = null;
   const showStatus = (status) => {
-    const [text, title] = STATUS_TEXT[status] ?? [status, ""];
+    const noNetwork = status === "reconnecting" && navigator.onLine === false;
+    const [text, title] = noNetwork ? NO_NETWORK_TEXT : (STATUS_TEXT[status] ?? [status, ""]);
     pill.dataset.status = status;
     pill.lastChild.textContent = text;
     pill.title = title;
@@ -207,6 +209,7 @@ function start(info) {
     }
   };
   client.on("status", showStatus);
+  window.addEventListener("online", () => showStatus(client.status)); // "Offline" → "Reconnecting…" until live
   client.on("snapshot", ({ jobs }) => store.applySnapshot(jobs));
   client.on("*", (event) => {
     if (event.type.startsWith("job.")) {

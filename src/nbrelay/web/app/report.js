@@ -21,6 +21,8 @@ import { TERMINAL } from "./jobs.js";
 // No allow-same-origin: with it, the report's scripts could reach into the page. Popups may open (links in
 // a report), escaping the sandbox so that the pages they open work normally.
 const SANDBOX = "allow-scripts allow-popups allow-popups-to-escape-sandbox";
+const HISTORY_PAGE = 50;
+const MAX_LIMIT = 500; // the most the API lists at once
 
 export class ReportViewer {
   /** handlers: onClose(), onOpen(id), toasts */
@@ -38,6 +40,16 @@ export class ReportViewer {
     this.frameBox = h("div", { class: "viewer-frame" });
     this.history = h("ol", { class: "history-list", "aria-label": "Report history" });
     this.historyTitle = h("h3", { class: "section-title" }, "History");
+    this.moreHistory = h(
+      "button",
+      {
+        type: "button",
+        class: "btn btn-small btn-quiet list-more",
+        hidden: true,
+        onclick: () => this.loadOlderHistory(),
+      },
+      "Show older",
+    );
     this.el = h(
       "section",
       { class: "viewer", hidden: true, "aria-label": "Report" },
@@ -67,7 +79,7 @@ export class ReportViewer {
         "div",
         { class: "viewer-body" },
         this.frameBox,
-        h("aside", { class: "viewer-history card" }, this.historyTitle, this.history),
+        h("aside", { class: "viewer-history card" }, this.historyTitle, this.history, this.moreHistory),
       ),
     );
     this.waitingFor = null; // the unfinished job on screen: shown again once it finishes
@@ -114,10 +126,13 @@ export class ReportViewer {
   renderMissing(message) {
     fill(this.title, "Report not found");
     fill(this.badge);
-    fill(this.sub, message);
+    fill(this.sub, `Job #${this.jobId}`); // the message itself is shown once, below
     fill(this.links);
     fill(this.frameBox, h("div", { class: "empty" }, icon("alert", "icon empty-icon"), h("p", null, message)));
+    this.notebook = null; // no history belongs here: neither the list nor the count of the report before
+    fill(this.historyTitle, "History");
     fill(this.history);
+    this.moreHistory.hidden = true;
   }
 
   renderHeader(job) {
@@ -125,8 +140,9 @@ export class ReportViewer {
     this.title.title = job.notebook;
     fill(this.badge, stateBadge(job.state));
     const parts = [`Job #${job.id}`];
+    if (!TERMINAL.has(job.state)) parts.push(unfinishedText(job)); // shown again when it finishes
     if (job.finished_at) parts.push(`finished ${formatWhen(job.finished_at)}`);
-    if (job.duration_s != null) parts.push(`took ${formatDuration(job.duration_s)}`);
+    if (job.duration_s != null && TERMINAL.has(job.state)) parts.push(`took ${formatDuration(job.duration_s)}`);
     const params = formatParameters(job.parameters);
     if (params) parts.push(params);
     fill(this.sub, parts.join(" · "));
@@ -195,23 +211,52 @@ export class ReportViewer {
     );
   }
 
+  /** The notebook's reports, newest first: as many as are listed already (at least a page), from the top. */
   async loadHistory(notebook) {
+    const listed = this.history.querySelectorAll(".history-item").length;
+    const limit = Math.min(MAX_LIMIT, Math.max(HISTORY_PAGE, listed));
     let answer;
     try {
-      answer = await api.get("api/reports", { notebook, limit: 50 });
+      answer = await api.get("api/reports", { notebook, limit });
     } catch {
       return;
     }
     if (notebook !== this.notebook) return;
-    fill(this.historyTitle, "History", h("span", { class: "count" }, String(answer.total)));
     if (!answer.reports.length) {
       fill(this.history, h("li", { class: "muted history-empty" }, "No reports yet."));
-      return;
+    } else {
+      fill(this.history, answer.reports.map((report) => this.historyItem(report)));
     }
-    fill(
-      this.history,
-      answer.reports.map((report) => this.historyItem(report)),
-    );
+    this.showHistoryTotal(answer.total);
+  }
+
+  /** The next page of the history, below the reports listed. */
+  async loadOlderHistory() {
+    const notebook = this.notebook;
+    const items = [...this.history.querySelectorAll(".history-item")];
+    this.moreHistory.disabled = true;
+    let answer;
+    try {
+      answer = await api.get("api/reports", { notebook, limit: HISTORY_PAGE, offset: items.length });
+    } catch (error) {
+      this.toasts.show({ kind: "error", title: "Could not read older reports", body: error.message });
+      return;
+    } finally {
+      this.moreHistory.disabled = false;
+    }
+    if (notebook !== this.notebook) return;
+    // Reports made meanwhile shift the pages: one already listed may come again.
+    const listed = new Set(items.map((item) => Number(item.dataset.job)));
+    const older = answer.reports.filter((report) => !listed.has(report.job));
+    this.history.append(...older.map((report) => this.historyItem(report)));
+    this.showHistoryTotal(answer.total);
+  }
+
+  showHistoryTotal(total) {
+    fill(this.historyTitle, "History", h("span", { class: "count" }, String(total)));
+    const left = total - this.history.querySelectorAll(".history-item").length;
+    this.moreHistory.hidden = left <= 0;
+    this.moreHistory.textContent = `Show older (${left} more)`;
   }
 
   historyItem(report) {
@@ -283,4 +328,10 @@ export class ReportViewer {
       this.loadHistory(this.notebook);
     }
   }
+}
+
+/** "running, started 2 min ago" or "waiting in the queue": a job that has not finished took nothing yet. */
+function unfinishedText(job) {
+  if (job.state !== "running") return "waiting in the queue";
+  return job.started_at ? `running, started ${formatWhen(job.started_at)}` : "running";
 }

@@ -4,6 +4,7 @@
 import { api, urls } from "./api.js";
 import { modal } from "./dialogs.js";
 import { baseName, fill, h, icon } from "./dom.js";
+import { exactInteger, parseJson, stringifyJson } from "./json.js";
 
 const NUMBER = { int: /^[-+]?\d+$/, float: /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/ };
 
@@ -14,34 +15,45 @@ export function fieldKind(parameter) {
   return kind === "list" || kind === "dict" ? "json" : kind;
 }
 
-function initialText(kind, value, source) {
+/** A value as the text of its field: the text that parseValue reads back as that same value. */
+export function initialText(kind, value) {
   if (value === null || value === undefined) return "";
-  if (kind === "str") return typeof value === "string" ? value : JSON.stringify(value);
-  if (kind === "json") return JSON.stringify(value);
-  if (kind === "any") return typeof value === "string" ? value : JSON.stringify(value);
-  return String(value ?? source ?? "");
+  if (kind === "str") return typeof value === "string" ? value : stringifyJson(value);
+  if (kind === "json") return stringifyJson(value);
+  // Untyped: a string shows bare unless it would read as another value ("123", "true"): then quoted.
+  if (kind === "any") return typeof value === "string" && readsAsText(value) ? value : stringifyJson(value);
+  return String(value);
+}
+
+function readsAsText(text) {
+  try {
+    parseJson(text);
+    return false;
+  } catch (error) {
+    return !(error instanceof RangeError);
+  }
 }
 
 /** The text of a field as the JSON value to send; throws a message for text that cannot be one. */
-function parseValue(kind, text) {
+export function parseValue(kind, text) {
   if (kind === "str") return text;
-  if (kind === "int" || kind === "float") {
-    const trimmed = text.trim();
-    // A number when it reads as one; anything else goes as typed, and the API says what it expected.
-    return NUMBER[kind].test(trimmed) ? Number(trimmed) : text;
-  }
-  if (kind === "json") {
-    try {
-      return JSON.parse(text);
-    } catch {
-      throw new Error('not valid JSON (a list is written [1, 2], an object {"key": "value"})');
-    }
-  }
+  const trimmed = text.trim();
+  // A number when it reads as one; anything else goes as typed, and the API says what it expected.
+  if (kind === "int") return NUMBER.int.test(trimmed) ? exactInteger(trimmed) : text;
+  if (kind === "float") return NUMBER.float.test(trimmed) ? finiteNumber(trimmed) : text;
   try {
-    return JSON.parse(text); // untyped: JSON when it is JSON (numbers, true, null, lists), else the text
-  } catch {
+    return parseJson(text); // untyped: JSON when it is JSON (numbers, true, null, lists), else the text
+  } catch (error) {
+    if (error instanceof RangeError) throw new Error(`${error.message}: too large for a number`);
+    if (kind === "json") throw new Error('not valid JSON (a list is written [1, 2], an object {"key": "value"})');
     return text;
   }
+}
+
+function finiteNumber(text) {
+  const number = Number(text);
+  if (!Number.isFinite(number)) throw new Error(`${text} is out of range: too large for a float`);
+  return number;
 }
 
 class ParameterField {
@@ -317,7 +329,7 @@ export async function openRunDialog(notebook, { previous = null, onSubmitted, on
       class: "input mono",
       rows: 4,
       "aria-label": "Parameters as JSON",
-      value: JSON.stringify(values, null, 1),
+      value: stringifyJson(values, 1),
     });
     paramsBody = [
       h("p", { class: "muted" }, `Parameters of ${info.language} notebooks can't be read: give them as a JSON object.`),
@@ -425,7 +437,7 @@ export async function openRunDialog(notebook, { previous = null, onSubmitted, on
     let invalid = false;
     if (rawParameters) {
       try {
-        body.parameters = JSON.parse(rawParameters.value || "{}");
+        body.parameters = parseJson(rawParameters.value || "{}");
       } catch {
         showBanner("The parameters are not a valid JSON object.");
         return null;

@@ -39,6 +39,15 @@ export class Toasts {
         action.label,
       ),
     );
+    const text = body ? h("p", { class: "toast-body" }, body) : null;
+    const more = text
+      ? h("button", { type: "button", class: "toast-more", hidden: true, "aria-expanded": "false" }, "Show all")
+      : null;
+    more?.addEventListener("click", () => {
+      const expanded = toast.classList.toggle("expanded");
+      more.setAttribute("aria-expanded", String(expanded));
+      more.textContent = expanded ? "Show less" : "Show all";
+    });
     const toast = h(
       "div",
       { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status", dataset: { kind } },
@@ -47,7 +56,8 @@ export class Toasts {
         "div",
         { class: "toast-main" },
         h("p", { class: "toast-title" }, title),
-        body ? h("p", { class: "toast-body" }, body) : null,
+        text,
+        more,
         buttons.length ? h("div", { class: "toast-actions" }, buttons) : null,
       ),
       h(
@@ -73,6 +83,8 @@ export class Toasts {
           }, 250)
         : null;
     this.region.append(toast);
+    // A long body (an exception's message) is cut to a few lines, so that the toast's buttons stay on screen.
+    if (text && text.scrollHeight > text.clientHeight + 1) more.hidden = false;
     while (this.region.children.length > MAX_TOASTS) this.region.firstElementChild.remove();
     if (key) this.byKey.set(key, { toast, close });
     return { close, element: toast };
