@@ -303,6 +303,23 @@ async def test_stream_output_is_throttled_and_complete(run: Run) -> None:
     assert all(b - a >= 0.2 for a, b in itertools.pairwise(times))
 
 
+async def test_a_run_leaves_the_workers_signals_as_they_were(run: Run) -> None:
+    """Found from outside: nbclient put SIGINT and SIGTERM handlers on the worker's loop for each run (a Ctrl-C
+    in the server's terminal shut the kernels down under the server's own stop), and left SIGINT raising
+    KeyboardInterrupt in a worker that ignores it."""
+    loop = asyncio.get_running_loop()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a worker process sets it
+    try:
+        _write_notebook(run.workspace / "signals.ipynb", "import time\ntime.sleep(0.5)")
+        running = asyncio.create_task(run("signals.ipynb"))
+        await run.seen["job.started"].wait()
+        assert signal.SIGINT not in getattr(loop, "_signal_handlers", {})
+        assert (await running).state is JobState.SUCCEEDED
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 async def test_missing_notebook_fails_cleanly(run: Run) -> None:
     """Its name and what happened, not the server's path to it (found from outside: "[Errno 2] … '/srv/…'")."""
     outcome = await run("gone.ipynb")

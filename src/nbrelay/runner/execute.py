@@ -13,7 +13,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import nbclient.client
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
+from nbclient.util import run_hook
 
 from nbrelay.errors import Unprocessable
 from nbrelay.models import JobError, JobState
@@ -131,6 +132,21 @@ class _JobClient(NotebookClient):
         self._last_flush = 0.0
         self._flush_handle: asyncio.TimerHandle | None = None
         self.cap = OutputCap(spec.cell_output_max_chars, spec.job_output_max_chars)
+
+    @contextlib.asynccontextmanager
+    async def async_setup_kernel(self, **kwargs: Any) -> AsyncIterator[None]:
+        """nbclient's setup without what it does for a kernel of its own: the pool's kernel is started, kept and
+        ended by the pool, and the worker's signals are the worker's. nbclient put SIGINT and SIGTERM handlers on
+        the worker's loop for each run, which shut the kernel down (found from outside: a Ctrl-C in the server's
+        terminal killed the kernels of the runs under way, which the server was stopping in order), and on
+        leaving, left SIGINT to raise KeyboardInterrupt in the worker, which had ignored it."""
+        try:
+            yield
+        except RuntimeError:
+            await run_hook(self.on_notebook_error, notebook=self.nb)
+            raise
+        finally:
+            await run_hook(self.on_notebook_complete, notebook=self.nb)
 
     async def async_execute(self, reset_kc: bool = False, **kwargs: Any) -> nbformat.NotebookNode:
         """nbclient's run of the cells, without the kernel_info request it opens with when the kernel's answer to it

@@ -16,6 +16,7 @@ import gc
 import importlib
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -95,6 +96,7 @@ def _become_kernel(request: dict[str, Any]) -> None:
     os.dup2(devnull, 1)
     os.dup2(err, 2)
     os.chdir(request.get("cwd") or "/")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a kernel is interrupted by SIGINT: not ignored
     if request.get("enter_file"):
         enter.install(str(request["enter_file"]))
     os.environ.clear()
@@ -138,6 +140,9 @@ def _fork_kernel(request: dict[str, Any], owner: int) -> int:
 
 def main() -> None:
     owner = os.getppid()  # the worker process that started us: it adopts the kernels (a child subreaper)
+    # Ctrl-C in the server's terminal reaches its whole process group: the server stops its workers, and they us
+    # (found from outside: the zygote died of it mid-stop, and the runs of its kernels with it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # `python -m` put the folder we were started in (the server's) first on sys.path, where a kernel's own would
     # shadow the modules next to its notebook: the kernel adds its folder there when it enters it (enter.py).
     if sys.path and os.path.abspath(sys.path[0] or os.curdir) == os.getcwd():
