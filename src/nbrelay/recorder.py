@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from nbrelay.steps import run_steps
 from nbrelay.store.base import JobStore
 
 log = logging.getLogger(__name__)
+_OWNERSHIP_CHECK_S = 1.0  # on leases: how stale the knowledge that a running job is still ours may be
 
 Listener = Callable[[Event], Awaitable[None]]
 
@@ -61,10 +63,15 @@ def worker_id(settings: Settings) -> str:
 
 
 class JobRecorder:
-    def __init__(self, settings: Settings, store: JobStore, worker: str):
+    def __init__(self, settings: Settings, store: JobStore, worker: str, *, leased: bool = False):
         self.settings = settings
         self.store = store
         self.worker = worker  # the id under which this process claims and saves jobs
+        # Jobs on leases (`nbrelay worker`): another worker may take one over, so a run's events go out only
+        # while the job is still this process's, read again at most every _OWNERSHIP_CHECK_S.
+        self.leased = leased
+        self._owned_at: dict[int, float] = {}
+        self._disowned: set[int] = set()  # jobs found not ours any more: their runs' events are dropped
         self.workspace = Workspace(settings.workspace)
         self.listeners: list[Listener] = []
         # Owners of running jobs: a progress or output event then costs no read of the job's row.
@@ -120,6 +127,8 @@ class JobRecorder:
         assert job_id is not None
         if event.type in TERMINAL_EVENTS:
             self._owners.pop(job_id, None)
+            self._owned_at.pop(job_id, None)
+            self._disowned.discard(job_id)
             job = await self.store.get_job(job_id)
             if job is not None and job.state is JobState.RUNNING and job.worker == self.worker:
                 finish = self.finish(
@@ -130,6 +139,8 @@ class JobRecorder:
                     task.add_done_callback(lambda _t: self._finishing.pop(job_id, None))
                 else:
                     await finish
+            return
+        if not await self._still_ours(job_id):
             return
         owner = self._owners.get(job_id)
         if owner is None or event.type in ("job.starting", "job.started"):
@@ -148,6 +159,25 @@ class JobRecorder:
         if event.type == "job.progress":
             await self.store.update_progress(job_id, int(event.data["cell"]), int(event.data["total"]))
         await self.publish(replace(event, data={**event.data, "owner": owner}))
+
+    def disown(self, job_id: int) -> None:
+        """The job is no longer this process's (its lease went to another worker): drop its run's events."""
+        self._disowned.add(job_id)
+
+    async def _still_ours(self, job_id: int) -> bool:
+        """Whether a run's event may go out: on leases, the job is still running here as the store says (found
+        from outside: a worker frozen past its lease published its run's events on waking, beside the next
+        attempt's and after its end)."""
+        if job_id in self._disowned:
+            return False
+        if not self.leased or time.monotonic() - self._owned_at.get(job_id, -_OWNERSHIP_CHECK_S) < _OWNERSHIP_CHECK_S:
+            return True
+        job = await self.store.get_job(job_id)
+        if job is None or job.state is not JobState.RUNNING or job.worker != self.worker:
+            self._disowned.add(job_id)
+            return False
+        self._owned_at[job_id] = time.monotonic()
+        return True
 
     async def finished(self, job_id: int) -> None:
         """Wait for the job's post-run steps, if they are still running."""

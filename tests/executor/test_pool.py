@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import nbformat
@@ -49,3 +50,83 @@ async def test_a_cancel_between_the_claim_and_the_hand_over_starts_no_cell(tmp_p
         await pool.stop()
     assert event.data["job"] == 7 and event.data["state"] == "cancelled", event
     assert not (workspace / "ran.txt").exists()
+
+
+def _ticking(workspace: Path, seconds: float) -> None:
+    """A notebook that appends a line to ticks.txt every 0.1 s for `seconds`, and prints each."""
+    source = (
+        "import time\n"
+        f"for i in range({int(seconds * 10)}):\n"
+        "    open('ticks.txt', 'a').write(f'{i}\\n')\n"
+        "    print(i, flush=True)\n"
+        "    time.sleep(0.1)"
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, workspace / "ticks.ipynb")
+
+
+async def test_a_run_on_a_lease_not_renewed_stops_by_itself_sends_nothing_more_and_writes_no_report(
+    tmp_path: Path,
+) -> None:
+    """Found from outside: with a worker's main process stopped (frozen, or cut off from the store), its worker
+    process ran the job on beside the next attempt, and on resuming its events and report came out over the other
+    attempt's. Past its lease the worker process stops the run itself: no event after, no report."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    _ticking(workspace, seconds=30)
+    pool = WorkerPool(Settings(workspace=workspace, data_dir=tmp_path / "data", workers=1))
+    events: list[tuple[float, Event]] = []
+    ended: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def on_event(event: Event) -> None:
+        events.append((time.monotonic(), event))
+        if event.type in TERMINAL_EVENTS:
+            ended.put_nowait(event)
+
+    await pool.start(on_event)
+    out = tmp_path / "out"
+    try:
+        spec = RunSpec(7, workspace / "ticks.ipynb", "python3", {}, out / "report.html", out / "executed.ipynb")
+        lease_until = time.monotonic() + 8  # the worker process and its kernel start, the run goes on: no renewal
+        await pool.run(spec, lease_until=lease_until)
+        event = await asyncio.wait_for(ended.get(), timeout=60)
+    finally:
+        await pool.stop()
+    assert event.data["state"] == "failed" and event.data["report"] is False, event
+    assert "lease was not renewed in time" in event.data["error"]["reason"]
+    late = [e.type for at, e in events if at > lease_until + 0.5 and e.type not in TERMINAL_EVENTS]
+    assert late == [], late  # nothing of the run came out after its lease (the stop's own check is 0.25 s)
+    assert not (out / "report.html").exists()
+    assert any(e.type == "job.output" for _, e in events)  # it ran while the lease held
+    assert len((workspace / "ticks.txt").read_text().split()) < 100  # and not its 30 s
+
+
+async def test_a_run_whose_lease_is_renewed_runs_to_its_end(tmp_path: Path) -> None:
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    _ticking(workspace, seconds=6)
+    pool = WorkerPool(Settings(workspace=workspace, data_dir=tmp_path / "data", workers=1))
+    ended: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def on_event(event: Event) -> None:
+        if event.type in TERMINAL_EVENTS:
+            ended.put_nowait(event)
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            pool.extend_leases({7}, time.monotonic() + 2)
+
+    await pool.start(on_event)
+    out = tmp_path / "out"
+    renewing = asyncio.create_task(renew())
+    try:
+        spec = RunSpec(7, workspace / "ticks.ipynb", "python3", {}, out / "report.html", out / "executed.ipynb")
+        await pool.run(spec, lease_until=time.monotonic() + 4)
+        event = await asyncio.wait_for(ended.get(), timeout=60)
+    finally:
+        renewing.cancel()
+        await pool.stop()
+    assert event.data["state"] == "succeeded" and event.data["report"] is True, event
+    assert (out / "report.html").exists()

@@ -4,12 +4,16 @@ folder: one missing is most often a share not mounted, and a folder made in its 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from nbrelay.config import Settings
 
 
 def worker(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -101,3 +105,36 @@ def test_a_worker_that_cannot_write_the_reports_folder_fails_at_start(tmp_path: 
     assert done.returncode != 0
     assert f"cannot write the reports folder {blocked}" in done.stderr
     assert "NBRELAY_REPORTS_DIR" in done.stderr
+
+
+async def test_a_store_that_hangs_on_renewal_stops_the_runs_before_the_lease_ends(tmp_path: Path) -> None:
+    """Found from outside: with PostgreSQL's packets dropped (no refusal), the renewal waited for good, the fence
+    that acts on failures never did, and the run went on past its lease beside the next attempt."""
+    from nbrelay.executor.worker_host import WorkerHost
+
+    class HangingStore:
+        async def renew_leases(self, worker: str, job_ids: object, *, lease_s: float) -> dict[int, bool]:
+            await asyncio.Event().wait()  # the connection hangs
+            return {}
+
+    settings = Settings(workspace=tmp_path, data_dir=tmp_path / "data", lease_timeout_s=2)
+    host = WorkerHost(settings)
+    stopped: list[tuple[int, float]] = []
+
+    async def cancel(job_id: int) -> None:
+        stopped.append((job_id, time.monotonic()))
+
+    host.store = HangingStore()  # type: ignore[assignment]
+    host.recorder = object()  # type: ignore[assignment]  (only a lost lease would reach it)
+    host.pool.cancel = cancel  # type: ignore[method-assign]
+    host._ends[5] = asyncio.get_running_loop().create_future()
+    started = time.monotonic()
+    renewing = asyncio.create_task(host._renew_forever())
+    try:
+        while not stopped and time.monotonic() - started < 10:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    finally:
+        renewing.cancel()
+        host.loop.close()
+    assert stopped and stopped[0][0] == 5
+    assert stopped[0][1] - started < settings.lease_timeout_s  # before a reaper could give the job to another

@@ -117,7 +117,9 @@ class WorkerPool:
     def running(self) -> set[int]:
         return {w.job_id for w in self._workers if w.job_id is not None}
 
-    async def run(self, spec: RunSpec) -> None:
+    async def run(self, spec: RunSpec, lease_until: float | None = None) -> None:
+        """Hand `spec` to the free worker idle longest. `lease_until` (monotonic): the job is on a lease, which
+        holds here until then unless `extend_leases` moves it on; past it the worker stops the run itself."""
         free = [w for w in self._workers if w.job_id is None and not w.recording and w.process.is_alive()]
         if not free:
             raise RuntimeError("no free worker: check free_slots() first")
@@ -131,10 +133,16 @@ class WorkerPool:
             if spec.timeout_s
             else None
         )
-        worker.inbox.put(("run", spec))
+        worker.inbox.put(("run", spec, lease_until))
         if spec.job_id in self._cancelled_early:
             del self._cancelled_early[spec.job_id]
             self._tell_cancel(worker)  # the worker reads it before the run's first step: no cell starts
+
+    def extend_leases(self, job_ids: set[int], until: float) -> None:
+        """The leases of `job_ids` were renewed: their workers may run them on until `until` (monotonic)."""
+        for worker in self._workers:
+            if worker.job_id in job_ids:
+                worker.inbox.put(("lease", worker.job_id, until))
 
     async def cancel(self, job_id: int) -> None:
         worker = self._worker_of(job_id)

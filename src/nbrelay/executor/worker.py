@@ -1,7 +1,14 @@
 """The worker process of the local executor: one job at a time, warm kernels, a reused HTML exporter.
 
-Commands arrive on `inbox` ("run", spec) / ("cancel", job_id) / ("stop",); everything that happens goes out on
-`outbox` as ("event", job_id, type, data) and ("done", job_id, state, error, report_written).
+Commands arrive on `inbox` ("run", spec, lease_until) / ("lease", job_id, lease_until) / ("cancel", job_id) /
+("stop",); everything that happens goes out on `outbox` as ("event", job_id, type, data) and ("done", job_id, state,
+error, report_written).
+
+A job on a lease (scale-out: `nbrelay worker`) comes with the monotonic time its lease holds until here, moved on
+by each renewal of the parent. Past it this process stops the run itself, sends none of its events and writes no
+report: the parent may be frozen or cut off from the store, and another worker may have the job by now (found from
+outside: a worker whose main process was stopped for 15 s ran its job on beside the next attempt, and on resuming
+published its events and wrote its report over the other's).
 """
 
 from __future__ import annotations
@@ -12,13 +19,15 @@ import os
 import signal
 import tempfile
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
+from nbrelay.models import JobState
 from nbrelay.runner.execute import run_job
 from nbrelay.runner.html import ReportWriter
 from nbrelay.runner.kernels import KernelPool
@@ -26,6 +35,8 @@ from nbrelay.runner.lifeline import die_with_parent
 from nbrelay.runner.spec import RunSpec
 
 log = logging.getLogger(__name__)
+_LEASE_CHECK_S = 0.25
+LEASE_LAPSED = "stopped by its worker: its lease was not renewed in time (the worker was cut off from the store)"
 
 
 @dataclass(frozen=True)
@@ -85,33 +96,57 @@ async def _serve(index: int, config: WorkerConfig, inbox: Queue[Any], outbox: Qu
 
     stops: dict[int, asyncio.Event] = {}
     tasks: set[asyncio.Task[None]] = set()
+    leases: dict[int, float] = {}  # job id → the monotonic time its lease holds until (jobs on leases only)
+
+    def still_ours(job_id: int) -> bool:
+        return job_id not in leases or time.monotonic() < leases[job_id]
 
     async def run(spec: RunSpec, stop: asyncio.Event) -> None:
         def emit(kind: str, data: dict[str, Any]) -> None:
-            outbox.put(("event", spec.job_id, kind, data))
+            if still_ours(spec.job_id):
+                outbox.put(("event", spec.job_id, kind, data))
 
         try:
-            outcome = await run_job(spec, pool, reports, emit, stop)
+            outcome = await run_job(spec, pool, reports, emit, stop, still_ours=lambda: still_ours(spec.job_id))
             error = outcome.error.to_dict() if outcome.error else None
+            if not still_ours(spec.job_id):
+                error = {"reason": LEASE_LAPSED}
+                outcome = replace(outcome, state=JobState.FAILED, report_written=False)
             outbox.put(("done", spec.job_id, outcome.state.value, error, outcome.report_written))
         except BaseException as exc:  # the parent must always hear how a job ended
             outbox.put(("done", spec.job_id, "failed", {"reason": f"worker error: {exc!r}"}, False))
             raise
         finally:
             stops.pop(spec.job_id, None)
+            leases.pop(spec.job_id, None)
 
+    async def watch_leases() -> None:
+        while True:
+            await asyncio.sleep(_LEASE_CHECK_S)
+            for job_id in [job_id for job_id in leases if not still_ours(job_id) and job_id in stops]:
+                if not stops[job_id].is_set():
+                    log.warning("job %s: its lease was not renewed in time: stopping its run here", job_id)
+                    stops[job_id].set()
+
+    watcher = asyncio.create_task(watch_leases())
     while True:
         command = await commands.get()
         if command[0] == "run":
             spec: RunSpec = command[1]
+            if command[2] is not None:
+                leases[spec.job_id] = command[2]
             stops[spec.job_id] = stop = asyncio.Event()
             task = asyncio.create_task(run(spec, stop))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+        elif command[0] == "lease":
+            if command[1] in leases:
+                leases[command[1]] = max(leases[command[1]], command[2])
         elif command[0] == "cancel":
             if command[1] in stops:
                 stops[command[1]].set()
         elif command[0] == "stop":
+            watcher.cancel()
             for stop in stops.values():
                 stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _RENEW_EVERY_S = 1.0
 _FENCE_AT = 0.8  # of lease_timeout_s without a successful renewal: stop our runs before a reaper re-queues them
+_RENEW_WAIT = 0.1  # of lease_timeout_s: how long one renewal may take before it counts as failed
 _SHARED = "workers and web nodes share it (an NFS mount in production)"  # said of each shared folder at start
 
 
@@ -125,7 +126,7 @@ class WorkerHost:
             subscriber_queue_size=settings.subscriber_queue_size,
         )
         await self.hub.start()
-        self.recorder = JobRecorder(settings, self.store, self.worker)
+        self.recorder = JobRecorder(settings, self.store, self.worker, leased=True)
         self.recorder.listeners.append(self._publish)
         await self.pool.start(self._on_event)
         self._heartbeat = asyncio.create_task(self._renew_forever(), name="leases")
@@ -163,23 +164,26 @@ class WorkerHost:
         while not self._stopping:
             while self.pool.free_slots() == 0:  # noqa: ASYNC110 (rare: a worker process being replaced after it died)
                 await asyncio.sleep(0.1)
+            asked = time.monotonic()  # the lease starts no sooner
             job = await self.store.claim(self.worker, lease_s=self.settings.lease_timeout_s)
             if job is None:
                 break  # another worker took it, or it was cancelled: wake-ups are only hints
             self.claimed += 1
             ran += 1
             log.info("job %s (attempt %s) claimed on a wake-up for job %s", job.id, job.attempt, hint)
-            await self._run_claimed(job)
+            await self._run_claimed(job, lease_until=asked + _FENCE_AT * self.settings.lease_timeout_s)
         return ran
 
-    async def _run_claimed(self, job: Job) -> None:
+    async def _run_claimed(self, job: Job, lease_until: float) -> None:
+        """Run a claimed job to its end, post-run steps included (its lease is renewed all that time: the job is
+        in `_ends`). Its worker process stops the run by itself past `lease_until` unless a renewal moves it on."""
         assert self.recorder is not None
         end = self._ends[job.id] = self.loop.create_future()
         try:
             spec = await self.recorder.spec_or_fail(job)
             if spec is None:
                 return
-            await self.pool.run(spec)
+            await self.pool.run(spec, lease_until=lease_until)
             await end
             await self.recorder.finished(job.id)
         finally:
@@ -196,20 +200,28 @@ class WorkerHost:
 
     # leases ----------------------------------------------------------------------------------------------------
     async def _renew_forever(self) -> None:
-        assert self.store is not None
+        assert self.store is not None and self.recorder is not None
         lease_s = self.settings.lease_timeout_s
         last_ok = time.monotonic()
         while True:
             await asyncio.sleep(min(_RENEW_EVERY_S, lease_s / 3))
-            running = self.pool.running()
+            # From the claim to the end of the post-run steps: a job's steps run on its lease too (found from
+            # outside: steps longer than the lease had the job taken over, run again, and failed "worker lost").
+            running = set(self._ends)
             if not running:
                 last_ok = time.monotonic()
                 continue
+            asked = time.monotonic()
             try:
-                held = await self.store.renew_leases(self.worker, running, lease_s=lease_s)
+                # A store that hangs rather than refuses must end in the fence too (found from outside: a dropped
+                # connection held the renewal, and the run, past the lease, beside the next attempt).
+                held = await asyncio.wait_for(
+                    self.store.renew_leases(self.worker, running, lease_s=lease_s), timeout=lease_s * _RENEW_WAIT
+                )
                 last_ok = time.monotonic()
+                self.pool.extend_leases({job_id for job_id in running if job_id in held}, asked + _FENCE_AT * lease_s)
             except Exception as exc:
-                log.warning("could not renew leases: %s", exc)
+                log.warning("could not renew leases: %s", exc or type(exc).__name__)
                 if time.monotonic() - last_ok > _FENCE_AT * lease_s:
                     # Cut off from the store: a reaper will soon give these jobs to others. Stop them first.
                     for job_id in running:
@@ -218,6 +230,7 @@ class WorkerHost:
             for job_id in running:
                 if job_id not in held:
                     self.lost += 1
+                    self.recorder.disown(job_id)
                     await self._stop_run(job_id, "lease lost")
                 elif held[job_id]:
                     await self._stop_run(job_id, "cancel requested")

@@ -401,8 +401,18 @@ def load_notebook(path: Path, kernel_name: str | None = None) -> nbformat.Notebo
     return nb
 
 
-async def run_job(spec: RunSpec, pool: KernelPool, reports: ReportWriter, emit: Emit, stop: asyncio.Event) -> Outcome:
-    """Run the job to a terminal outcome; never raises for anything the notebook or kernel does."""
+async def run_job(
+    spec: RunSpec,
+    pool: KernelPool,
+    reports: ReportWriter,
+    emit: Emit,
+    stop: asyncio.Event,
+    *,
+    still_ours: Callable[[], bool] | None = None,
+) -> Outcome:
+    """Run the job to a terminal outcome; never raises for anything the notebook or kernel does. `still_ours`: for
+    a job on a lease, whether it still holds; no report is written once it does not (another run may own the
+    job's report by then)."""
     try:
         nb = load_notebook(spec.notebook_path, spec.kernel_name)
         if spec.parameters:
@@ -420,7 +430,7 @@ async def run_job(spec: RunSpec, pool: KernelPool, reports: ReportWriter, emit: 
     # Cells are counted once the kernel is up (job.started); until then clients say what is going on.
     emit("job.starting", {"kernel": spec.kernel_name})
     with _loop_first():
-        return await _run(spec, nb, pool, reports, emit, stop)
+        return await _run(spec, nb, pool, reports, emit, stop, still_ours)
 
 
 @contextlib.contextmanager
@@ -438,7 +448,13 @@ def _loop_first() -> Iterator[None]:
 
 
 async def _run(
-    spec: RunSpec, nb: nbformat.NotebookNode, pool: KernelPool, reports: ReportWriter, emit: Emit, stop: asyncio.Event
+    spec: RunSpec,
+    nb: nbformat.NotebookNode,
+    pool: KernelPool,
+    reports: ReportWriter,
+    emit: Emit,
+    stop: asyncio.Event,
+    still_ours: Callable[[], bool] | None,
 ) -> Outcome:
     # The report is rendered as the job runs, from now on (inputs first, while the kernel starts), on a thread.
     pieces = reports.pieces(nb, spec.kernel_name, name=spec.notebook_path.stem)
@@ -471,9 +487,9 @@ async def _run(
         shutdown = asyncio.create_task(kernel.kill())
         try:
             # Pieces still rendering are finished first; then the report is a join of them.
-            await asyncio.wrap_future(pieces.write(html_path=spec.report_path, ipynb_path=spec.output_path))
+            written = pieces.write(html_path=spec.report_path, ipynb_path=spec.output_path, still_ours=still_ours)
+            outcome.report_written = await asyncio.wrap_future(written)
             reports.learn(nb, spec.kernel_name)
-            outcome.report_written = True
         except Exception as exc:
             log.exception("report for job %s", spec.job_id)
             if outcome.state is JobState.SUCCEEDED:

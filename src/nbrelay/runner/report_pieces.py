@@ -283,10 +283,11 @@ class ReportPieces:
         Done on the rendering thread, after the pieces queued before, which were rendered by the old places."""
         self.submit(self._prepend, cell)
 
-    def write(self, *, html_path: Path, ipynb_path: Path) -> Future[None]:
+    def write(self, *, html_path: Path, ipynb_path: Path, still_ours: Callable[[], bool] | None = None) -> Future[bool]:
         """Write the executed notebook and its report (each atomically) once the pieces queued before are
-        rendered. The notebook must not change any more: the run is over. The rendering thread ends with it."""
-        future = self.submit(self._write, html_path, ipynb_path)
+        rendered; whether they were. The notebook must not change any more: the run is over. The rendering
+        thread ends with it. `still_ours`: asked just before the files are written (a job on a lease)."""
+        future = self.submit(self._write, html_path, ipynb_path, still_ours)
         self._thread.shutdown(wait=False)
         return future
 
@@ -302,9 +303,13 @@ class ReportPieces:
         self._missing_alt.insert(0, 0)
         self._spills = {index + 1 for index in self._spills}
 
-    def _write(self, html_path: Path, ipynb_path: Path) -> None:
+    def _write(self, html_path: Path, ipynb_path: Path, still_ours: Callable[[], bool] | None = None) -> bool:
+        html = self.assemble(self.nb)
+        if still_ours is not None and not still_ours():
+            return False
         atomic_write(ipynb_path, nbformat.writes(self.nb).encode())
-        atomic_write(html_path, self.assemble(self.nb).encode())
+        atomic_write(html_path, html.encode())
+        return True
 
     def assemble(self, nb: nbformat.NotebookNode) -> str:
         """The report of `nb` (the run's notebook as it ended): pieces still current are reused, the others
