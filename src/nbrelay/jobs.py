@@ -17,8 +17,8 @@ from nbrelay.metrics import JobFigures
 from nbrelay.models import TERMINAL_EVENTS, Event, Job, JobError, JobState, transition
 from nbrelay.notebooks import KernelNames, NotebookInfo, read_notebook
 from nbrelay.recorder import JobRecorder, Listener, job_event, worker_id
-from nbrelay.runner.params import check_parameters
-from nbrelay.steps import read_notebook_steps, validate_steps
+from nbrelay.runner.params import check_parameters, default_value
+from nbrelay.steps import fill_fields, read_notebook_steps, validate_steps
 from nbrelay.store.base import MAX_ID, JobStore, NewJob
 
 __all__ = ["JobService", "SubmitRequest", "User", "job_event", "open_job_service"]
@@ -143,12 +143,20 @@ class JobService:
         info = self.inspect(request.notebook, user, request.kernel_name)
         self.kernels.check(info.kernel_name)
         check_parameters(info.parameters, request.parameters)
+        # Parameters not given keep the notebook's defaults: a step's field may name them (found from outside: a
+        # notebook whose own steps named one of its parameters could not be run with its defaults).
+        defaults = {
+            p.name: value
+            for p in info.parameters or []
+            if p.name not in request.parameters and (value := default_value(p)) is not None
+        }
+        names = [*request.parameters, *defaults]
         if request.steps is None:
-            defaults = read_notebook_steps(info.absolute)
-            return info, validate_steps(
-                defaults, parameters=request.parameters, origin=f"{info.path} metadata.nbrelay.steps"
-            )
-        return info, validate_steps(request.steps, parameters=request.parameters)
+            raw = read_notebook_steps(info.absolute)
+            steps = validate_steps(raw, parameters=names, origin=f"{info.path} metadata.nbrelay.steps")
+        else:
+            steps = validate_steps(request.steps, parameters=names)
+        return info, fill_fields(steps, defaults)
 
     def _timeout(self, given: float | None, default: float | None, what: str) -> float | None:
         value = given if given is not None else default

@@ -52,6 +52,21 @@ def test_copy_the_report_into_the_workspace(server_factory: Any, workspace: Path
     assert not [p for p in (workspace / "publish").iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_step_may_name_a_parameter_left_at_its_default(server_factory: Any, workspace: Path) -> None:
+    """Found from outside: a notebook whose steps named one of its own parameters could not be run with its
+    defaults ("unknown field {region}"). A parameter not given is the notebook's default, written into the step."""
+    server: ServerProcess = server_factory()
+    step = {"action": "copy", "source": "report", "to": "publish/{notebook}-{x}-{{x}}.html"}  # tiny.ipynb: x = 1
+    default, given = (
+        run_job(server, {"notebook": "tiny.ipynb", "steps": [step]}),
+        run_job(server, {"notebook": "tiny.ipynb", "parameters": {"x": 5}, "steps": [step]}),
+    )
+    assert default["state"] == given["state"] == "succeeded"
+    assert default["steps"][0]["to"] == "publish/{notebook}-1-{{x}}.html"  # the default, fixed at the submit
+    assert (workspace / "publish" / "tiny-1-{x}.html").is_file()
+    assert (workspace / "publish" / "tiny-5-{x}.html").is_file()
+
+
 def test_a_failing_step_leaves_the_job_succeeded(server_factory: Any, workspace: Path) -> None:
     server: ServerProcess = server_factory()
     (workspace / "publish").mkdir()

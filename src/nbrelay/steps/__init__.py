@@ -18,10 +18,11 @@ A step::
   file called "report" or "notebook", write "./report".
 - `to` is a workspace path with fields: {notebook} (file name without .ipynb), {notebook_dir} (its folder,
   "." at the top), {date} (YYYY-MM-DD) and {time} (HHMMSS) of the finish time in UTC, {job} (id), {state},
-  {user}, and the job's own parameters by name (only those the request gave; a field named like a built-in
-  means the built-in). Values are str()-ed and "/", "\\" and control characters (NUL included) in them become
-  "_", so a value never makes folders; only {notebook_dir} may hold "/". A `to` ending in "/" is a folder: the
-  file keeps its name there. Folders are created as needed. Write a literal brace as "{{" or "}}".
+  {user}, and the job's parameters by name (those the request gave, else the notebook's literal default, written
+  into the step when the job is submitted; a field named like a built-in means the built-in). Values are
+  str()-ed and "/", "\\" and control characters (NUL included) in them become "_", so a value never makes
+  folders; only {notebook_dir} may hold "/". A `to` ending in "/" is a folder: the file keeps its name there.
+  Folders are created as needed. Write a literal brace as "{{" or "}}".
 - The rendered destination goes through `Workspace.resolve`: one that leaves the workspace (say a parameter
   value ".." in a folder position) fails that file. An existing destination fails it too ("exists") unless
   `overwrite` is true; a folder is never replaced. Copies go to a temporary name in the destination folder
@@ -37,7 +38,7 @@ not stop the rest; each step's result says what happened. Step failures never ch
 """
 
 from nbrelay.steps.run import run_steps
-from nbrelay.steps.templates import BUILTIN_FIELDS, render, safe_value, template_values
+from nbrelay.steps.templates import BUILTIN_FIELDS, fill_fields, render, safe_value, template_values
 from nbrelay.steps.validate import MAX_STEPS, notebook_steps, read_notebook_steps, validate_steps
 from nbrelay.steps.writing import StepFailed
 
@@ -45,6 +46,7 @@ __all__ = [
     "BUILTIN_FIELDS",
     "MAX_STEPS",
     "StepFailed",
+    "fill_fields",
     "notebook_steps",
     "read_notebook_steps",
     "render",

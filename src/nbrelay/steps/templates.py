@@ -46,3 +46,22 @@ def render(template: str, values: Mapping[str, str]) -> str:
         if name is not None:
             out.append(values[name])
     return "".join(out)
+
+
+def fill_fields(steps: list[dict[str, Any]], values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Validated `steps` with the fields named in `values` written in as their (safe) text, the others kept: the
+    notebook's defaults of parameters a job was not given, fixed when it is submitted (the job keeps only the
+    parameters given, which is all a template finds when the job ends)."""
+    if not values:
+        return steps
+
+    def filled(template: str) -> str:
+        out: list[str] = []
+        for literal, name, _spec, _conversion in _FORMATTER.parse(template):
+            out.append(literal.replace("{", "{{").replace("}", "}}"))
+            if name is not None:
+                text = safe_value(values[name]) if name in values and name not in BUILTIN_FIELDS else None
+                out.append("{" + name + "}" if text is None else text.replace("{", "{{").replace("}", "}}"))
+        return "".join(out)
+
+    return [{**step, "to": filled(step["to"])} if isinstance(step.get("to"), str) else step for step in steps]
