@@ -62,9 +62,22 @@ class Contents:
         areas = self.areas(user)
         if write and not areas.can_change(rel):
             raise Forbidden(f"you may not change {rel}", code="not_yours")
+
         if not write and not areas.can_see(rel):
             raise NotFound(f"nothing at {rel}", code="file_not_found")
         return path, rel
+
+    @staticmethod
+    def _refuse_hidden(path: Path, rel: str) -> None:
+        """A new name that starts with '.' (or one inside such a folder) is refused: listings hide it (found from
+        outside: ".x.ipynb" uploaded, then was nowhere to be seen, and its second upload asked to replace a file
+        no one could see). What is there already may be replaced, renamed and deleted."""
+        if any(part.startswith(".") for part in rel.split("/")) and not os.path.lexists(path):
+            raise Unprocessable(
+                f"{rel}: names that start with '.' are hidden files, which listings do not show; "
+                "choose a name without the leading dot",
+                code="hidden_name",
+            )
 
     def _ensure_home(self, user: User) -> None:
         if self.settings.per_user_folders and not user.admin:
@@ -161,6 +174,7 @@ class Contents:
             raise Conflict(f"{rel} is a folder", code="is_a_directory")
         if not path.parent.is_dir():
             raise NotFound(f"no folder {self.workspace.lexical(path.parent) or '/'}", code="folder_not_found")
+        self._refuse_hidden(path, rel)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".upload")
         tmp = Path(tmp_name)
         try:
@@ -215,6 +229,7 @@ class Contents:
                 raise Conflict(f"{rel} exists", code="exists")
             if not path.parent.is_dir():
                 raise NotFound(f"no folder {self.workspace.lexical(path.parent) or '/'}", code="folder_not_found")
+            self._refuse_hidden(path, rel)
             path.mkdir()
         await self._changed(rel, "created", "directory")
         return self._model(path, rel, self.areas(user), content=False)
@@ -240,6 +255,7 @@ class Contents:
                 raise Conflict(f"{new_rel} is a folder that is not empty", code="not_empty")
             if not target.parent.is_dir():
                 raise NotFound(f"no folder {self.workspace.lexical(target.parent) or '/'}", code="folder_not_found")
+            self._refuse_hidden(target, new_rel)
             try:
                 os.replace(source, target)
             except OSError as exc:
@@ -272,6 +288,7 @@ class Contents:
                 target, target_rel = self._path(user, f"{folder_rel}/{name}" if folder_rel else name, write=True)
                 if target.exists():
                     raise Conflict(f"{target_rel} exists", code="exists")
+                self._refuse_hidden(target, target_rel)
             else:
                 target = self._copy_name(folder, source)
                 target_rel = self.workspace.lexical(target)

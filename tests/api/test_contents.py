@@ -147,6 +147,30 @@ def test_listing_shows_names_types_and_sizes_but_no_hidden_files_or_links_leadin
     assert http.get(api(f"{name}/out_file.txt")).status_code in {400, 404}
 
 
+def test_a_hidden_name_is_refused_where_it_would_be_made_and_an_existing_one_can_go(
+    http: httpx.Client, folder: tuple[str, Path]
+) -> None:
+    """Found from outside: ".x.ipynb" uploaded (201) and was then nowhere to be seen, since listings hide it, and
+    its second upload asked to replace a file no one could see."""
+    name, path = folder
+    (path / "a.txt").write_text("a")
+    (path / ".made-elsewhere").mkdir()  # by a notebook, say
+    made = {
+        "upload": http.put(api(f"{name}/.hidden.ipynb"), content=TINY),
+        "folder": http.put(api(f"{name}/.dotdir"), json={"type": "directory"}),
+        "inside a hidden folder": http.put(api(f"{name}/.made-elsewhere/x.txt"), content=b"x"),
+        "rename onto": http.patch(api(f"{name}/a.txt"), json={"path": f"{name}/.a.txt"}),
+    }
+    for what, answer in made.items():
+        assert answer.status_code == 422, (what, answer.text)
+        assert answer.json()["error"]["code"] == "hidden_name", what
+        assert "start with '.'" in answer.json()["error"]["message"], what
+    assert sorted(p.name for p in path.rglob("*")) == [".made-elsewhere", "a.txt"]  # nothing was made
+    (path / ".made-elsewhere" / "y.txt").write_text("x")  # what is there can still be replaced and deleted
+    assert http.put(api(f"{name}/.made-elsewhere/y.txt"), params={"overwrite": 1}, content=b"y").status_code == 201
+    assert http.delete(api(f"{name}/.made-elsewhere/y.txt")).status_code == 204
+
+
 def test_listing_a_missing_folder_is_404(http: httpx.Client, folder: tuple[str, Path]) -> None:
     answer = http.get(api(f"{folder[0]}/nope"))
     assert answer.status_code == 404 and error_code(answer) == "file_not_found"
