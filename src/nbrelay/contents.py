@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -25,6 +26,8 @@ from nbrelay.notebooks import checked
 
 Announce = Callable[[str, dict[str, Any]], Awaitable[None]]
 _CHUNK = 1 << 16
+# Unicode's explicit direction marks, embeddings, overrides and isolates (bidi controls).
+_BIDI_CONTROL = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _iso(timestamp: float) -> str:
@@ -68,15 +71,25 @@ class Contents:
         return path, rel
 
     @staticmethod
-    def _refuse_hidden(path: Path, rel: str) -> None:
-        """A new name that starts with '.' (or one inside such a folder) is refused: listings hide it (found from
-        outside: ".x.ipynb" uploaded, then was nowhere to be seen, and its second upload asked to replace a file
-        no one could see). What is there already may be replaced, renamed and deleted."""
-        if any(part.startswith(".") for part in rel.split("/")) and not os.path.lexists(path):
+    def _refuse_new_name(path: Path, rel: str) -> None:
+        """Names that are not made (what is there already may be replaced, renamed and deleted): one that starts
+        with '.', or is inside such a folder, as listings hide it (found from outside: ".x.ipynb" uploaded, was
+        then nowhere to be seen, and its second upload asked to replace a file no one could see); one holding a
+        character that reverses the text around it, which shows "nul\u202eblah.ipynb" as "nulbynpi.halb" in a
+        listing, a toast and a download name (an extension spoofed in a shared folder)."""
+        if os.path.lexists(path):
+            return
+        if any(part.startswith(".") for part in rel.split("/")):
             raise Unprocessable(
                 f"{rel}: names that start with '.' are hidden files, which listings do not show; "
                 "choose a name without the leading dot",
                 code="hidden_name",
+            )
+        if (found := _BIDI_CONTROL.search(rel)) is not None:
+            raise Unprocessable(
+                f"the name holds U+{ord(found.group()):04X}, which changes the direction text is shown in; "
+                "choose a name without it",
+                code="bidi_in_name",
             )
 
     def _ensure_home(self, user: User) -> None:
@@ -174,7 +187,7 @@ class Contents:
             raise Conflict(f"{rel} is a folder", code="is_a_directory")
         if not path.parent.is_dir():
             raise NotFound(f"no folder {self.workspace.lexical(path.parent) or '/'}", code="folder_not_found")
-        self._refuse_hidden(path, rel)
+        self._refuse_new_name(path, rel)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".upload")
         tmp = Path(tmp_name)
         try:
@@ -229,7 +242,7 @@ class Contents:
                 raise Conflict(f"{rel} exists", code="exists")
             if not path.parent.is_dir():
                 raise NotFound(f"no folder {self.workspace.lexical(path.parent) or '/'}", code="folder_not_found")
-            self._refuse_hidden(path, rel)
+            self._refuse_new_name(path, rel)
             path.mkdir()
         await self._changed(rel, "created", "directory")
         return self._model(path, rel, self.areas(user), content=False)
@@ -255,7 +268,7 @@ class Contents:
                 raise Conflict(f"{new_rel} is a folder that is not empty", code="not_empty")
             if not target.parent.is_dir():
                 raise NotFound(f"no folder {self.workspace.lexical(target.parent) or '/'}", code="folder_not_found")
-            self._refuse_hidden(target, new_rel)
+            self._refuse_new_name(target, new_rel)
             try:
                 os.replace(source, target)
             except OSError as exc:
@@ -288,7 +301,7 @@ class Contents:
                 target, target_rel = self._path(user, f"{folder_rel}/{name}" if folder_rel else name, write=True)
                 if target.exists():
                     raise Conflict(f"{target_rel} exists", code="exists")
-                self._refuse_hidden(target, target_rel)
+                self._refuse_new_name(target, target_rel)
             else:
                 target = self._copy_name(folder, source)
                 target_rel = self.workspace.lexical(target)

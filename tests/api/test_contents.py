@@ -161,6 +161,9 @@ def test_a_hidden_name_is_refused_where_it_would_be_made_and_an_existing_one_can
         "inside a hidden folder": http.put(api(f"{name}/.made-elsewhere/x.txt"), content=b"x"),
         "rename onto": http.patch(api(f"{name}/a.txt"), json={"path": f"{name}/.a.txt"}),
     }
+    spoofed = http.put(api(f"{name}/nul\u202eblah.ipynb"), content=TINY)  # shows as "nulbynpi.halb"
+    assert spoofed.status_code == 422 and spoofed.json()["error"]["code"] == "bidi_in_name", spoofed.text
+    assert "U+202E" in spoofed.json()["error"]["message"]
     for what, answer in made.items():
         assert answer.status_code == 422, (what, answer.text)
         assert answer.json()["error"]["code"] == "hidden_name", what
