@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
+import nbrelay.store.sql as sql_module
 from nbrelay.models import Job, JobError, JobState, transition
 from nbrelay.store import NewJob, open_store
 from nbrelay.store.sql import SqlJobStore, engine_url, metadata
@@ -369,6 +370,26 @@ async def test_renew_extends_only_the_holders_leases_and_tells_of_cancels(store:
     assert after is not None and after.lease_expires_at is not None
     assert after.lease_expires_at > held_a.lease_expires_at + timedelta(seconds=50)
     assert await store.renew_leases("w1", [], lease_s=60) == {}
+
+
+@pytest.mark.postgres
+async def test_leases_are_on_the_databases_clock_not_the_nodes(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found from outside: a worker whose clock was 10 s behind wrote leases that a web node's reaper found
+    expired within 2 s, and every job of the healthy worker was taken from it."""
+    store = SqlJobStore(postgres_url)
+    await store.start()
+    try:
+        job = await store.add_job(new())
+        real = sql_module.utcnow
+        monkeypatch.setattr(sql_module, "utcnow", lambda: real() - timedelta(seconds=10))  # the worker's clock
+        assert await store.claim("w1", lease_s=5, job_id=job.id) is not None
+        assert await store.renew_leases("w1", [job.id], lease_s=5) == {job.id: False}
+        monkeypatch.setattr(sql_module, "utcnow", real)  # the web node's
+        assert await store.expired_leases() == []
+    finally:
+        await store.close()
 
 
 async def test_expired_leases_and_saves_fenced_by_worker(store: SqlJobStore) -> None:
