@@ -25,6 +25,7 @@ from nbrelay.config import Settings
 from nbrelay.executor.celery_app import TASK_NAME, make_celery, queue_name
 from nbrelay.executor.pool import WorkerPool
 from nbrelay.hub import Hub, open_hub
+from nbrelay.hub.publish_queue import PublishQueue
 from nbrelay.models import TERMINAL_EVENTS, Event, Job
 from nbrelay.recorder import JobRecorder, job_streams, worker_id
 from nbrelay.store import open_store
@@ -87,6 +88,7 @@ class WorkerHost:
         self._thread = threading.Thread(target=self.loop.run_forever, name="nbrelay-host", daemon=True)
         self.store: JobStore | None = None
         self.hub: Hub | None = None
+        self.events: PublishQueue | None = None
         self.recorder: JobRecorder | None = None
         self.pool = WorkerPool(settings, stopping_reason="interrupted: worker stopped")
         self._ends: dict[int, asyncio.Future[None]] = {}
@@ -126,6 +128,8 @@ class WorkerHost:
             subscriber_queue_size=settings.subscriber_queue_size,
         )
         await self.hub.start()
+        self.events = PublishQueue(self.hub)  # in order, and kept while Redis is away
+        self.events.start()
         self.recorder = JobRecorder(settings, self.store, self.worker, leased=True)
         self.recorder.listeners.append(self._publish)
         await self.pool.start(self._on_event)
@@ -140,6 +144,8 @@ class WorkerHost:
         await self.stop_runs()
         if self.recorder is not None:
             await self.recorder.drain()
+        if self.events is not None:
+            await self.events.close()
         if self.hub is not None:
             await self.hub.close()
         if self.store is not None:
@@ -152,8 +158,8 @@ class WorkerHost:
 
     # runs ------------------------------------------------------------------------------------------------------
     async def _publish(self, event: Event) -> None:
-        assert self.hub is not None
-        await self.hub.publish(event, job_streams(event))
+        assert self.events is not None
+        await self.events.publish(event, job_streams(event))
 
     async def _run(self, hint: int | None) -> int:
         """Claim and run jobs, oldest first, until the queue is empty; how many ran. A wake-up only starts this

@@ -15,6 +15,7 @@ from nbrelay.config import Settings
 from nbrelay.errors import HubUnavailable, NotFound
 from nbrelay.hub import Hub
 from nbrelay.hub.hub import Subscriber
+from nbrelay.hub.publish_queue import PublishQueue
 from nbrelay.jobs import JobService, User
 from nbrelay.metrics import Metrics
 from nbrelay.models import TERMINAL_EVENTS, UNFINISHED_STATES, Event
@@ -41,6 +42,7 @@ class Push:
         self.auth = auth
         self.metrics = metrics
         self.connections: set[Connection] = set()
+        self.job_events = PublishQueue(hub)  # in order, and kept while the hub's broker is away
         self._per_user: dict[str, int] = {}
         self._drained = asyncio.Event()  # set whenever the last connection goes
         self._sweeper: asyncio.Task[None] | None = None
@@ -50,6 +52,7 @@ class Push:
     async def start(self) -> None:
         self.hub.observe_lag = self.metrics.hub_lag.observe
         await self.hub.start()
+        self.job_events.start()
         self.jobs.listeners.append(self.on_job_event)
         self._sweeper = asyncio.create_task(self._sweep())
         self._checker = asyncio.create_task(self._check_sign_ins())
@@ -71,6 +74,7 @@ class Push:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.close_all(wait_s=0.5)
+        await self.job_events.close()
         await self.hub.close()
 
     # events --------------------------------------------------------------------------------------------------
@@ -84,7 +88,7 @@ class Push:
                 self.metrics.job_duration.observe(event.data["duration_s"])
         streams = ([f"user:{owner}"] if owner else []) + ([f"job:{job}"] if job is not None else [])
         if streams:
-            await self.hub.publish(event, streams)
+            await self.job_events.publish(event, streams)
 
     async def on_schedule_event(self, event: Event) -> None:
         """A schedule's events (schedule.*) go to its owner's stream, as its jobs' events do."""
