@@ -17,11 +17,10 @@ import {
   runningText,
   STATE_LABELS,
 } from "./dom.js";
+import { OutputTail } from "./tail.js";
 
 export const TERMINAL = new Set(["succeeded", "failed", "cancelled", "timed_out"]);
 const TERMINAL_EVENTS = new Set(["job.succeeded", "job.failed", "job.cancelled", "job.timed_out"]);
-const TAIL_CHARS = 4000;
-const TAIL_LINES = 8;
 const RECENT_LIMIT = 30;
 
 // A job only moves forward: queued → running → finished. Answers and events can arrive in any order (a REST
@@ -82,7 +81,7 @@ export class JobStore {
     const id = Number(incoming.id);
     const known = this.jobs.get(id);
     if (!known) {
-      const job = { parameters: {}, progress: { cell: 0, total: 0 }, tail: "", ...incoming, id };
+      const job = { parameters: {}, progress: { cell: 0, total: 0 }, output: new OutputTail(), ...incoming, id };
       this.jobs.set(id, job);
       this._changed(job);
       return job;
@@ -125,7 +124,7 @@ export class JobStore {
         state: "queued",
         parameters: {},
         progress: { cell: 0, total: 0 },
-        tail: "",
+        output: new OutputTail(),
         created_at: event.ts,
       });
       this.fetch(id);
@@ -152,7 +151,7 @@ export class JobStore {
         this.merge({ ...base, state: "running", progress: { cell: data.cell, total: data.total, phase: data.phase } });
         break;
       case "job.output":
-        job.tail = (job.tail + (data.text ?? "")).slice(-TAIL_CHARS);
+        job.output.add(event);
         this._changed(job);
         break;
       default:
@@ -170,6 +169,26 @@ export class JobStore {
         });
         this.schedulePositions();
     }
+  }
+
+  /** The running jobs whose tails may miss what they printed while the page was not connected (before a reload,
+   * say): their tails await it from now on (fillOutput). */
+  awaitOutputHistory() {
+    const ids = [];
+    for (const job of this.jobs.values()) {
+      if (job.state !== "running" || job.output.awaitingHistory) continue;
+      job.output.awaitHistory();
+      ids.push(job.id);
+    }
+    return ids;
+  }
+
+  /** The job's earlier job.output events, read back from its stream's history: drawn before the live ones. */
+  fillOutput(id, history) {
+    const job = this.get(id);
+    if (!job) return;
+    job.output.fill(history);
+    this._changed(job);
   }
 
   /** The jobs that were queued or running at connect time (the server's snapshot). */
@@ -379,9 +398,9 @@ class JobCard {
     const reason = job.error?.reason ?? "";
     this.error.title = reason && reason !== error ? `${error}\n${reason}` : error;
 
-    const lines = (job.tail ?? "").replace(/\n+$/, "").split("\n");
-    this.tail.textContent = lines.slice(-TAIL_LINES).join("\n");
-    this.tail.hidden = finished || !job.tail;
+    const lines = job.output.lines;
+    this.tail.textContent = lines.join("\n");
+    this.tail.hidden = finished || !lines.length;
     this.tail.scrollTop = this.tail.scrollHeight;
     this.tick(job);
   }

@@ -3,6 +3,7 @@
 
 import NbrelayClient from "../nbrelay.js";
 import { api, whenUnauthorized } from "./api.js";
+import { fillOutputs } from "./backfill.js";
 import { baseName, describeError, formatDuration, h, icon, STATE_LABELS } from "./dom.js";
 import { FileBrowser } from "./files.js";
 import { JobsPanel, JobStore } from "./jobs.js";
@@ -210,7 +211,18 @@ function start(info) {
   };
   client.on("status", showStatus);
   window.addEventListener("online", () => showStatus(client.status)); // "Offline" → "Reconnecting…" until live
-  client.on("snapshot", ({ jobs }) => store.applySnapshot(jobs));
+  // What running jobs printed while the page was not connected (before a reload; or gone with the history of a
+  // stream we could not resume) comes back from their own streams. Later connects resume exactly: nothing lost.
+  const fillTails = () => {
+    const ids = store.awaitOutputHistory();
+    if (ids.length) fillOutputs(store, ids);
+  };
+  let connectedBefore = false;
+  client.on("snapshot", ({ jobs }) => {
+    store.applySnapshot(jobs);
+    if (!connectedBefore) fillTails();
+    connectedBefore = true;
+  });
   client.on("*", (event) => {
     if (event.type.startsWith("job.")) {
       store.apply(event);
@@ -224,6 +236,7 @@ function start(info) {
   client.on("recovered", ({ recovered }) => {
     if (recovered) return;
     // The events we missed are gone from the server's history: read the state again instead.
+    fillTails();
     store.load().catch(() => {});
     files.refresh();
     schedules.load();
