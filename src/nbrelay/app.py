@@ -56,13 +56,15 @@ from nbrelay.store import open_store
 log = logging.getLogger(__name__)
 
 
-def seed_workspace(workspace: Path) -> bool:
-    """Give a new, empty workspace the example notebooks, so a first start shows something real."""
+def seed_workspace(workspace: Path, into: str = "") -> bool:
+    """Give a new, empty workspace the example notebooks, so a first start shows something real: in its folder
+    `into` (the shared folder when users have folders of their own: found from outside, examples at the top were
+    seen by admins only, and "run tour.ipynb" led users nowhere)."""
     if workspace.exists() and any(workspace.iterdir()):
         return False
     source = resources.files("nbrelay") / "examples" / "workspace"
     with resources.as_file(source) as folder:
-        shutil.copytree(folder, workspace, dirs_exist_ok=True)
+        shutil.copytree(folder, workspace / into, dirs_exist_ok=True)
     return True
 
 

@@ -71,8 +71,9 @@ def serve(
     except ValidationError as exc:
         raise fail(settings_problem(exc)) from None
     err = console(stderr=True)
-    if examples and seed_workspace(settings.workspace):
-        err.print(f"[dim]example notebooks copied to {settings.workspace}[/dim]")
+    shared = settings.shared_dir if settings.per_user_folders else ""
+    if examples and seed_workspace(settings.workspace, into=shared):
+        err.print(f"[dim]example notebooks copied to {settings.workspace / shared}[/dim]")
     err.print(
         f"nbrelay on [bold]http://{settings.host}:{settings.port}[/bold]  workspace {settings.workspace}  "
         f"data {settings.data_dir}  workers {settings.workers}"
