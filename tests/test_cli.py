@@ -338,6 +338,27 @@ def test_run_local_writes_the_report_next_to_the_notebook(tmp_path: Path) -> Non
     assert sorted(p.name for p in folder.iterdir()) == ["tiny.html", "tiny.ipynb"]
 
 
+def test_run_local_keeps_its_files_where_asked_and_says_what_it_replaces(tmp_path: Path) -> None:
+    """Found from outside: --local replaced NAME.html next to the notebook without a word, and the executed
+    notebook went with the temporary folder."""
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    shutil.copy(NOTEBOOKS / "tiny.ipynb", folder / "tiny.ipynb")
+    (tmp_path / "mine.html").write_text("MY FILE")
+    args = ["-o", str(tmp_path / "mine.html"), "--executed", str(tmp_path / "ran.ipynb")]
+    result = nbrelay("run", "--local", str(folder / "tiny.ipynb"), *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"replacing {tmp_path / 'mine.html'}" in result.stderr
+    assert "<html" in (tmp_path / "mine.html").read_text().lower()
+    assert (
+        '"outputs"' in (tmp_path / "ran.ipynb").read_text()
+        and f"executed notebook: {tmp_path / 'ran.ipynb'}" in result.stdout
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["tiny.ipynb"]  # nothing written next to it this time
+    on_a_server = nbrelay("run", "tiny.ipynb", "-o", "x.html", cwd=tmp_path)
+    assert on_a_server.returncode == 2 and "only with --local" in on_a_server.stderr
+
+
 def test_run_local_of_a_missing_file_fails(tmp_path: Path) -> None:
     result = nbrelay("run", "--local", str(tmp_path / "nope.ipynb"), timeout_s=60)
     assert result.returncode == 2, result.stdout + result.stderr

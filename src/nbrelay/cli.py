@@ -218,11 +218,25 @@ def run(
     ] = None,
     follow: Annotated[bool, typer.Option("--follow/--poll", help="live progress by push, or by polling")] = True,
     token: TokenOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="with --local: the HTML report's file (default: NAME.html next to the notebook)"
+        ),
+    ] = None,
+    executed: Annotated[
+        Path | None, typer.Option("--executed", help="with --local: keep the executed notebook in this file too")
+    ] = None,
 ) -> None:
     """Run a notebook with parameters, show per-cell progress, exit non-zero when the job does not succeed."""
     pairs = param or []
     if local:
-        raise typer.Exit(asyncio.run(_run_local(Path(notebook), pairs, timeout_s, cell_timeout_s)))
+        run_local = _run_local(Path(notebook), pairs, timeout_s, cell_timeout_s, output=output, executed=executed)
+        raise typer.Exit(asyncio.run(run_local))
+    if output is not None or executed is not None:
+        raise typer.BadParameter(
+            "only with --local: a server keeps the job's files (nbrelay reports)", param_hint="--output/--executed"
+        )
     with connected(server, token) as client:
         declared = {p["name"]: p["type"] for p in client.parameters(notebook)["parameters"]}
         job = client.submit(
@@ -232,8 +246,18 @@ def run(
     raise typer.Exit(_print_outcome(final, server))
 
 
-async def _run_local(path: Path, pairs: list[str], timeout_s: float | None, cell_timeout_s: float | None) -> int:
-    """Run one notebook with an in-process service on a temporary data dir, workspace = the notebook's folder."""
+async def _run_local(
+    path: Path,
+    pairs: list[str],
+    timeout_s: float | None,
+    cell_timeout_s: float | None,
+    *,
+    output: Path | None = None,
+    executed: Path | None = None,
+) -> int:
+    """Run one notebook with an in-process service on a temporary data dir, workspace = the notebook's folder; the
+    report is kept in `output` (NAME.html next to the notebook) and, if asked, the executed notebook in `executed`,
+    both of which the temporary folder would otherwise take with it."""
     from nbrelay.api.schemas import job_json
     from nbrelay.jobs import SubmitRequest, User, open_job_service
     from nbrelay.store import open_store
@@ -267,12 +291,17 @@ async def _run_local(path: Path, pairs: list[str], timeout_s: float | None, cell
                 return job_json(found)
 
             final = await asyncio.to_thread(_follow, progress_of, job.id)
-            if final.get("report_url"):
-                report = path.with_suffix(".html")
-                done = await service.get(user, job.id)
-                if done.report_path:
-                    await asyncio.to_thread(shutil.copyfile, done.report_path, report)
-                    final["report_url"] = str(report)
+            done = await service.get(user, job.id)
+            kept = [(done.report_path, output or path.with_suffix(".html")), (done.output_path, executed)]
+            for made, wanted in kept:
+                if made and wanted is not None:
+                    if await asyncio.to_thread(wanted.exists):  # as `jupyter nbconvert` does, but said
+                        console(stderr=True).print(f"[dim]replacing {wanted}[/dim]")
+                    await asyncio.to_thread(shutil.copyfile, made, wanted)
+            if done.report_path:
+                final["report_url"] = str(output or path.with_suffix(".html"))
+            if done.output_path and executed is not None:
+                print(f"executed notebook: {executed}")
             return _print_outcome(final)
         except NbrelayError as exc:
             raise fail(exc.message, exc.hint) from None
