@@ -55,7 +55,8 @@ class Push:
         self.job_events.start()
         self.jobs.listeners.append(self.on_job_event)
         self._sweeper = asyncio.create_task(self._sweep())
-        self._checker = asyncio.create_task(self._check_sign_ins())
+        if self.settings.auth_mode == "token":  # the one mode whose sign-ins can be revoked
+            self._checker = asyncio.create_task(self._check_sign_ins())
 
     async def close_all(self, wait_s: float = 2.0) -> None:
         """Tell every client the server is going away (4001: reconnect and resume), and let the frames go out.
