@@ -322,6 +322,20 @@ def test_jobs_with_an_unknown_state_fails(shared_server: ServerProcess) -> None:
     assert "error:" in result.stderr and "bogus" in result.stderr
 
 
+@pytest.mark.postgres
+def test_serve_says_in_a_line_why_its_database_cannot_be_opened(tmp_path: Path) -> None:
+    """Found from outside: a database name that did not exist was a 200-line traceback before the server gave up."""
+    url = "postgresql://postgres:secret@127.0.0.1:5432/nbrelay_no_such_database"
+    args = ["serve", "--port", "9", "--data-dir", str(tmp_path / "data"), "--workspace", str(tmp_path / "ws")]
+    result = nbrelay(*args, env={"NBRELAY_DATABASE_URL": url}, timeout_s=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "error: the job database at postgresql://postgres:***@127.0.0.1:5432/nbrelay_no_such_database" in (
+        result.stderr
+    )
+    assert 'database "nbrelay_no_such_database" does not exist' in result.stderr
+    assert "Traceback" not in result.stderr and "secret" not in result.stderr
+
+
 # run --local --------------------------------------------------------------------------------------------------------
 def test_run_local_writes_the_report_next_to_the_notebook(tmp_path: Path) -> None:
     folder = tmp_path / "notebooks-copy"

@@ -70,15 +70,41 @@ def serve(
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         raise fail(settings_problem(exc)) from None
+    if (problem := _database_problem(settings.database_url)) is not None:
+        raise fail(problem, "check NBRELAY_DATABASE_URL: the server, the database and its name")
     err = console(stderr=True)
     shared = settings.shared_dir if settings.per_user_folders else ""
     if examples and seed_workspace(settings.workspace, into=shared):
         err.print(f"[dim]example notebooks copied to {settings.workspace / shared}[/dim]")
+    runs = f"workers {settings.workers}" if settings.executor == "local" else "jobs run on `nbrelay worker` machines"
     err.print(
         f"nbrelay on [bold]http://{settings.host}:{settings.port}[/bold]  workspace {settings.workspace}  "
-        f"data {settings.data_dir}  workers {settings.workers}"
+        f"data {settings.data_dir}  {runs}"
     )
     Server(server_config(create_app(settings), settings)).run()
+
+
+def _database_problem(url: str) -> str | None:
+    """Why the job database cannot be opened, in a line; None once it opens with its schema up to date (found from
+    outside: a database name that did not exist was a 200-line traceback before the server gave up)."""
+    from sqlalchemy.engine import make_url
+
+    from nbrelay.store import open_store
+
+    async def open_and_close() -> None:
+        store = open_store(url)
+        try:
+            await store.start()
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(open_and_close())
+    except Exception as exc:
+        where = make_url(url).render_as_string(hide_password=True) if "://" in url else url
+        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"the job database at {where} cannot be opened: {reason}"
+    return None
 
 
 @app.command()
