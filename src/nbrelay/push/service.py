@@ -203,6 +203,7 @@ class Push:
         subscription starts (once this returns nothing published is missed, on whichever node it is
         published), then, for a resume, what `resume` gives (the session drops any event that live delivery
         sends twice). HubUnavailable when the hub's broker does not answer."""
+        session.following(action)
         if not await self.may_follow(session.user, action.stream):
             return [session.refuse(action.stream)]
         await self.hub.follow(subscriber, action.stream)

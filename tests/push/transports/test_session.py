@@ -28,6 +28,13 @@ def event(offset: int, epoch: str = "e1", stream: str = "user:alice") -> Event:
     return Event("notice", {"n": offset}, stream=stream, offset=offset, epoch=epoch)
 
 
+def subscribed(s: Session, text: str) -> None:
+    """A subscribe read and carried out, as a transport does."""
+    (action,) = s.receive(text, now=1)
+    assert isinstance(action, Subscribe)
+    s.following(action)
+
+
 def test_welcome_names_the_user_heartbeat_and_positions() -> None:
     message = session().welcome({"user:alice": "e1:4"}).message
     assert message == {
@@ -46,12 +53,30 @@ def test_ping_gets_pong() -> None:
 
 def test_subscribe_and_unsubscribe() -> None:
     s = session()
-    assert s.receive(json.dumps({"op": "subscribe", "stream": "job:7", "since": "k3f9:40"}), now=1) == [
-        Subscribe("job:7", "k3f9:40")
-    ]
+    (subscribe,) = s.receive(json.dumps({"op": "subscribe", "stream": "job:7", "since": "k3f9:40"}), now=1)
+    assert subscribe == Subscribe("job:7", "k3f9:40")
+    assert isinstance(subscribe, Subscribe)
+    s.following(subscribe)  # as the transport carries it out
     assert s.positions["job:7"] == ("k3f9", 40)
     assert s.receive('{"op":"unsubscribe","stream":"job:7"}', now=2) == [Unsubscribe("job:7")]
     assert "job:7" not in s.positions
+
+
+def test_subscribing_again_with_since_resends_what_a_live_event_on_its_way_would_have_skipped() -> None:
+    """Found from outside: a stream followed live and subscribed to again with `since` lost the start of its
+    history: the position was set as the message was read, a live event still on its way then moved it past the
+    history, and the history was dropped as seen."""
+    s = session()
+    (first,) = s.receive('{"op":"subscribe","stream":"user:alice","since":"e1:4"}', now=1)
+    assert isinstance(first, Subscribe)
+    s.following(first)
+    assert s.accept(event(5)) is True
+    (again,) = s.receive('{"op":"subscribe","stream":"user:alice","since":"e1:2"}', now=2)
+    assert isinstance(again, Subscribe)
+    assert s.accept(event(6)) is True  # delivered before the subscribe is carried out, in order
+    s.following(again)
+    assert [s.accept(event(n)) for n in (3, 4, 5, 6)] == [True] * 4  # the history asked for, then live again
+    assert s.accept(event(6)) is False
 
 
 @pytest.mark.parametrize(
@@ -91,7 +116,7 @@ def ops(messages: list[dict[str, object]]) -> list[object]:
 
 def test_delivery_dedupes_by_offset_within_an_epoch() -> None:
     s = session()
-    s.receive('{"op":"subscribe","stream":"user:alice","since":"e1:2"}', now=1)
+    subscribed(s, '{"op":"subscribe","stream":"user:alice","since":"e1:2"}')
     assert s.deliver(event(2)) == []  # already had it
     assert ops(s.deliver(event(3))) == ["e1:3"]
     assert s.deliver(event(3)) == []
@@ -101,7 +126,7 @@ def test_delivery_dedupes_by_offset_within_an_epoch() -> None:
 def test_an_event_of_a_new_epoch_says_first_that_history_was_lost() -> None:
     """The stream's history went (its broker restarted empty): a live client learns it and re-reads state."""
     s = session()
-    s.receive('{"op":"subscribe","stream":"user:alice","since":"e1:2"}', now=1)
+    subscribed(s, '{"op":"subscribe","stream":"user:alice","since":"e1:2"}')
     assert ops(s.deliver(event(3))) == ["e1:3"]
     notice, message = s.deliver(event(1, epoch="e2"))
     assert notice == {"op": "recovered", "stream": "user:alice", "recovered": False, "position": "e2:0"}
@@ -114,14 +139,14 @@ def test_an_event_of_a_new_epoch_says_first_that_history_was_lost() -> None:
 
 def test_the_first_epoch_a_subscription_sees_is_no_change() -> None:
     s = session()
-    s.receive('{"op":"subscribe","stream":"user:alice"}', now=1)  # no position: no epoch known yet
+    subscribed(s, '{"op":"subscribe","stream":"user:alice"}')  # no position: no epoch known yet
     assert ops(s.deliver(event(7, epoch="e5"))) == ["e5:7"]
     assert ops(s.deliver(event(8, epoch="e5"))) == ["e5:8"]
 
 
 def test_unrecovered_resume_moves_the_position_to_now() -> None:
     s = session()
-    s.receive('{"op":"subscribe","stream":"user:alice","since":"old:3"}', now=1)
+    subscribed(s, '{"op":"subscribe","stream":"user:alice","since":"old:3"}')
     answer = s.resumed("user:alice", False, "e9", 17)
     assert answer.message == {"op": "recovered", "stream": "user:alice", "recovered": False, "position": "e9:17"}
     assert s.deliver(event(17, epoch="e9")) == [] and ops(s.deliver(event(18, epoch="e9"))) == ["e9:18"]

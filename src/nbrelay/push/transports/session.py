@@ -198,9 +198,15 @@ class Session:
             return [self._error("bad_since", "'since' must be an event id like \"k3f9:42\"", stream=stream)]
         if stream not in self.positions and len(self.positions) >= MAX_STREAMS:
             return [self._error("too_many_streams", f"at most {MAX_STREAMS} streams per connection", stream=stream)]
-        position = parse_position(since)
-        self.positions[stream] = position if position else (None, 0)
+        # Counted now; where it is followed from is set when the subscribe is carried out (`following`), in order
+        # with the events before it: a stream subscribed to again with `since` lost the start of its history when
+        # a live event still on its way moved the position past it.
+        self.positions.setdefault(stream, (None, 0))
         return [Subscribe(stream, since)]
+
+    def following(self, action: Subscribe) -> None:
+        """The subscribe is being carried out: its stream is followed from `since` (from its next event without)."""
+        self.positions[action.stream] = parse_position(action.since) or (None, 0)
 
     def refuse(self, stream: str) -> Send:
         """The transport found the stream is not this user's (a job of someone else, or another user)."""
