@@ -80,11 +80,15 @@ class KernelNames:
     def known(self) -> set[str]:
         return set(self.languages())
 
-    def check(self, name: str) -> None:
+    def installed(self, name: str) -> bool:
+        """Whether kernel `name` is installed (read again when it was not: it may have been installed since)."""
         if name in self.known():
-            return
+            return True
         self._languages = {}
-        if name not in self.known():
+        return name in self.known()
+
+    def check(self, name: str) -> None:
+        if not self.installed(name):
             raise Unprocessable(
                 f"unknown kernel {name!r}; installed kernels: {', '.join(sorted(self.known())) or 'none'}",
                 code="unknown_kernel",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import unicodedata
 from typing import Any
@@ -53,6 +54,19 @@ def test_parameters_list_names_types_defaults_and_help(shared_server: ServerProc
     }
     assert by_name["items"]["help"] == "a list"
     assert by_name["n"]["help"] == ""
+
+
+def test_a_notebook_whose_kernel_is_not_installed_says_so_before_the_run(shared_server: ServerProcess) -> None:
+    """Found from outside: the form of such a notebook opened as any other, and "unknown kernel" came on Run."""
+    nb = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "ir", "language": "R", "display_name": "R"}},
+        "cells": [],
+    }
+    (shared_server.workspace / "in-r.ipynb").write_text(json.dumps(nb))
+    assert parameters_of(shared_server, "in-r.ipynb").json()["kernel_installed"] is False
+    assert parameters_of(shared_server, "tiny.ipynb").json()["kernel_installed"] is True
 
 
 def test_untyped_parameter_is_listed_with_its_default(shared_server: ServerProcess) -> None:

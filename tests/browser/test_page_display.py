@@ -251,3 +251,19 @@ def test_a_missing_report_says_so_once_and_shows_no_history(server: ServerProces
     expect(page.locator(".viewer-history .section-title")).to_have_text("History")
     expect(page.locator(".history-item")).to_have_count(0)
     pages.assert_no_page_errors()
+
+
+def test_the_run_form_of_a_notebook_without_its_kernel_says_so_and_does_not_run(
+    server: ServerProcess, pages: PageSession
+) -> None:
+    """Found from outside: the form opened as any other, and "unknown kernel 'ir'" came only on Run."""
+    nb = (
+        '{"nbformat": 4, "nbformat_minor": 5, "cells": [], "metadata": {"kernelspec": {"name": "ir", "language": "R"}}}'
+    )
+    (server.workspace / "in-r.ipynb").write_text(nb)
+    page = open_app(pages, server)
+    page.locator(".file-row[data-path='in-r.ipynb'] [data-action=run]").click()
+    dialog = page.locator("dialog.run-dialog")
+    expect(dialog.locator(".form-error")).to_contain_text("The kernel ir is not installed on the server")
+    expect(dialog.locator("button[type=submit]")).to_be_disabled()
+    pages.assert_no_page_errors()

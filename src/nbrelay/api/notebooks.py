@@ -29,6 +29,8 @@ async def notebook_parameters(path: WorkspacePath, jobs: Service, user: CurrentU
     return {
         "notebook": info.path,
         "kernel_name": info.kernel_name,
+        # A form for a notebook whose kernel is missing says so before anything is typed into it.
+        "kernel_installed": await asyncio.to_thread(jobs.kernels.installed, info.kernel_name),
         "language": info.language,
         "inspectable": parameters is not None,
         "parameters": [{**p.to_dict(), "default_value": default_value(p)} for p in parameters or []],

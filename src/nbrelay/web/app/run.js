@@ -381,6 +381,17 @@ export async function openRunDialog(notebook, { previous = null, onSubmitted, on
     h("fieldset", { class: "params" }, h("legend", { class: "sr-only" }, "Parameters"), paramsBody),
     advanced,
   );
+  if (info.kernel_installed === false) {
+    // Said at once, not after the form is filled in: the server would refuse the run (unknown_kernel).
+    fill(
+      banner,
+      icon("alert"),
+      h("span", null, `The kernel ${info.kernel_name} is not installed on the server: this notebook cannot run here.`),
+    );
+    banner.hidden = false;
+    submit.disabled = true;
+    if (schedule) schedule.disabled = true;
+  }
   const { dialog, close } = modal({
     title: `Run ${baseName(notebook)}`,
     label: `Run ${notebook}`,
