@@ -234,6 +234,9 @@ class WorkerHost:
                         await self._stop_run(job_id, "lease could not be renewed")
                 continue
             for job_id in running:
+                end = self._ends.get(job_id)
+                if job_id not in held and end is not None and end.done():
+                    continue  # its run is over: it ended meanwhile (its steps' save, if any, finds out itself)
                 if job_id not in held:
                     self.lost += 1
                     self.recorder.disown(job_id)
