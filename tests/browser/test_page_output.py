@@ -65,4 +65,14 @@ time.sleep(60)
     tail = job_card(page, job).locator(".job-tail")
     expect(tail).to_have_text(re.compile(r"done$"))
     assert tail_lines(job_card(page, job)) == ["ready", "100%|##########|", "done"]
+    # The colours are drawn: "ready" bold and green, "done" red, the bar in the tail's own colour.
+    ready, done = tail.locator("span", has_text="ready"), tail.locator("span", has_text="done")
+    expect(ready).to_have_css("font-weight", "700")
+    plain = tail.evaluate("(el) => getComputedStyle(el).color")
+    colours = {
+        ready.evaluate("(el) => getComputedStyle(el).color"),
+        done.evaluate("(el) => getComputedStyle(el).color"),
+    }
+    assert len(colours | {plain}) == 3, (colours, plain)
+    expect(tail.locator("span", has_text="100%")).to_have_count(0)
     pages.assert_no_page_errors()

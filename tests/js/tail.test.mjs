@@ -32,11 +32,61 @@ test("CR LF ends the line and keeps it", () => {
   assert.deepEqual(screenOf("one\r\ntwo\r", "\nthree"), ["one", "two", "three"]);
 });
 
-test("colour sequences are dropped, also when an event ends in the middle of one", () => {
+test("colour sequences do not print, also when an event ends in the middle of one", () => {
   assert.deepEqual(screenOf("\x1b[31mred\x1b[0m \x1b[1;3", "2mgreen\x1b[0m\n", "\x1b", "[Kplain"), [
     "red green",
     "plain",
   ]);
+});
+
+function runsOf(...writes) {
+  const screen = new Screen();
+  for (const text of writes) screen.write(text);
+  return screen.rows.map((row) => row.runs.map(({ text, className }) => [text, className]));
+}
+
+test("text keeps the colours and emphasis it was printed with, also across a sequence cut between events", () => {
+  assert.deepEqual(runsOf("\x1b[31mred\x1b[0m \x1b[1;3", "2mgreen\x1b[22m thin\x1b[39;44m on blue\x1b[m.\n"), [
+    [
+      ["red", "ansi-fg-1"],
+      [" ", ""],
+      ["green", "ansi-fg-2 ansi-bold"],
+      [" thin", "ansi-fg-2"],
+      [" on blue", "ansi-bg-4"],
+      [".", ""],
+    ],
+  ]);
+});
+
+test("a colour lasts across lines and events until it is reset, as on a terminal", () => {
+  assert.deepEqual(runsOf("\x1b[3;4;93mwarn\n", "still\x1b[0m\n"), [
+    [["warn", "ansi-fg-11 ansi-italic ansi-underline"]],
+    [["still", "ansi-fg-11 ansi-italic ansi-underline"]],
+  ]);
+});
+
+test("256 colours and 24-bit colours are drawn as the nearest of the 16", () => {
+  assert.deepEqual(runsOf("\x1b[38;5;196mA\x1b[38;5;2mB\x1b[48;2;0;0;250mC\x1b[38:5:244mD\x1b[0m\n"), [
+    [
+      ["A", "ansi-fg-9"],
+      ["B", "ansi-fg-2"],
+      ["C", "ansi-fg-2 ansi-bg-4"],
+      ["D", "ansi-fg-8 ansi-bg-4"],
+    ],
+  ]);
+});
+
+test("an overwrite after a carriage return takes the new colour for the characters it covers only", () => {
+  assert.deepEqual(runsOf("\x1b[31mabcdef\r\x1b[32mXY\n"), [
+    [
+      ["XY", "ansi-fg-2"],
+      ["cdef", "ansi-fg-1"],
+    ],
+  ]);
+});
+
+test("a colour form that cannot be read changes nothing, and other sequences than SGR colour nothing", () => {
+  assert.deepEqual(runsOf("\x1b[38;9;1mx\x1b[38;5;999my\x1b[2Kz\x1b[?25mw\n"), [[["xyzw", ""]]]);
 });
 
 test("markup is text: nothing in the output is read as anything else", () => {

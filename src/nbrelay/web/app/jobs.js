@@ -398,9 +398,9 @@ class JobCard {
     const reason = job.error?.reason ?? "";
     this.error.title = reason && reason !== error ? `${error}\n${reason}` : error;
 
-    const lines = job.output.lines;
-    this.tail.textContent = lines.join("\n");
-    this.tail.hidden = finished || !lines.length;
+    const rows = job.output.rows;
+    fill(this.tail, tailNodes(rows));
+    this.tail.hidden = finished || !rows.length;
     this.tail.scrollTop = this.tail.scrollHeight;
     this.tick(job);
   }
@@ -573,4 +573,12 @@ export class JobsPanel {
       this.handlers.onError(error);
     }
   }
+}
+
+/** The tail's lines as text nodes, with the runs printed in colour in spans of their classes (sgr.js). */
+function tailNodes(rows) {
+  return rows.map((row, i) => [
+    i ? "\n" : null,
+    row.runs.map(({ text, className }) => (className ? h("span", { class: className }, text) : text)),
+  ]);
 }

@@ -1,24 +1,47 @@
 // A running job's latest output as a terminal shows it (Screen), and the job's tail (OutputTail): what its
 // job.output events printed, live and, after a reload, read back from its stream's history without a line twice.
 
+import { Pen } from "./sgr.js";
+
 export const TAIL_LINES = 8;
 export const TAIL_CHARS = 4000;
 
 // A control sequence (CSI: ESC [ parameters, intermediates, final byte), such as the colours of SGR "\x1b[31m";
 // a lone "\r" or "\n"; or a run of plain text.
-const TOKEN = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b(?!\[)|\r|\n|[^\x1b\r\n]+/g;
+const TOKEN = /\x1b\[([0-?]*)([ -/]*)([@-~])|\x1b(?!\[)|\r|\n|[^\x1b\r\n]+/g;
 // A sequence cut off at the end of a write: its rest comes with the next event.
 const CUT_SEQUENCE = /\x1b(\[[0-?]*[ -/]*)?$/;
 
-/** Printed text as a terminal leaves it: "\r" goes back to the line's start (what follows overwrites it),
- * escape sequences act on nothing (their colours are dropped); the last TAIL_LINES lines are kept. */
+/** A line of the screen: its text and, for each of its characters, the class its colours are drawn with. */
+class Line {
+  constructor(text = "", styles = []) {
+    this.text = text;
+    this.styles = styles;
+  }
+
+  /** Runs of text of one style: [{text, className}]. */
+  get runs() {
+    const runs = [];
+    for (let i = 0; i < this.text.length; i += 1) {
+      const className = this.styles[i];
+      if (runs.length && runs.at(-1).className === className) runs.at(-1).text += this.text[i];
+      else runs.push({ text: this.text[i], className });
+    }
+    return runs;
+  }
+}
+
+/** Printed text as a terminal leaves it: "\r" goes back to the line's start (what follows overwrites it), SGR
+ * sequences set the colours and emphasis of what follows (Pen), other escape sequences act on nothing; the last
+ * TAIL_LINES lines are kept. */
 export class Screen {
   constructor() {
     this.done = []; // the lines ended by "\n", the last TAIL_LINES of them up to the last one not empty
     this.blanks = 0; // the empty lines ended since
-    this.line = "";
+    this.line = new Line();
     this.column = 0;
     this.cut = ""; // the start of an escape sequence that the next write completes
+    this.pen = new Pen();
   }
 
   write(text) {
@@ -26,39 +49,53 @@ export class Screen {
     const cut = CUT_SEQUENCE.exec(input);
     this.cut = cut ? cut[0] : "";
     if (cut) input = input.slice(0, cut.index);
-    for (const [token] of input.matchAll(TOKEN)) {
+    for (const [token, parameters, intermediates, final] of input.matchAll(TOKEN)) {
       if (token === "\r") this.column = 0;
       else if (token === "\n") this.newLine();
+      else if (final === "m" && !intermediates && /^[0-9;:]*$/.test(parameters)) this.pen.apply(parameters);
       else if (token[0] !== "\x1b") this.print(token);
     }
   }
 
   print(text) {
-    this.line = this.line.slice(0, this.column) + text + this.line.slice(this.column + text.length);
-    this.column += text.length;
-    const over = this.line.length - TAIL_CHARS; // a line that never ends: only its end can be shown
+    const { text: line, styles } = this.line;
+    const end = this.column + text.length;
+    this.line.text = line.slice(0, this.column) + text + line.slice(end);
+    this.line.styles = [
+      ...styles.slice(0, this.column),
+      ...Array(text.length).fill(this.pen.className),
+      ...styles.slice(end),
+    ];
+    this.column = end;
+    const over = this.line.text.length - TAIL_CHARS; // a line that never ends: only its end can be shown
     if (over > 0) {
-      this.line = this.line.slice(over);
+      this.line = new Line(this.line.text.slice(over), this.line.styles.slice(over));
       this.column = Math.max(0, this.column - over);
     }
   }
 
   newLine() {
     // Empty lines at the end are not shown, so they are only counted: they must not push out the lines shown.
-    if (this.line) this.done = [...this.done, ...this.blankLines(), this.line].slice(-TAIL_LINES);
-    this.blanks = this.line ? 0 : this.blanks + 1;
-    this.line = "";
+    const printed = this.line.text !== "";
+    if (printed) this.done = [...this.done, ...this.blankLines(), this.line].slice(-TAIL_LINES);
+    this.blanks = printed ? 0 : this.blanks + 1;
+    this.line = new Line();
     this.column = 0;
   }
 
   blankLines() {
-    return Array(Math.min(this.blanks, TAIL_LINES)).fill("");
+    return Array.from({ length: Math.min(this.blanks, TAIL_LINES) }, () => new Line());
   }
 
-  /** The lines to show: the last TAIL_LINES, without the empty ones at the end. */
-  get lines() {
-    const current = this.line ? [...this.blankLines(), this.line] : [];
+  /** The lines to show (Line: text and styles): the last TAIL_LINES, without the empty ones at the end. */
+  get rows() {
+    const current = this.line.text ? [...this.blankLines(), this.line] : [];
     return [...this.done, ...current].slice(-TAIL_LINES);
+  }
+
+  /** The text of the lines to show. */
+  get lines() {
+    return this.rows.map((line) => line.text);
   }
 }
 
@@ -87,6 +124,11 @@ export class OutputTail {
 
   get lines() {
     return this.screen.lines;
+  }
+
+  /** The lines with their colours (Screen.rows). */
+  get rows() {
+    return this.screen.rows;
   }
 
   /** Whether the history can still add to what the tail shows. */
