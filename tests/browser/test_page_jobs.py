@@ -305,17 +305,49 @@ def test_files_drop_folder_rename_copy_delete_and_live_changes(server: ServerPro
     copy = page.locator(".file-row[data-path='kept-Copy1.ipynb']")
     expect(copy).to_be_visible()
 
+    # Renaming to a name that is taken says so, and renaming again replaces that file (after the warning only).
+    (server.workspace / "old.ipynb").write_text("the file to replace")
+    old = page.locator(".file-row[data-path='old.ipynb']")
+    expect(old).to_be_visible()
+    copy.locator("[data-action=more]").click()
+    page.get_by_role("menuitem", name="Rename").click()
+    prompt.locator("input").fill("old.ipynb")
+    prompt.get_by_role("button", name="Rename").click()
+    expect(prompt.locator(".field-error")).to_have_text(
+        "old.ipynb already exists in the workspace. Rename again to replace it."
+    )
+    assert (server.workspace / "old.ipynb").read_text() == "the file to replace"
+    prompt.get_by_role("button", name="Rename").click()
+    expect(prompt).to_have_count(0)
+    expect(copy).to_have_count(0)
+    assert (server.workspace / "old.ipynb").read_text() == (server.workspace / "kept.ipynb").read_text()
+    # A folder's name taken by another folder is said, and offers nothing to replace.
+    folder.locator("[data-action=more]").click()
+    page.get_by_role("menuitem", name="Rename").click()
+    (server.workspace / "other").mkdir()
+    prompt.locator("input").fill("other")
+    prompt.get_by_role("button", name="Rename").click()
+    expect(prompt.locator(".field-error")).to_have_text("other already exists in the workspace.")
+    prompt.get_by_role("button", name="Rename").click()
+    expect(prompt.locator(".field-error")).to_have_text("other already exists in the workspace.")
+    prompt.get_by_role("button", name="Cancel").click()
+    assert (server.workspace / "archive").is_dir()
+    old.locator("[data-action=more]").click()
+    page.get_by_role("menuitem", name="Make a copy").click()
+    copy = page.locator(".file-row[data-path='old-Copy1.ipynb']")
+    expect(copy).to_be_visible()
+
     copy.locator("[data-action=more]").click()
     page.get_by_role("menuitem", name="Delete").click()
     confirm = page.locator("dialog.modal-small")
-    expect(confirm).to_contain_text("kept-Copy1.ipynb will be deleted")
+    expect(confirm).to_contain_text("old-Copy1.ipynb will be deleted")
     confirm.get_by_role("button", name="Cancel").click()
     expect(copy).to_be_visible()
     copy.locator("[data-action=more]").click()
     page.get_by_role("menuitem", name="Delete").click()
     confirm.get_by_role("button", name="Delete").click()
     expect(copy).to_have_count(0)
-    assert not (server.workspace / "kept-Copy1.ipynb").exists()
+    assert not (server.workspace / "old-Copy1.ipynb").exists()
 
     # Changes made elsewhere (another client) arrive as file.changed events.
     with httpx.Client(base_url=server.url, timeout=30) as api:

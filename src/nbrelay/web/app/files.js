@@ -329,14 +329,26 @@ export class FileBrowser {
 
   async rename(entry) {
     const folder = parentPath(entry.path);
+    const isFile = entry.type !== "directory";
+    let replacing = null; // the name the user was told is taken: renaming a file to it again replaces that file
     const renamed = await promptDialog({
-      title: `Rename ${entry.type === "directory" ? "folder" : "file"}`,
+      title: `Rename ${isFile ? "file" : "folder"}`,
       label: "New name",
       value: entry.name,
       confirmLabel: "Rename",
-      selectStem: entry.type !== "directory",
-      submit: (name) =>
-        name === entry.name ? null : api.patch(urls.contents(entry.path), { path: joinPath(folder, name) }),
+      selectStem: isFile,
+      submit: async (name) => {
+        if (name === entry.name) return null;
+        const overwrite = isFile && name === replacing;
+        try {
+          return await api.patch(urls.contents(entry.path), { path: joinPath(folder, name), overwrite });
+        } catch (error) {
+          if (error.status !== 409 || error.code !== "exists") throw error;
+          if (!isFile) throw new Error(`${name} already exists in ${folder || "the workspace"}.`);
+          replacing = name;
+          throw new Error(`${name} already exists in ${folder || "the workspace"}. Rename again to replace it.`);
+        }
+      },
     });
     if (renamed) this.refresh();
   }
