@@ -24,9 +24,13 @@ pytestmark = pytest.mark.kernel
 def nbrelay(
     *args: str, timeout_s: float = 120, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NBRELAY_")}, **(env or {})}
-    env["COLUMNS"] = "250"  # rich wraps at the terminal width; keep messages on one line for the asserts
-    env["NO_COLOR"] = "1"
+    # rich wraps at the terminal width: 250 columns keep messages on one line for the asserts, unless `env` says
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("NBRELAY_")},
+        "COLUMNS": "250",
+        "NO_COLOR": "1",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "nbrelay", *args],
         capture_output=True,
@@ -314,6 +318,11 @@ def test_jobs_table(shared_server: ServerProcess) -> None:
     assert "notebook" in result.stdout and "report" in result.stdout
     row = next(line for line in result.stdout.splitlines() if f"│ {created['id']} " in line)
     assert "params.ipynb" in row and f"{shared_server.url}/api/jobs/{created['id']}/report" in row, row
+    # In a terminal too narrow for the addresses, they follow the table whole, one a line.
+    narrow = nbrelay("jobs", "--server", shared_server.url, "--limit", "3", env={"COLUMNS": "80"}).stdout
+    assert all(len(line) <= 80 for line in narrow.splitlines() if "│" in line), narrow
+    address = f"report of job {created['id']}: {shared_server.url}/api/jobs/{created['id']}/report"
+    assert address in narrow.splitlines(), narrow
 
 
 def test_jobs_with_an_unknown_state_fails(shared_server: ServerProcess) -> None:

@@ -297,14 +297,18 @@ def test_reports_prints_the_documented_shape(fake_reports: str) -> None:
     fails(nbrelay("reports", "secret.ipynb", "--server", fake_reports), "not yours: secret.ipynb")
 
 
-def test_reports_in_a_narrow_terminal_wrap_instead_of_cutting(fake_reports: str) -> None:
-    out = ok(nbrelay("reports", "sub/my notebook.ipynb", "--server", fake_reports, env={"COLUMNS": "60"}))
+def test_reports_in_a_narrow_terminal_list_the_addresses_whole_under_the_table(fake_reports: str) -> None:
+    out = ok(nbrelay("reports", "sub/my notebook.ipynb", "--server", fake_reports, env={"COLUMNS": "80"}))
     assert "…" not in out, out
-    # Each column's text is whole once the rows' wrapped lines are joined up again.
+    assert all(len(line) <= 80 for line in out.splitlines() if "│" in line), out
+    # An address folded into a column could be neither clicked nor copied: it has a line of its own, whole.
+    assert f"report of job 12: {fake_reports}/api/jobs/12/report" in out.splitlines(), out
+    assert "report of job 7" not in out  # it has no report
     rows = [line.split("│")[1:-1] for line in out.splitlines() if "│" in line]
     joined = ["".join(parts).replace(" ", "") for parts in zip(*rows, strict=True)]
-    assert any(f"{fake_reports}/api/jobs/12/report" in cell for cell in joined), out
     assert any('{"n":3,"label":"x"}' in cell for cell in joined), out
+    wide = ok(nbrelay("reports", "sub/my notebook.ipynb", "--server", fake_reports, env={"COLUMNS": "250"}))
+    assert f"{fake_reports}/api/jobs/12/report │" in wide and "report of job" not in wide, wide
 
 
 @pytest.mark.kernel

@@ -13,7 +13,18 @@ import typer
 
 from nbrelay import __version__
 from nbrelay.cli_options import DEFAULT_SERVER, ServerOption, TokenOption, connected, parse_parameters
-from nbrelay.cli_style import command_group, console, duration, escape, fail, full_url, print_json, seconds, when
+from nbrelay.cli_style import (
+    command_group,
+    console,
+    duration,
+    escape,
+    fail,
+    full_url,
+    print_json,
+    print_with_addresses,
+    seconds,
+    when,
+)
 from nbrelay.config import Settings
 from nbrelay.errors import NbrelayError
 from nbrelay.models import TERMINAL_EVENTS
@@ -357,7 +368,8 @@ def jobs(
         return
     table = Table("id", "state", "notebook", "progress", "created", "duration", "report")
     for column in table.columns:
-        column.overflow = "fold"  # wrapped, never cut: a cut address cannot be opened
+        column.overflow = "fold"  # wrapped, never cut
+    addresses = []
     colors = {"succeeded": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow", "running": "cyan"}
     for job in found["jobs"]:
         progress = job["progress"]
@@ -373,8 +385,9 @@ def jobs(
             duration(job.get("duration_s")),
             escape(full_url(server, job.get("report_url"))),
         )
+        addresses.append((f"report of job {job['id']}", full_url(server, job.get("report_url"))))
     out = console()
-    out.print(table)
+    print_with_addresses(out, table, addresses)
     out.print(f"[dim]{len(found['jobs'])} of {found['total']}[/dim]")
 
 

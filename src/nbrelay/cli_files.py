@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from nbrelay.cli_options import DEFAULT_SERVER, ServerOption, TokenOption, connected
-from nbrelay.cli_style import command_group, console, escape, full_url, human_size, print_json, when
+from nbrelay.cli_style import (
+    command_group,
+    console,
+    escape,
+    full_url,
+    human_size,
+    print_json,
+    print_with_addresses,
+    when,
+)
 from nbrelay.models import compact_json
 
 if TYPE_CHECKING:  # the client (httpx, websockets) and rich are imported by the commands that use them
@@ -207,7 +216,8 @@ def reports_command(
         return
     table = Table("job", "state", "parameters", "size", "finished", "report", title=escape(notebook))
     for column in table.columns:
-        column.overflow = "fold"  # wrapped, never cut: a cut address cannot be opened
+        column.overflow = "fold"  # wrapped, never cut
+    addresses = []
     colors = {"succeeded": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow"}
     for report in found.get("reports", []):
         state = str(report.get("state", ""))
@@ -221,6 +231,7 @@ def reports_command(
             when(report.get("finished_at")),
             escape(full_url(server, url)),
         )
+        addresses.append((f"report of job {report.get('job', '')}", full_url(server, url)))
     out = console()
-    out.print(table)
+    print_with_addresses(out, table, addresses)
     out.print(f"[dim]{len(found.get('reports', []))} of {found.get('total', 0)}[/dim]")

@@ -14,6 +14,7 @@ import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
 # Click's plain help shows a flag as `--local` or `--examples / --no-examples`; Typer's rich panels give every
 # option a type column, so flags read `--local <bool>` as if they took a value.
@@ -107,3 +108,20 @@ def full_url(server: str, address: str | None) -> str:
     if not address:
         return ""
     return f"{server.rstrip('/')}{address}" if address.startswith("/") else address
+
+
+def print_with_addresses(out: Console, table: Table, addresses: list[tuple[str, str]]) -> None:
+    """Print `table`, whose last column holds addresses (`addresses`: each row's label, such as "report of job
+    3", and address). A table wider than the terminal goes without that column, and the addresses follow it
+    whole, one a line after their label: folded into a narrow column, an address could be neither clicked nor
+    copied."""
+    from rich.measure import Measurement
+
+    if Measurement.get(out, out.options.update_width(1 << 20), table).maximum <= out.width:
+        out.print(table)
+        return
+    table.columns.pop()
+    out.print(table)
+    for label, address in addresses:
+        if address:
+            out.print(f"{escape(label)}: {escape(address)}", soft_wrap=True, highlight=False)
