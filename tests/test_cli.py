@@ -233,6 +233,22 @@ def test_run_of_a_missing_notebook_fails_with_the_message(shared_server: ServerP
     result = nbrelay("run", "[draft] missing.ipynb", "--server", shared_server.url)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "error: no notebook at [draft] missing.ipynb\n" in result.stderr  # as named: not read as markup
+    assert "hint" not in result.stderr  # no such file here either
+
+
+def test_run_of_a_file_of_this_machine_says_how_to_run_it(shared_server: ServerProcess, tmp_path: Path) -> None:
+    """The server runs its workspace's notebooks; a path to a file of the client's machine (absolute, or one the
+    workspace does not have) is refused with the ways to run that file."""
+    mine = tmp_path / "mine.ipynb"
+    mine.write_bytes((NOTEBOOKS / "tiny.ipynb").read_bytes())
+    before = job_ids(shared_server)
+    for given, refused in ((str(mine), "absolute paths are not accepted"), ("mine.ipynb", "no notebook at mine")):
+        result = nbrelay("run", given, "--server", shared_server.url, cwd=tmp_path)
+        assert result.returncode == 2, result.stdout + result.stderr
+        said = " ".join(result.stderr.split())
+        assert refused in said and f"upload it (nbrelay files put {given}) and run mine.ipynb" in said, said
+        assert "or run it here with --local" in said, said
+    assert job_ids(shared_server) == before
 
 
 @pytest.mark.parametrize("name", ["with space.ipynb", "odd #1.ipynb", "what?.ipynb"])

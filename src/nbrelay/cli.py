@@ -275,12 +275,28 @@ def run(
             "only with --local: a server keeps the job's files (nbrelay reports)", param_hint="--output/--executed"
         )
     with connected(server, token) as client:
-        declared = {p["name"]: p["type"] for p in client.parameters(notebook)["parameters"]}
+        declared = {p["name"]: p["type"] for p in _parameters_of(client, notebook)}
         job = client.submit(
             notebook, parse_parameters(pairs, declared), timeout_s=timeout_s, cell_timeout_s=cell_timeout_s
         )
         final = _follow_push(client, job["id"]) if follow else _follow(client.job, job["id"])
     raise typer.Exit(_print_outcome(final, server))
+
+
+def _parameters_of(client: Client, notebook: str) -> list[dict[str, Any]]:
+    """The notebook's declared parameters. A server that has no such notebook while this machine has that file
+    hears how to run the file of this machine: the server runs the notebooks of its workspace."""
+    try:
+        return client.parameters(notebook)["parameters"]
+    except NbrelayError as exc:
+        if exc.code not in ("notebook_not_found", "path_refused") or not Path(notebook).is_file():
+            raise
+        name = Path(notebook).name
+        raise fail(
+            exc.message,
+            f"{notebook} is a file of this machine, and the server runs the notebooks of its workspace: upload it "
+            f"(nbrelay files put {notebook}) and run {name}, or run it here with --local",
+        ) from None
 
 
 async def _run_local(
