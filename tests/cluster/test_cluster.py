@@ -233,8 +233,8 @@ def test_a_worker_killed_mid_job(cluster: Cluster, retries: int) -> None:
 
 
 def test_cancel_of_a_job_running_on_a_worker(cluster: Cluster) -> None:
-    """A cancel through one node reaches the worker (with its next lease renewal) and ends the run cancelled
-    within 5 s; the job's kernel is gone."""
+    """A cancel through one node reaches the worker (a broadcast, and its next lease renewal) and ends the run
+    cancelled within 5 s; the job's kernel is gone."""
     tap = cluster.tap().follow_user()
     stream = f"user:{tap.welcome['user']}"
     try:

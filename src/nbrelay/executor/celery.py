@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nbrelay.config import Settings
-from nbrelay.executor.celery_app import TASK_NAME, make_celery, queue_name
+from nbrelay.executor.celery_app import CANCEL_COMMAND, TASK_NAME, make_celery, queue_name
 from nbrelay.models import Job, JobState
 from nbrelay.recorder import JobRecorder
 from nbrelay.store.base import JobStore
@@ -61,7 +61,11 @@ class CeleryExecutor:
         self._send(job.id)
 
     def _send(self, job_id: int) -> None:
-        future = asyncio.get_running_loop().run_in_executor(self._sender, self._send_now, job_id)
+        self._in_sender(self._send_now, job_id)
+
+    def _in_sender(self, send: Any, job_id: int) -> None:
+        """Run `send(job_id)` on the sender's thread, without waiting for it."""
+        future = asyncio.get_running_loop().run_in_executor(self._sender, send, job_id)
         self._sends.add(future)
         future.add_done_callback(self._sends.discard)
 
@@ -72,8 +76,16 @@ class CeleryExecutor:
             log.exception("could not tell the workers that job %s waits", job_id)
 
     async def cancel(self, job_id: int) -> None:
-        # The worker reads cancel_requested with each lease renewal (every second): nothing to send.
-        return None
+        """Tell every worker at once (a broadcast: the one running the job stops it before its next cell). A
+        broadcast that is lost on its way costs a second at most: a worker also reads cancel_requested with each
+        lease renewal."""
+        self._in_sender(self._cancel_now, job_id)
+
+    def _cancel_now(self, job_id: int) -> None:
+        try:
+            self.app.control.broadcast(CANCEL_COMMAND, arguments={"job_id": job_id})
+        except Exception as exc:  # the next lease renewal brings the cancel
+            log.warning("could not tell the workers to stop job %s (%s); they learn it within a second", job_id, exc)
 
     async def slots(self) -> int:
         """The slots of the live workers (their Celery pool sizes), as the workers answer a broadcast."""

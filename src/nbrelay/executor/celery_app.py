@@ -1,9 +1,10 @@
 """The Celery application both sides share: web nodes send "a job waits" on it, `nbrelay worker` consumes it.
 
-Celery carries wake-ups only. The job itself is claimed from the store by the worker that takes a message (the
-oldest queued job, one conditional UPDATE), and the claim's lease in the store says who runs it; so a message
-lost, duplicated or delivered twice costs nothing but a claim that finds the queue empty. The settings below
-follow from that (docs/deploy.md, "Celery settings"):
+Celery carries wake-ups, and cancels as a broadcast (CANCEL_COMMAND), only. The job itself is claimed from the
+store by the worker that takes a message (the oldest queued job, one conditional UPDATE), and the claim's lease in
+the store says who runs it; so a message lost, duplicated or delivered twice costs nothing but a claim that finds
+the queue empty, and a lost cancel a second (the lease renewal brings it). The settings below follow from that
+(docs/deploy.md, "Celery settings"):
 
 - acks early (task_acks_late off): a multi-hour job never holds an unacknowledged message, so neither Redis's
   visibility timeout nor RabbitMQ's consumer timeout can redeliver it or close the channel under it;
@@ -21,6 +22,8 @@ from celery import Celery
 from nbrelay.config import Settings
 
 TASK_NAME = "nbrelay.run"
+# A remote control command (a broadcast to every worker, not a task): stop job N now, if it runs here.
+CANCEL_COMMAND = "nbrelay_cancel"
 
 
 def key_prefix(settings: Settings) -> str:

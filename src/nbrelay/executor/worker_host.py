@@ -4,8 +4,9 @@ One event loop thread holds what the runs need: the store (PostgreSQL), the hub 
 worker processes, warm kernels and exporter as the embedded default) and a JobRecorder. A wake-up on one of
 Celery's task threads (one per slot) makes that slot claim queued jobs, oldest first, and run them one after
 another until none is left. The lease of every job running here is
-renewed every second, and that renewal also brings cancel requests; a job whose lease this worker lost (it was
-re-queued or failed by a reaper) is killed here, and its late results are refused by the store.
+renewed every second, and that renewal also brings cancel requests (they come at once as a broadcast,
+CANCEL_COMMAND; the renewal covers one lost on its way); a job whose lease this worker lost (it was re-queued or
+failed by a reaper) is killed here, and its late results are refused by the store.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from nbrelay.config import Settings
-from nbrelay.executor.celery_app import TASK_NAME, make_celery, queue_name
+from nbrelay.executor.celery_app import CANCEL_COMMAND, TASK_NAME, make_celery, queue_name
 from nbrelay.executor.pool import WorkerPool
 from nbrelay.hub import Hub, open_hub
 from nbrelay.hub.publish_queue import PublishQueue
@@ -112,6 +113,14 @@ class WorkerHost:
     def run_job(self, hint: int | None) -> int:
         """A wake-up arrived (for job `hint`): run queued jobs, oldest first, until none is left."""
         return self._call(self._run(hint))
+
+    def cancel_soon(self, job_id: int) -> bool:
+        """A web node asked every worker to stop job `job_id` (called from Celery's control thread): stop it if it
+        runs here; whether it does."""
+        running = job_id in self._ends
+        if running:
+            asyncio.run_coroutine_threadsafe(self._stop_run(job_id, "cancel requested"), self.loop)
+        return running
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -276,6 +285,7 @@ def serve_metrics(host: WorkerHost, port: int) -> None:
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     """Start the Celery worker with NBRELAY_WORKERS slots; returns when it has stopped."""
     from celery import signals
+    from celery.worker.control import control_command
 
     check_shared_folders(settings)
     app = make_celery(settings)
@@ -284,6 +294,11 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     @app.task(name=TASK_NAME, ignore_result=True)
     def run(job_id: int | None = None) -> int:
         return host.run_job(job_id)
+
+    @control_command(name=CANCEL_COMMAND, args=[("job_id", int)], signature="<job_id>")
+    def cancel(state: Any, job_id: int) -> dict[str, bool]:
+        """Stop job <job_id> if it runs on this worker."""
+        return {"running": host.cancel_soon(int(job_id))}
 
     def shutting_down(**_kw: Any) -> None:
         # Warm shutdown waits for the tasks: end the runs, so it does not wait hours for them.
