@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from nbrelay.config import Settings
@@ -20,6 +21,7 @@ from nbrelay.models import JobState, utcnow
 from nbrelay.notify.delivery import DeliveryLoop, next_attempt_at, retry_delay_s
 from nbrelay.store.notifications import Delivery, NotificationStore
 from nbrelay.store.sql import SqlJobStore
+from tests.live import LiveServer
 from tests.notify.ends import end
 from tests.notify.receiver import Receiver, verify
 
@@ -235,3 +237,35 @@ async def test_a_single_node_takes_back_claims_a_killed_process_left(tmp_path: P
         assert delivery.state == "delivered"
     finally:
         await node.stop()
+
+
+async def test_a_webhook_to_the_service_itself_is_refused_at_send_time(tmp_path: Path, receiver: Receiver) -> None:
+    # The receiver stands in for the service: the node's settings say it listens on the receiver's port. The
+    # endpoint was stored before the check existed (or the name moved since), so the send must refuse it.
+    settings = settings_for(tmp_path, host="127.0.0.1", port=receiver.port, notify_max_attempts=1)
+    node = await Node(f"sqlite:///{tmp_path / 'jobs.db'}", settings, "n1").start()
+    try:
+        await node.notes.add_webhook(
+            "alice", receiver.url("/api/schedules/1/run"), ["job.failed"], schedule_id=None, secret="whsec_" + "G" * 44
+        )
+        await end(node.store, JobState.FAILED)
+        node.loop.wake()
+        ((delivery, log),) = await settle(node.notes)
+        assert delivery.state == "failed" and "is this service itself" in (log[0].error or "")
+        assert receiver.received == []
+    finally:
+        await node.stop()
+
+
+def test_adding_a_webhook_to_the_service_itself_is_refused(tmp_path: Path) -> None:
+    server = LiveServer(tmp_path / "ws", tmp_path / "data", webhook_allow_private=True).start()
+    try:
+        http = httpx.Client(base_url=server.url, timeout=30)
+        answer = http.post("/api/webhooks", json={"url": f"{server.url}/api/schedules/1/run", "events": ["job.failed"]})
+        assert answer.status_code == 422, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "webhook_calls_itself"
+        assert error["message"].startswith(f"127.0.0.1:{server.port} is this service itself")
+        assert http.get("/api/webhooks").json()["webhooks"] == []
+    finally:
+        server.stop()

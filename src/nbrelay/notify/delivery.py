@@ -31,6 +31,7 @@ from nbrelay.notify.email import build_message, send_email
 from nbrelay.notify.outcome import Outcome
 from nbrelay.notify.payload import absolute
 from nbrelay.notify.service import Notifications
+from nbrelay.notify.ssrf import Itself
 from nbrelay.notify.webhook import send_webhook
 from nbrelay.recorder import JobRecorder, worker_id
 from nbrelay.store.base import JobStore
@@ -161,7 +162,11 @@ class DeliveryLoop:
         except Exception as exc:  # a bug of ours must not end the loop nor lose the delivery
             log.exception("delivery %s", delivery.id)
             outcome = Outcome(False, 0.0, error=f"internal error: {type(exc).__name__}: {exc}")
-        retry_at = None if outcome.delivered else next_attempt_at(self.settings, delivery, utcnow())
+        if outcome.permanent:
+            outcome = dataclasses.replace(outcome, error=f"{outcome.error} (a permanent failure: not tried again)")
+        retry_at = (
+            None if outcome.delivered or outcome.permanent else next_attempt_at(self.settings, delivery, utcnow())
+        )
         try:
             moved = await self.notifications.record_attempt(
                 delivery,
@@ -230,6 +235,7 @@ class DeliveryLoop:
             payload=payload,
             timeout_s=self.settings.notify_timeout_s,
             allow_private=self.settings.webhook_allow_private,
+            itself=Itself.of(self.settings),
         )
 
 

@@ -12,3 +12,4 @@ class Outcome:
     status_code: int | None = None  # the HTTP status (webhooks) or the SMTP reply code (e-mail)
     response_head: str | None = None  # the first bytes of the answer
     error: str | None = None  # why it did not arrive, for people
+    permanent: bool = False  # the far side said never (an SMTP 5xx answer): no further attempts

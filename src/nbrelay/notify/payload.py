@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nbrelay.models import STATE_EVENT, Job, isoformat
+from nbrelay.models import STATE_EVENT, Job, JobError, JobState, isoformat
 
 # The events a webhook can ask for: the terminal ones.
 WEBHOOK_EVENTS = ("job.succeeded", "job.failed", "job.cancelled", "job.timed_out")
@@ -31,15 +31,26 @@ def job_payload(job: Job) -> dict[str, Any]:
             "duration_s": round(job.duration_s, 3) if job.duration_s is not None else None,
             "report_url": job.report_url,
             "failing_cell": error.cell if error else None,
-            "error": _summary(error.ename, error.evalue, error.reason) if error else None,
+            "error": _summary(error_text(error, job.state)) if error else None,
             "schedule_id": job.schedule_id,
             "attempt": job.attempt,
         },
     }
 
 
-def _summary(ename: str | None, evalue: str | None, reason: str) -> str:
-    text = f"{ename}: {evalue}" if ename else reason
+def error_text(error: JobError, state: JobState) -> str:
+    """What to tell of `error`: the exception a cell raised when that is why the job failed; else the reason.
+
+    A timeout or a cancel interrupts the running cell, so the cell's error then reads "KeyboardInterrupt: " and
+    says nothing; the reason ("job exceeded its timeout of 2 s", "cancelled by request") is what people need.
+    """
+    raised = f"{error.ename}: {error.evalue}" if error.ename else ""
+    if raised and state is JobState.FAILED and error.ename != "KeyboardInterrupt":
+        return raised
+    return error.reason or raised
+
+
+def _summary(text: str) -> str:
     return text if len(text) <= ERROR_SUMMARY_MAX_CHARS else text[: ERROR_SUMMARY_MAX_CHARS - 1] + "…"
 
 

@@ -12,7 +12,7 @@ from nbrelay.errors import NotFound, Unprocessable
 from nbrelay.jobs import User
 from nbrelay.notify.payload import EMAIL_STATES, WEBHOOK_EVENTS
 from nbrelay.notify.signing import new_secret
-from nbrelay.notify.ssrf import UrlRefused, resolve
+from nbrelay.notify.ssrf import Itself, UrlRefused, resolve
 from nbrelay.store.notifications import Attempt, Delivery, EmailRecipients, NotificationStore, Webhook
 
 ADDRESSES_MAX = 20
@@ -59,7 +59,9 @@ class Notifications:
         events = check_events(events)
         try:
             async with asyncio.timeout(_RESOLVE_TIMEOUT_S):
-                target = await resolve(url, allow_private=self.settings.webhook_allow_private)
+                target = await resolve(
+                    url, allow_private=self.settings.webhook_allow_private, itself=Itself.of(self.settings)
+                )
         except TimeoutError:
             raise UrlRefused(f"the host of {url[:80]!r} did not resolve in time", code="webhook_host_unknown") from None
         if schedule_id is not None:

@@ -12,7 +12,7 @@ from nbrelay import __version__
 from nbrelay.models import compact_json
 from nbrelay.notify.outcome import Outcome
 from nbrelay.notify.signing import signed_headers
-from nbrelay.notify.ssrf import UrlRefused, resolve
+from nbrelay.notify.ssrf import Itself, UrlRefused, resolve
 
 RESPONSE_HEAD_BYTES = 500
 
@@ -31,8 +31,10 @@ async def send_webhook(
     payload: dict[str, Any],
     timeout_s: float,
     allow_private: bool,
+    itself: Itself | None = None,
 ) -> Outcome:
-    """POST `payload` to `url`, signed; delivered on a 2xx answer. Never raises for what the far side does."""
+    """POST `payload` to `url`, signed; delivered on a 2xx answer. Never raises for what the far side does.
+    `itself` is the service's own address, refused as a target (checked again here: DNS may have changed)."""
     started = time.monotonic()
 
     def took_ms() -> float:
@@ -41,7 +43,7 @@ async def send_webhook(
     body = body_bytes(payload)
     try:
         async with asyncio.timeout(timeout_s):
-            target = await resolve(url, allow_private=allow_private)
+            target = await resolve(url, allow_private=allow_private, itself=itself)
             headers = {
                 "host": target.host_header,
                 "content-type": "application/json",
