@@ -167,6 +167,8 @@ def test_get(server: ServerProcess, tmp_path: Path) -> None:
     fails(files(server, "get", "missing.txt", str(tmp_path / "missing.txt")), "no file at missing.txt")
     fails(files(server, "get", "sub", str(tmp_path / "sub")), "no file at sub")
     fails(files(server, "get", "../../etc/passwd", str(tmp_path / "passwd")), "not allowed")
+    nowhere = tmp_path / "no-such-folder" / "x.ipynb"  # found from outside: a traceback
+    fails(files(server, "get", "tiny.ipynb", str(nowhere)), f"cannot write {nowhere}: No such file or directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no temporary file left
 
 

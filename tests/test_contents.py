@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -309,3 +310,117 @@ async def test_save_model_formats(contents: Contents) -> None:
         with pytest.raises(BadRequest):
             await contents.save_model(LOCAL, "bad.txt", bad, overwrite=False)
     assert not (root / "bad.txt").exists()
+
+
+# found from outside (a fourth round) --------------------------------------------------------------------------------
+async def test_a_named_pipe_is_refused_at_once_not_read(contents: Contents) -> None:
+    """A pipe no one writes to held a thread for ever on each read; enough of them stopped the server."""
+    root = contents.workspace.root
+    os.mkfifo(root / "pipe")
+    os.mkfifo(root / "pipe.ipynb")
+    for path in ("pipe", "pipe.ipynb"):
+        with pytest.raises(Unprocessable, match="not a regular file") as refused:
+            await asyncio.wait_for(contents.get(LOCAL, path), timeout=10)
+        assert refused.value.code == "not_a_file"
+    listing = await contents.get(LOCAL, "")
+    assert {e["name"]: e["type"] for e in listing["content"]} == {"pipe": "file", "pipe.ipynb": "notebook"}
+    with pytest.raises(Unprocessable, match="not a regular file"):
+        await asyncio.wait_for(contents.copy(LOCAL, "pipe.ipynb", ""), timeout=10)
+
+
+async def test_an_upload_whose_folder_is_deleted_or_moved_meanwhile_is_a_404_and_leaves_nothing(
+    contents: Contents, recorder: Recorder
+) -> None:
+    root = contents.workspace.root
+    for change in ("delete", "move"):
+        await contents.mkdir(LOCAL, "d")
+        halfway, go_on = asyncio.Event(), asyncio.Event()
+
+        async def body(halfway: asyncio.Event, go_on: asyncio.Event) -> AsyncIterator[bytes]:
+            yield b"first half "
+            halfway.set()
+            await go_on.wait()
+            yield b"second half"
+
+        upload = asyncio.create_task(contents.save_stream(LOCAL, "d/file.bin", body(halfway, go_on), overwrite=False))
+        await halfway.wait()
+        if change == "delete":
+            await contents.delete(LOCAL, "d", recursive=True)
+        else:
+            await contents.rename(LOCAL, "d", "moved", overwrite=False)
+        go_on.set()
+        with pytest.raises(NotFound, match=r"moved or deleted during the upload|is gone") as refused:
+            await upload
+        assert refused.value.code == "folder_not_found"
+        assert leftovers(root) == [], change
+        if change == "move":
+            assert names(root) == ["moved"]  # empty, as it shows: it can be deleted as such
+            await contents.delete(LOCAL, "moved")
+    assert not any(data["path"].endswith("file.bin") for _, data in recorder.events)
+
+
+async def test_names_up_to_the_limit_are_uploaded_and_copied(contents: Contents) -> None:
+    """Temporary files named after their target passed 255 bytes for a long target name."""
+    root = contents.workspace.root
+    name = "n" * 249 + ".ipynb"  # 255 bytes
+    await contents.save_stream(LOCAL, name, chunks(TINY), overwrite=False)
+    copy = await contents.copy(LOCAL, name, "")
+    assert len(copy["name"].encode()) <= 255 and copy["name"].endswith("-Copy1.ipynb")
+    assert (root / copy["name"]).read_bytes() == TINY
+    accented = "é" * 121 + ".ipynb"  # 248 bytes: a copy's name is cut between characters, never inside one
+    await contents.save_stream(LOCAL, accented, chunks(TINY), overwrite=False)
+    copied = (await contents.copy(LOCAL, accented, ""))["name"]
+    assert copied.encode().decode() == copied and len(copied.encode()) <= 255
+    assert leftovers(root) == []
+
+
+@pytest.mark.parametrize("char", ["\u0085", "\u2028", "\u2029", "\u009b"])
+async def test_a_new_name_with_a_line_breaking_character_is_refused(contents: Contents, char: str) -> None:
+    root = contents.workspace.root
+    with pytest.raises(Unprocessable, match=f"U\\+{ord(char):04X}"):
+        await contents.save_stream(LOCAL, f"a{char}Bcc: x.ipynb", chunks(TINY), overwrite=False)
+    with pytest.raises(Unprocessable, match=f"U\\+{ord(char):04X}"):
+        await contents.mkdir(LOCAL, f"d{char}")
+    # One that is there already (made on the disk) can still be renamed away.
+    (root / f"old{char}.txt").write_bytes(b"x")
+    await contents.rename(LOCAL, f"old{char}.txt", "new.txt", overwrite=False)
+    assert names(root) == ["new.txt"]
+
+
+async def test_what_the_disk_refuses_is_said_and_a_partial_delete_is_announced(
+    contents: Contents, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = contents.workspace.root
+    (root / "part").mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (root / "part" / name).write_bytes(b"x")
+    real_unlink = os.unlink
+
+    def unlink(path: Any, *args: Any, **kw: Any) -> None:
+        if Path(path).name == "b.txt" or str(path) == "b.txt":
+            raise PermissionError(1, "Operation not permitted")
+        real_unlink(path, *args, **kw)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    with pytest.raises(Forbidden, match=r"could not delete part/b\.txt: Operation not permitted") as refused:
+        await contents.delete(LOCAL, "part", recursive=True)
+    assert refused.value.code == "disk_refused"
+    assert names(root) == ["part", "part/b.txt"]
+    assert recorder.take() == [("user:local", {"path": "part", "action": "modified", "type": "directory"})]
+    with pytest.raises(Forbidden, match=r"could not delete part/b\.txt"):
+        await contents.delete(LOCAL, "part/b.txt")
+    assert recorder.take() == []
+
+
+async def test_a_dangling_link_is_renamed_and_a_folder_is_not_moved_into_itself_through_a_link(
+    contents: Contents,
+) -> None:
+    root = contents.workspace.root
+    (root / "loop").symlink_to(root / "nowhere")
+    moved = await contents.rename(LOCAL, "loop", "still-nowhere", overwrite=False)
+    assert moved["path"] == "still-nowhere" and (root / "still-nowhere").is_symlink()
+    (root / "real" / "sub").mkdir(parents=True)
+    (root / "inlink").symlink_to(root / "real")
+    with pytest.raises(BadRequest, match="cannot move real into itself"):
+        await contents.rename(LOCAL, "real", "inlink/sub/real", overwrite=False)
+    assert (root / "real" / "sub").is_dir()

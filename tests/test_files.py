@@ -1,10 +1,11 @@
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from nbrelay.errors import NotFound, PathRefused
-from nbrelay.files import Workspace, atomic_write
+from nbrelay.errors import NotFound, PathRefused, Unprocessable
+from nbrelay.files import Workspace, atomic_write, read_regular, sweep_leftovers
 
 
 @pytest.fixture
@@ -98,3 +99,40 @@ def test_atomic_write_failure_keeps_old_content(tmp_path: Path) -> None:
         atomic_write(target, "not bytes")  # type: ignore[arg-type]
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+def test_a_long_name_is_written_atomically(tmp_path: Path) -> None:
+    """The temporary file is named by the service: one named after a 255-byte target could not be made."""
+    target = tmp_path / ("r" * 250 + ".html")
+    atomic_write(target, b"whole")
+    assert target.read_bytes() == b"whole" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_the_sweep_removes_what_cut_off_writes_left_and_nothing_else(tmp_path: Path) -> None:
+    stale = [
+        tmp_path / ".nbrelay-abcd1234.upload",
+        tmp_path / "sub" / ".nbrelay-x_9y8z7w.tmp",
+        tmp_path / "sub" / ".report.ipynb.k3j9x_2a.upload",  # as earlier versions named an upload's file
+    ]
+    kept = [
+        tmp_path / ".nbrelay-fresh123.upload",  # an upload under way: written to a moment ago
+        tmp_path / ".hidden.txt",
+        tmp_path / "notes.upload",
+        tmp_path / "sub" / ".config.tmp",
+    ]
+    for path in stale + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    an_hour_ago = time.time() - 3700
+    for path in [*stale, *kept[1:]]:
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    assert sweep_leftovers(tmp_path, older_than_s=3600) == 3
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+
+
+def test_read_regular_refuses_a_pipe_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(Unprocessable, match="pipe is not a regular file"):
+        read_regular(tmp_path / "pipe", "pipe")
+    (tmp_path / "file").write_bytes(b"data")
+    assert read_regular(tmp_path / "file", "file") == b"data"

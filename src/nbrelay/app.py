@@ -40,6 +40,7 @@ from nbrelay.auth import Authenticator, request_origin_allowed
 from nbrelay.config import Settings
 from nbrelay.contents import Contents
 from nbrelay.errors import Forbidden, InvalidJson, NbrelayError
+from nbrelay.files import sweep_leftovers
 from nbrelay.hub import open_hub
 from nbrelay.jobs import open_job_service
 from nbrelay.metrics import Metrics
@@ -190,6 +191,22 @@ class OriginGuard:
         await self.app(scope, receive, send)
 
 
+async def _sweep_forever(settings: Settings) -> None:
+    """Remove what uploads and writes cut off by a crash left in the workspace (files.sweep_leftovers), at start
+    and then hourly. On SQLite this server is the only one writing there, so at start every one is left over
+    (but one an upload made in the first seconds); where several nodes share the workspace, one untouched for an
+    hour is (a live upload writes to its file all along)."""
+    alone = settings.database_url.startswith("sqlite")
+    older_than_s = 10.0 if alone else 3600.0
+    while True:
+        try:
+            await asyncio.to_thread(sweep_leftovers, settings.workspace, older_than_s=older_than_s)
+        except Exception:
+            log.exception("the sweep of left-over temporary files failed; trying again in an hour")
+        older_than_s = 3600.0
+        await asyncio.sleep(3600)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -218,6 +235,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         push = Push(settings, hub, service, auth, metrics)
         app.state.jobs, app.state.auth, app.state.push = service, auth, push
         app.state.contents = Contents(settings, announce=push.file_changed)
+        service.recorder.announce_file = push.file_changed  # what post-run steps change, told as any change
         app.state.reports = reports = ReportHistory(
             store=store,
             reports_dir=settings.reports_dir,
@@ -232,12 +250,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         scheduler.start()  # on every web node: the store decides which node runs a tick
         await app.state.delivery.start()
         retention = asyncio.create_task(reports.run_forever(settings.retention_interval_s), name="retention")
+        sweep = asyncio.create_task(_sweep_forever(settings), name="sweep")
         try:
             yield
         finally:
             await scheduler.stop()
             retention.cancel()
-            await asyncio.gather(retention, return_exceptions=True)
+            sweep.cancel()
+            await asyncio.gather(retention, sweep, return_exceptions=True)
             await app.state.delivery.stop()
             # The service first: the jobs it ends ("interrupted: server stopped") are published while the hub
             # still takes events, so a client resuming after the restart hears of them.

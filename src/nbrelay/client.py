@@ -365,7 +365,10 @@ class Client:
                     raise _error_of(response)
                 length = response.headers.get("content-length")
                 total = int(length) if length and length.isdigit() else None
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+                try:
+                    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".nbrelay-", suffix=".part")
+                except OSError as exc:  # found from outside: a traceback for a folder that does not exist
+                    raise _cannot_write(target, exc) from None
                 try:
                     with os.fdopen(fd, "wb") as out:
                         done = 0
@@ -378,9 +381,13 @@ class Client:
                         os.fsync(out.fileno())
                     os.chmod(tmp, 0o644)
                     os.replace(tmp, target)
-                except BaseException:
+                except BaseException as exc:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(tmp)
+                    if isinstance(exc, OSError):  # this machine's disk: full, say
+                        raise NbrelayError(
+                            f"cannot write {target}: {exc.strerror or exc}", code="cannot_write"
+                        ) from None
                     raise
         except httpx.TransportError as exc:
             raise RemoteError(0, "unreachable", f"cannot reach the server at {self.http.base_url}: {exc}") from exc
@@ -426,6 +433,10 @@ def _quoted(path: str) -> str:
     before sending, so `a/../b` would quietly become `b`, and `../reports/5` would leave /api/contents for another
     route. Encoded, they reach the server as written, and it refuses them."""
     return "/".join("%2E" * len(part) if part in (".", "..") else part for part in quote(path, safe="/").split("/"))
+
+
+def _cannot_write(target: Path, exc: OSError) -> NbrelayError:
+    return NbrelayError(f"cannot write {target}: {exc.strerror or exc}", code="cannot_write")
 
 
 def _error_of(response: httpx.Response) -> RemoteError:

@@ -7,20 +7,37 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
 import shutil
 import stat
-import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from nbrelay.config import Settings
-from nbrelay.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
-from nbrelay.files import Areas, Workspace, atomic_write
+from nbrelay.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NbrelayError,
+    NotFound,
+    PayloadTooLarge,
+    Unprocessable,
+    disk_refusal,
+)
+from nbrelay.files import (
+    MAX_NAME_BYTES,
+    Areas,
+    Workspace,
+    change_stream,
+    open_regular,
+    read_regular,
+    temp_file,
+)
 from nbrelay.jobs import User
 from nbrelay.notebooks import checked
 
@@ -28,6 +45,31 @@ Announce = Callable[[str, dict[str, Any]], Awaitable[None]]
 _CHUNK = 1 << 16
 # Unicode's explicit direction marks, embeddings, overrides and isolates (bidi controls).
 _BIDI_CONTROL = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Control characters past ASCII's (C1, such as U+0085 NEL) and the line and paragraph separators: mail headers,
+# logs and terminals take them for line breaks (found from outside: a notebook named "nel\u0085Bcc: …" never got
+# its e-mails).
+_LINE_BREAKING = re.compile("[\u0080-\u009f\u2028\u2029]")
+
+
+@contextlib.contextmanager
+def _on_disk(what: str) -> Iterator[None]:
+    """What the disk refuses while doing `what` ("delete a.txt") is the request's answer (errors.disk_refusal)."""
+    try:
+        yield
+    except NbrelayError:
+        raise
+    except OSError as exc:
+        raise disk_refusal(exc, what) from None
+
+
+def _current_path(fd: int) -> Path | None:
+    """Where the open file `fd` is now, by its descriptor (Linux): found wherever its folder was moved; None
+    when it has no name any more (deleted) or this cannot be told."""
+    try:
+        now = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    return None if now.endswith(" (deleted)") else Path(now)
 
 
 def _iso(timestamp: float) -> str:
@@ -91,6 +133,12 @@ class Contents:
                 "choose a name without it",
                 code="bidi_in_name",
             )
+        if (found := _LINE_BREAKING.search(rel)) is not None:
+            raise Unprocessable(
+                f"the name holds U+{ord(found.group()):04X}, a control character or line break; "
+                "choose a name without it",
+                code="control_in_name",
+            )
 
     def _ensure_home(self, user: User) -> None:
         if self.settings.per_user_folders and not user.admin:
@@ -99,10 +147,7 @@ class Contents:
 
     def stream_for(self, rel: str) -> str:
         """Who hears of a change: the owner of a home folder, or everyone."""
-        parts = rel.split("/")
-        if self.settings.per_user_folders and len(parts) >= 2 and parts[0] == self.settings.home_dir:
-            return f"user:{parts[1]}"
-        return "broadcast" if self.settings.per_user_folders else f"user:{self.settings.local_user}"
+        return change_stream(self.settings, rel)
 
     async def _changed(self, rel: str, action: str, kind: str, **extra: Any) -> None:
         if self.announce is not None:
@@ -110,7 +155,10 @@ class Contents:
 
     # models --------------------------------------------------------------------------------------------------
     def _model(self, path: Path, rel: str, areas: Areas, *, content: bool, fmt: str | None = None) -> dict[str, Any]:
-        info = path.stat()
+        try:
+            info = path.stat()
+        except FileNotFoundError:  # a link to nothing: the link itself (found from outside: a 500 after its rename)
+            info = path.lstat()
         kind = "directory" if stat.S_ISDIR(info.st_mode) else _kind(path)
         model: dict[str, Any] = {
             "name": path.name if rel else "",
@@ -140,14 +188,14 @@ class Contents:
             model.update(format="json", content=entries)
         elif kind == "notebook" and fmt in (None, "json"):
             try:
-                notebook = json.loads(path.read_bytes())
+                notebook = json.loads(read_regular(path, rel))
             except (ValueError, RecursionError):
                 raise Unprocessable(
                     f"{rel} is not valid notebook JSON", code="invalid_notebook", hint="ask for format=text or base64"
                 ) from None
             model.update(format="json", content=notebook, mimetype="application/x-ipynb+json")
         else:
-            data = path.read_bytes()
+            data = read_regular(path, rel)
             if fmt != "base64":
                 try:
                     model.update(format="text", content=data.decode("utf-8"), mimetype="text/plain")
@@ -188,26 +236,51 @@ class Contents:
         if not path.parent.is_dir():
             raise NotFound(f"no folder {self.workspace.lexical(path.parent) or '/'}", code="folder_not_found")
         self._refuse_new_name(path, rel)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".upload")
-        tmp = Path(tmp_name)
+        with _on_disk(f"write {rel}"):
+            fd, tmp = temp_file(path.parent, ".upload")
+        where = Path(os.path.realpath(tmp))  # as the descriptor names it (a linked folder on the way resolved)
+        placed = False
         try:
             size = 0
-            with os.fdopen(fd, "wb") as out:
-                async for chunk in chunks:
+            with os.fdopen(fd, "wb", closefd=False) as out:
+                async for chunk in chunks:  # a client that goes away raises here, as itself
                     size += len(chunk)
                     if size > limit:
                         raise PayloadTooLarge(f"the upload is over the limit of {limit} bytes")
-                    out.write(chunk)
+                    with _on_disk(f"write {rel}"):
+                        out.write(chunk)
+                with _on_disk(f"write {rel}"):
+                    out.flush()
             if path.suffix == ".ipynb":
                 await asyncio.to_thread(checked, tmp.read_bytes(), rel, self.settings.max_notebook_cells)
             async with self._lock:
+                if _current_path(fd) not in (where, None) or not path.parent.is_dir():
+                    # Its folder was moved or deleted meanwhile (found from outside: a 500, and the part written
+                    # stayed hidden in the moved folder, which could then not be deleted as "not empty").
+                    folder = self.workspace.lexical(path.parent) or "/"
+                    raise NotFound(
+                        f"the folder {folder} was moved or deleted during the upload; {rel} was not saved",
+                        code="folder_not_found",
+                    )
                 existed = path.exists()
                 if existed and not overwrite:
                     raise Conflict(f"{rel} exists; ask to overwrite it", code="exists", hint="add ?overwrite=true")
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, path)
+                try:
+                    os.chmod(tmp, 0o644)
+                    os.replace(tmp, path)
+                except FileNotFoundError:
+                    raise  # its folder went, and not through the service: said below
+                except OSError as exc:
+                    raise disk_refusal(exc, f"write {rel}") from None
+                placed = True
+        except FileNotFoundError:  # the folder went while this wrote (not through the service)
+            folder = self.workspace.lexical(path.parent) or "/"
+            raise NotFound(f"the folder {folder} is gone; {rel} was not saved", code="folder_not_found") from None
         finally:
-            tmp.unlink(missing_ok=True)
+            if not placed:  # the part written goes, wherever its folder went
+                with contextlib.suppress(OSError):
+                    (_current_path(fd) or tmp).unlink()
+            os.close(fd)
         await self._changed(rel, "modified" if existed else "created", _kind(path))
         return self._model(path, rel, self.areas(user), content=False)
 
@@ -243,7 +316,8 @@ class Contents:
             if not path.parent.is_dir():
                 raise NotFound(f"no folder {self.workspace.lexical(path.parent) or '/'}", code="folder_not_found")
             self._refuse_new_name(path, rel)
-            path.mkdir()
+            with _on_disk(f"make the folder {rel}"):
+                path.mkdir()
         await self._changed(rel, "created", "directory")
         return self._model(path, rel, self.areas(user), content=False)
 
@@ -254,7 +328,9 @@ class Contents:
             raise NotFound(f"nothing at {rel}", code="file_not_found")
         if target == source:
             return self._model(source, rel, self.areas(user), content=False)
-        if source.is_dir() and (target == source or source in target.parents):
+        real_source = Path(os.path.realpath(source))
+        if source.is_dir() and (source in target.parents or real_source in Path(os.path.realpath(target)).parents):
+            # Also through a link inside it (found from outside: "Invalid argument", the disk's own word)
             raise BadRequest(f"cannot move {rel} into itself", code="into_itself")
         async with self._lock:
             if not source.exists() and not source.is_symlink():
@@ -278,10 +354,13 @@ class Contents:
         return self._model(target, new_rel, self.areas(user), content=False)
 
     def _copy_name(self, folder: Path, source: Path) -> Path:
-        """Jupyter's naming: report.ipynb → report-Copy1.ipynb, -Copy2, …"""
+        """Jupyter's naming: report.ipynb → report-Copy1.ipynb, -Copy2, …; the stem is shortened where the name
+        would pass the file system's limit of 255 bytes."""
         stem, suffix = source.stem, source.suffix
         for n in range(1, 10_000):
-            candidate = folder / f"{stem}-Copy{n}{suffix}"
+            tail = f"-Copy{n}{suffix}"
+            room = MAX_NAME_BYTES - len(tail.encode())
+            candidate = folder / (stem.encode()[:room].decode(errors="ignore") + tail)
             if not candidate.exists():
                 return candidate
         raise Conflict("too many copies", code="exists")
@@ -307,8 +386,8 @@ class Contents:
                 target_rel = self.workspace.lexical(target)
                 if not self.areas(user).can_change(target_rel):
                     raise Forbidden(f"you may not change {folder_rel or '/'}", code="not_yours")
-            data = await asyncio.to_thread(source.read_bytes)
-            await asyncio.to_thread(atomic_write, target, data)
+            with _on_disk(f"copy {rel} to {target_rel}"):
+                await asyncio.to_thread(_copy_file, source, rel, target)
         await self._changed(target_rel, "created", _kind(target), copied_from=rel)
         return self._model(target, target_rel, self.areas(user), content=False)
 
@@ -319,9 +398,49 @@ class Contents:
                 raise NotFound(f"nothing at {rel}", code="file_not_found")
             kind = _kind(path)
             if path.is_symlink() or not path.is_dir():
-                path.unlink()  # a link goes, never what it points to
+                with _on_disk(f"delete {rel}"):
+                    path.unlink()  # a link goes, never what it points to
             elif any(path.iterdir()) and not recursive:
                 raise Conflict(f"{rel} is not empty", code="not_empty", hint="add ?recursive=true")
             else:
-                await asyncio.to_thread(shutil.rmtree, path)
+                failed = await asyncio.to_thread(_remove_tree, path)
+                if failed is not None:
+                    # Part of it went: pages showing the folder learn that it changed, and the answer says what stayed.
+                    await self._changed(rel, "modified", kind)
+                    where, exc = failed
+                    refusal = disk_refusal(exc, f"delete {self.workspace.lexical(where)}")
+                    refusal.message += f"; the rest of {rel} that could be deleted was"
+                    raise refusal
         await self._changed(rel, "deleted", kind)
+
+
+def _copy_file(source: Path, shown: str, target: Path) -> None:
+    """Copy the regular file `source` to `target` a block at a time, through a temporary file beside `target`:
+    the target is never half-written, and a big file is never held in memory (found from outside: a 300 MB copy
+    added 300 MB to the server)."""
+    with open_regular(source, shown) as data:
+        fd, tmp = temp_file(target.parent, ".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(data, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _remove_tree(path: Path) -> tuple[Path, OSError] | None:
+    """Delete the folder `path` with everything in it; the first thing that could not be deleted, and why (what
+    could be goes all the same), or None."""
+    failed: list[tuple[Path, OSError]] = []
+
+    def note(_function: Any, where: str, exc_info: Any) -> None:
+        exc = exc_info[1]
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):  # gone meanwhile: what was asked
+            failed.append((Path(where), exc))
+
+    shutil.rmtree(path, onerror=note)  # Python 3.11: onexc comes with 3.12
+    return failed[0] if failed else None

@@ -10,6 +10,7 @@ NbrelayError
 │   └── InvalidTransition       a job state change the rules do not allow
 ├── Unprocessable (422)         well-formed but wrong: unknown parameter, bad notebook, unknown kernel
 ├── PayloadTooLarge (413)
+├── InsufficientStorage (507)   the server's disk is full (disk_refusal: what the disk refused, as an answer)
 ├── Unavailable (503)           a service we depend on cannot be reached now; try again later
 │   └── HubUnavailable          the hub's broker (Redis) did not answer
 └── RemoteError (any status)    what the Python client (nbrelay.client) got: a server's error answer, or none
@@ -17,6 +18,7 @@ NbrelayError
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -107,6 +109,22 @@ class PayloadTooLarge(NbrelayError):
 class Unprocessable(NbrelayError):
     status = 422
     code = "unprocessable"
+
+
+class InsufficientStorage(NbrelayError):
+    status = 507
+    code = "disk_full"
+
+
+def disk_refusal(exc: OSError, what: str) -> NbrelayError:
+    """What the server's disk refused, as the answer to the request: "could not delete a.txt: Operation not
+    permitted" (a 403 where it lacks the right, a 507 when it is full, a 409 otherwise), not an internal error."""
+    message = f"could not {what}: {exc.strerror or exc}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage(message)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return Forbidden(message, code="disk_refused")
+    return Conflict(message, code="disk_error")
 
 
 class Unavailable(NbrelayError):

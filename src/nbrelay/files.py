@@ -1,26 +1,88 @@
-"""The workspace: resolving user-supplied paths safely, and writing files atomically (temp name, then rename)."""
+"""The workspace: resolving user-supplied paths safely, reading only regular files, and writing files atomically
+(temp name, then rename)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
+import stat
 import tempfile
+import time
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote
 
 from nbrelay.config import Settings
-from nbrelay.errors import NotFound, PathRefused
+from nbrelay.errors import NotFound, PathRefused, Unprocessable
+
+log = logging.getLogger(__name__)
 
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# Temporary files are named by the service, not after their target: ".report.html.k3j9x_2a.tmp" for a target of
+# 250 bytes passed the file system's 255 (found from outside: such names could be renamed to, never uploaded).
+TEMP_PREFIX = ".nbrelay-"
+# What a crash can leave: this service's temporary files, and those of versions that named them after the target.
+_LEFTOVER = re.compile(r"^\.nbrelay-[a-z0-9_]{8}\.(upload|tmp)$|^\..+\.[a-z0-9_]{8}\.upload$")
+
+
+def temp_file(folder: Path, suffix: str) -> tuple[int, Path]:
+    """A new temporary file in `folder`, hidden from listings, with a short name of the service's own."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=suffix)
+    return fd, Path(name)
+
+
+def open_regular(path: Path, shown: str) -> BinaryIO:
+    """`path` opened for reading when it is a regular file. A named pipe, socket or device is refused at once:
+    reading a pipe that no one writes to waits for ever (found from outside: eight such reads held every thread
+    of the server's pool, and listings and submissions with them)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe opens without waiting for a writer
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Unprocessable(
+                f"{shown} is not a regular file (a named pipe, socket or device): it is not read", code="not_a_file"
+            )
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: Path, shown: str) -> bytes:
+    """The bytes of the regular file at `path` (open_regular)."""
+    with open_regular(path, shown) as source:
+        return source.read()
+
+
+def sweep_leftovers(root: Path, *, older_than_s: float) -> int:
+    """Delete the temporary files of uploads and writes that a crash cut off, untouched for `older_than_s` (a
+    live upload writes to its file all along); how many. Listings hide them, yet they made their folders "not
+    empty" for good."""
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            if not _LEFTOVER.match(name):
+                continue
+            path = Path(folder, name)
+            with contextlib.suppress(OSError):
+                info = path.lstat()
+                if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+    if removed:
+        log.info("removed %d temporary file(s) left by uploads or writes that were cut off", removed)
+    return removed
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file(path.parent, ".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -89,6 +151,14 @@ class Workspace:
         if must_exist and not real.exists():
             raise NotFound(f"nothing at {user_path!r} in the workspace", code="file_not_found")
         return candidate
+
+
+def change_stream(settings: Settings, rel: str) -> str:
+    """Who hears of a change to the workspace path `rel`: the owner of a home folder, or everyone."""
+    parts = rel.split("/")
+    if settings.per_user_folders and len(parts) >= 2 and parts[0] == settings.home_dir:
+        return f"user:{parts[1]}"
+    return "broadcast" if settings.per_user_folders else f"user:{settings.local_user}"
 
 
 class Areas:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from nbrelay.config import Settings
 from nbrelay.errors import NotFound, PayloadTooLarge, Unprocessable
-from nbrelay.files import Workspace
+from nbrelay.files import Workspace, read_regular
 from nbrelay.models import Parameter
 from nbrelay.runner.notebook import NotebookRefused, TooManyCells, kernel_for, parse
 from nbrelay.runner.params import declared_parameters, language_of
@@ -115,7 +115,7 @@ def read_notebook(
     size = absolute.stat().st_size
     if size > MAX_NOTEBOOK_BYTES:
         raise PayloadTooLarge(f"{user_path} is {size} bytes; the limit is {MAX_NOTEBOOK_BYTES}")
-    nb = checked(absolute.read_bytes(), user_path, max_cells)
+    nb = checked(read_regular(absolute, user_path), user_path, max_cells)
     try:
         chosen = kernel_name or kernel_for(nb, kernels.languages())
     except NotebookRefused as exc:

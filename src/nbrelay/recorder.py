@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nbrelay.config import Settings
-from nbrelay.files import Areas, Workspace
+from nbrelay.files import Areas, Workspace, change_stream
 from nbrelay.models import EVENT_STATE, STATE_EVENT, TERMINAL_EVENTS, Event, Job, JobError, JobState, transition
 from nbrelay.runner.spec import RunSpec
 from nbrelay.steps import run_steps
@@ -77,6 +77,9 @@ class JobRecorder:
         # Owners of running jobs: a progress or output event then costs no read of the job's row.
         self._owners: dict[int, str] = {}
         self._finishing: dict[int, asyncio.Task[None]] = {}  # jobs whose post-run steps are running
+        # How a change that post-run steps made to the workspace is announced: announce_file(stream, data of
+        # its file.changed event); set by whoever publishes (the push service, a worker's hub).
+        self.announce_file: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
 
     async def publish(self, event: Event) -> None:
         for listener in list(self.listeners):
@@ -206,6 +209,7 @@ class JobRecorder:
             # Before the final state is saved, so whoever sees the job finished finds its files in place. Step
             # failures show in step_results only: they never change the job's state. The job does not record
             # whether its owner is an admin, so steps keep to the owner's own areas.
+            changed: list[dict[str, Any]] = []
             try:
                 results = await asyncio.to_thread(
                     run_steps,
@@ -216,13 +220,26 @@ class JobRecorder:
                     output_path=output_path if report else None,
                     succeeded=state is JobState.SUCCEEDED,
                     areas=Areas.for_user(self.settings, done.owner, admin=False),
+                    changed=changed,
                 )
             except Exception as exc:
                 log.exception("steps of job %s", job.id)
                 results = [{"step": None, "status": "failed", "files": [], "error": f"steps did not run: {exc}"}]
+            await self._announce_changes(changed)
             done = replace(done, step_results=results)
         if await self.store.save(done, expect_state=JobState.RUNNING, expect_worker=job.worker):
             await self.publish(job_event(done))
+
+    async def _announce_changes(self, changed: list[dict[str, Any]]) -> None:
+        """What post-run steps changed in the workspace, told as every change there is: a file.changed event to
+        whoever sees the path (found from outside: a report published to shared/ showed on no one's page)."""
+        if self.announce_file is None:
+            return
+        for data in changed:
+            try:
+                await self.announce_file(change_stream(self.settings, data["path"]), data)
+            except Exception:
+                log.exception("file.changed for %s not announced", data["path"])
 
     async def end(self, job: Job, state: JobState, reason: str) -> Job | None:
         """End a running job that no runner will report on (its worker died or the server restarted), with a

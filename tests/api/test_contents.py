@@ -765,3 +765,28 @@ def test_token_mode_jobs_only_on_notebooks_in_the_users_areas(token_server: tupl
             time.sleep(0.2)
             state = http.get(f"/api/jobs/{job.json()['id']}", headers=tokens["alice"]).json()["state"]
         assert state == "succeeded"
+
+
+@pytest.mark.parametrize("kind", ["raw", "multipart"])
+def test_an_upload_cut_off_by_its_client_is_one_line_of_log_and_saves_nothing(
+    server: LiveServer, folder: tuple[str, Path], caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """Found from outside: each one logged "unhandled error on PUT" with ClientDisconnect's traceback."""
+    name, path = folder
+    host, port = server.url.removeprefix("http://").split(":")
+    if kind == "raw":
+        head = "Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n"
+        body = b"x" * 1000
+    else:
+        head = "Content-Type: multipart/form-data; boundary=cut\r\nContent-Length: 100000\r\n"
+        body = b'--cut\r\nContent-Disposition: form-data; name="file"; filename="f.bin"\r\n\r\n' + b"x" * 1000
+    caplog.set_level("INFO", logger="nbrelay")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(f"PUT /api/contents/{name}/cut.bin HTTP/1.1\r\nHost: {host}\r\n{head}\r\n".encode() + body)
+        time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while "cut off by its client" not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text
+        time.sleep(0.05)
+    assert "unhandled error" not in caplog.text and "Traceback" not in caplog.text, caplog.text
+    assert list(path.iterdir()) == []  # nothing saved, no part left

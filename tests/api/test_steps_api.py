@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from nbrelay.client import Client
 from tests.conftest import NOTEBOOKS, ServerProcess
 
 pytestmark = pytest.mark.kernel
@@ -162,3 +163,35 @@ def test_invalid_notebook_metadata_steps_answer_422(server_factory: Any, workspa
     response = post_job(server, {"notebook": "bad-steps.ipynb", "steps": []})
     assert response.status_code == 202, response.text
     assert server.wait_for(response.json()["id"], timeout_s=90)["state"] == "succeeded"
+
+
+def test_what_the_steps_change_is_announced_as_any_change(server_factory: Any, workspace: Path) -> None:
+    """Every change to the workspace publishes a file.changed event, also a post-run step's (found from outside:
+    a report published to shared/ showed on no one's page until a reload)."""
+    server: ServerProcess = server_factory()
+    (workspace / "inbox").mkdir()
+    (workspace / "inbox" / "a.csv").write_text("a")
+    (workspace / "inbox" / "old.txt").write_text("old")
+    steps = [
+        {"action": "copy", "source": "report", "to": "publish/{notebook}-{job}.html"},
+        {"action": "move", "source": "inbox/a.csv", "to": "done/"},
+        {"action": "delete", "source": "inbox/old.txt"},
+    ]
+    seen: list[dict[str, Any]] = []
+    submitted: list[int] = []
+
+    def submit() -> None:
+        if not submitted:
+            submitted.append(post_job(server, {"notebook": "tiny.ipynb", "steps": steps}).json()["id"])
+
+    with Client(server.url) as client:
+        for event in client.events(["user:local"], on_subscribed=submit):
+            if event.get("type") == "file.changed":
+                seen.append(event["data"])
+            if event.get("type") == "job.succeeded" and event["data"]["job"] == submitted[0]:
+                break
+    assert seen == [
+        {"path": f"publish/tiny-{submitted[0]}.html", "action": "created", "type": "file"},
+        {"path": "done/a.csv", "action": "moved", "type": "file", "from": "inbox/a.csv"},
+        {"path": "inbox/old.txt", "action": "deleted", "type": "file"},
+    ]

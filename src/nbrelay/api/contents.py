@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from nbrelay.api.auth import CurrentUser
@@ -16,8 +18,10 @@ from nbrelay.api.openapi import error_responses
 from nbrelay.api.schemas import FILE_NAME_PATTERN, WORKSPACE_PATH_PATTERN, WorkspacePath
 from nbrelay.contents import Contents
 from nbrelay.errors import BadRequest, InvalidJson, PayloadTooLarge, Unprocessable
+from nbrelay.jobs import User
 from nbrelay.text import lone_surrogate, may_hold_surrogate, refusal
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["contents"])
 
 
@@ -120,6 +124,18 @@ async def get_contents(
 async def put_contents(
     path: WorkspacePath, request: Request, service: Service, user: CurrentUser, overwrite: Overwrite = False
 ) -> dict[str, Any]:
+    try:
+        return await _put(path, request, service, user, overwrite)
+    except ClientDisconnect:
+        # Nothing was saved (save_stream keeps the old file whole); the client is gone, so this is for the log:
+        # one line, not an "unhandled error" with a traceback (found from outside).
+        log.info("the upload of %s was cut off by its client before its end; nothing was saved", path)
+        raise BadRequest(
+            f"the upload of {path} was cut off before its end; nothing was saved", code="upload_cut_off"
+        ) from None
+
+
+async def _put(path: str, request: Request, service: Contents, user: User, overwrite: bool) -> dict[str, Any]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     limit = service.settings.max_upload_bytes
     if kind == "application/json":

@@ -141,6 +141,7 @@ class WorkerHost:
         self.events.start()
         self.recorder = JobRecorder(settings, self.store, self.worker, leased=True)
         self.recorder.listeners.append(self._publish)
+        self.recorder.announce_file = self._announce_file
         await self.pool.start(self._on_event)
         self._heartbeat = asyncio.create_task(self._renew_forever(), name="leases")
         log.info("worker %s: %s slots, lease %.0f s", self.worker, settings.workers, settings.lease_timeout_s)
@@ -169,6 +170,11 @@ class WorkerHost:
     async def _publish(self, event: Event) -> None:
         assert self.events is not None
         await self.events.publish(event, job_streams(event))
+
+    async def _announce_file(self, stream: str, data: dict[str, Any]) -> None:
+        """A change post-run steps made to the shared workspace, told as a web node tells one."""
+        assert self.events is not None
+        await self.events.publish(Event("file.changed", data), [stream])
 
     async def _run(self, hint: int | None) -> int:
         """Claim and run jobs, oldest first, until the queue is empty; how many ran. A wake-up only starts this

@@ -25,6 +25,7 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbclient.util import run_hook
 
 from nbrelay.errors import Unprocessable
+from nbrelay.files import read_regular
 from nbrelay.models import JobError, JobState
 from nbrelay.runner import enter
 from nbrelay.runner.banner import ended_cell
@@ -394,7 +395,7 @@ class Supervisor:
 def load_notebook(path: Path, kernel_name: str | None = None) -> nbformat.NotebookNode:
     """The notebook at `path` as nbclient runs it (runner/notebook.py), without earlier outputs; its kernelspec
     names `kernel_name` when it named none."""
-    nb = parse(path.read_bytes())
+    nb = parse(read_regular(path, path.name))
     clear_outputs(nb)
     if kernel_name:
         complete_kernelspec(nb, kernel_name)

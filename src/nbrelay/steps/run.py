@@ -33,6 +33,12 @@ class _Context:
     report_path: Path | None
     output_path: Path | None
     areas: Areas | None
+    changed: list[dict[str, Any]]
+
+    def note(self, rel: str, action: str, **extra: str) -> None:
+        """A change made to the workspace, as a file.changed event tells it."""
+        kind = "notebook" if rel.endswith(".ipynb") else "file"
+        self.changed.append({"path": rel, "action": action, "type": kind, **extra})
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.workspace.root).as_posix()
@@ -54,14 +60,16 @@ def run_steps(
     output_path: Path | None,
     succeeded: bool,
     areas: Areas | None = None,
+    changed: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run a finished job's validated steps in order; one result per step, never an exception for a step.
 
     `report_path` and `output_path` are the job's report and executed notebook, None when it wrote none.
     `areas`, when given, confines the steps to the owner's areas: globs only see files the owner may read, and
-    every path a step writes, moves or deletes must be one the owner may change. Blocking: call it in a thread.
+    every path a step writes, moves or deletes must be one the owner may change. `changed`, when given, gets what
+    the steps changed in the workspace, each as the data of its file.changed event. Blocking: call it in a thread.
     """
-    ctx = _Context(workspace, template_values(job), report_path, output_path, areas)
+    ctx = _Context(workspace, template_values(job), report_path, output_path, areas, [] if changed is None else changed)
     results: list[dict[str, Any]] = []
     for i, step in enumerate(steps):
         result: dict[str, Any] = {"step": i, "action": step.get("action"), "source": step.get("source")}
@@ -102,6 +110,7 @@ def _run_step(step: dict[str, Any], ctx: _Context, files: list[str], errors: lis
                 with contextlib.suppress(FileNotFoundError):  # gone meanwhile: nothing to delete
                     os.unlink(path)  # a symlink: the link goes, its target stays
                     files.append(label)
+                    ctx.note(label, "deleted")
                 continue
             dest, dest_rel = _destination(step["to"], path.name, ctx)
             if dest_rel in taken:
@@ -112,12 +121,20 @@ def _run_step(step: dict[str, Any], ctx: _Context, files: list[str], errors: lis
                 real = path if source in ARTIFACTS else _readable_target(label, ctx)
                 if not real.is_file():
                     raise StepFailed("not a regular file")
+                existed = os.path.lexists(dest)
                 copy(real, dest, dest_rel, overwrite=step["overwrite"])
+                origin = {} if source in ARTIFACTS else {"copied_from": label}  # the job's report is no workspace file
+                ctx.note(dest_rel, "modified" if existed else "created", **origin)
             else:
                 ctx.check_may_change(label)
                 if path.is_symlink():
                     raise StepFailed("is a symlink; move takes regular files only")
+                existed = os.path.lexists(dest)
                 move(path, dest, dest_rel, overwrite=step["overwrite"])
+                if source in ARTIFACTS:
+                    ctx.note(dest_rel, "modified" if existed else "created")
+                else:
+                    ctx.note(dest_rel, "moved", **{"from": label})
             files.append(dest_rel)
         except (StepFailed, NbrelayError) as exc:
             errors.append(f"{label}: {exc}")

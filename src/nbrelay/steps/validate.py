@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from nbrelay.errors import Unprocessable
-from nbrelay.files import MAX_PATH_BYTES
+from nbrelay.errors import NbrelayError, Unprocessable
+from nbrelay.files import MAX_PATH_BYTES, read_regular
 from nbrelay.steps.templates import BUILTIN_FIELDS, render
 
 MAX_STEPS = 20
@@ -43,8 +43,8 @@ def notebook_steps(nb: Any) -> Any:
 def read_notebook_steps(path: Path) -> Any:
     """`notebook_steps` of the notebook file at `path` (already checked to be one); None if it cannot be read."""
     try:
-        return notebook_steps(json.loads(path.read_bytes()))
-    except (OSError, ValueError):
+        return notebook_steps(json.loads(read_regular(path, path.name)))
+    except (OSError, ValueError, NbrelayError):
         return None
 
 

@@ -7,8 +7,9 @@ import contextlib
 import errno
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from nbrelay.files import temp_file
 
 # link() is not everywhere: without hard links, fall back to check-then-rename.
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV, errno.ENOSYS}
@@ -55,14 +56,14 @@ def _place(path: Path, dest: Path, dest_rel: str, overwrite: bool) -> None:
 def copy(src: Path, dest: Path, dest_rel: str, *, overwrite: bool) -> None:
     """Copy through a temporary file in the destination folder: the destination is never half-written."""
     _prepare(dest, dest_rel, overwrite)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    fd, tmp = temp_file(dest.parent, ".tmp")
     try:
         with os.fdopen(fd, "wb") as out, open(src, "rb") as data:
             shutil.copyfileobj(data, out, 1 << 20)
             out.flush()
             os.fsync(out.fileno())
         shutil.copymode(src, tmp)
-        _place(Path(tmp), dest, dest_rel, overwrite)
+        _place(tmp, dest, dest_rel, overwrite)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
