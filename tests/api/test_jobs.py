@@ -382,7 +382,10 @@ def test_queue_positions_are_fifo_and_a_queued_job_cancels_at_once(single_worker
             gone = client.get(f"/api/jobs/{queued[1]}/report")
             unrun = client.get(f"/api/jobs/{queued[1]}/notebook")
         assert gone.status_code == 404 and gone.json()["error"]["code"] == "no_report"
-        assert unrun.json()["error"]["message"] == f"job {queued[1]} ended (cancelled) without an executed notebook"
+        assert (
+            unrun.json()["error"]["message"]
+            == f"job {queued[1]} ended (cancelled) before it ran: it has no executed notebook"
+        )
     finally:
         cancel_and_wait(single_worker, blocker["id"])
 

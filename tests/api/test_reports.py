@@ -100,6 +100,7 @@ def test_list_newest_first_filter_page_and_delete(live: Any) -> None:
     assert not (server.settings.reports_dir / str(a2.id)).exists()
     gone = http.get(f"/api/jobs/{a2.id}/report")
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "no_report"
+    assert "its report is not kept: it was deleted" in gone.json()["error"]["message"]  # not "without a report"
     assert http.get(f"/api/jobs/{a2.id}/notebook").status_code == 404
     job = http.get(f"/api/jobs/{a2.id}").json()  # the job stays, without its report
     assert job["state"] == "succeeded" and job["report_url"] is None and job["notebook_url"] is None

@@ -145,10 +145,16 @@ async def cancel_job(job_id: JobId, jobs: Service, user: CurrentUser) -> dict[st
 def _artifact(job: Job, path: str | None, what: str) -> Path:
     if path and Path(path).is_file():
         return Path(path)
+    code = f"no_{what.replace(' ', '_')}"
+    if job.state.terminal and job.started_at is None:
+        raise NotFound(f"job {job.id} ended ({job.state.value}) before it ran: it has no {what}", code=code)
     if job.state.terminal:
-        article = "an" if what[0] in "aeiou" else "a"
+        # Every run that starts gets its report, a partial one included: one not there was deleted (found from
+        # outside: "ended (succeeded) without a report" after DELETE /api/reports/1), or could not be written.
         raise NotFound(
-            f"job {job.id} ended ({job.state.value}) without {article} {what}", code=f"no_{what.replace(' ', '_')}"
+            f"job {job.id} ended ({job.state.value}) and its {what} is not kept: it was deleted (by request or by "
+            "the retention rules) or could not be written",
+            code=code,
         )
     raise NotFound(f"job {job.id} has no {what} yet", code=f"{what.replace(' ', '_')}_not_ready")
 
