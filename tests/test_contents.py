@@ -424,3 +424,16 @@ async def test_a_dangling_link_is_renamed_and_a_folder_is_not_moved_into_itself_
     with pytest.raises(BadRequest, match="cannot move real into itself"):
         await contents.rename(LOCAL, "real", "inlink/sub/real", overwrite=False)
     assert (root / "real" / "sub").is_dir()
+
+
+async def test_a_file_past_the_upload_limit_is_not_read_into_a_model(tmp_path: Path, recorder: Recorder) -> None:
+    """A model holds the file in memory (base64 inside JSON); a big one is downloaded, which streams it."""
+    contents = make(tmp_path, recorder, max_upload_bytes=1000)
+    root = contents.workspace.root
+    (root / "big.bin").write_bytes(b"x" * 1001)
+    (root / "small.bin").write_bytes(b"x" * 1000)
+    with pytest.raises(PayloadTooLarge, match="1001 bytes, past the 1000 that are sent") as refused:
+        await contents.get(LOCAL, "big.bin")
+    assert refused.value.hint == "download it: GET /files/big.bin"
+    assert (await contents.get(LOCAL, "big.bin", content=False))["size"] == 1001
+    assert (await contents.get(LOCAL, "small.bin"))["content"] == "x" * 1000

@@ -79,7 +79,28 @@ def _iso(timestamp: float) -> str:
 def _kind(path: Path) -> str:
     if path.is_dir():
         return "directory"
-    return "notebook" if path.suffix == ".ipynb" else "file"
+    return _kind_of_name(path.name)
+
+
+def _kind_of_name(name: str) -> str:
+    """What a file (not a folder) of this name is: a notebook or a file."""
+    return "notebook" if os.path.splitext(name)[1] == ".ipynb" else "file"
+
+
+def _shape(name: str, rel: str, kind: str, writable: bool, info: os.stat_result) -> dict[str, Any]:
+    """A contents model without its content, as Jupyter Server shapes one."""
+    return {
+        "name": name,
+        "path": rel,
+        "type": kind,
+        "writable": writable,
+        "created": _iso(info.st_ctime),
+        "last_modified": _iso(info.st_mtime),
+        "size": None if kind == "directory" else info.st_size,
+        "mimetype": None,
+        "format": None,
+        "content": None,
+    }
 
 
 class Contents:
@@ -160,32 +181,20 @@ class Contents:
         except FileNotFoundError:  # a link to nothing: the link itself (found from outside: a 500 after its rename)
             info = path.lstat()
         kind = "directory" if stat.S_ISDIR(info.st_mode) else _kind(path)
-        model: dict[str, Any] = {
-            "name": path.name if rel else "",
-            "path": rel,
-            "type": kind,
-            "writable": areas.can_change(rel) if rel else False,
-            "created": _iso(info.st_ctime),
-            "last_modified": _iso(info.st_mtime),
-            "size": None if kind == "directory" else info.st_size,
-            "mimetype": None,
-            "format": None,
-            "content": None,
-        }
+        model = _shape(path.name if rel else "", rel, kind, areas.can_change(rel) if rel else False, info)
         if not content:
             return model
         if kind == "directory":
-            entries = []
-            for child in sorted(path.iterdir(), key=lambda p: p.name):
-                child_rel = f"{rel}/{child.name}" if rel else child.name
-                if child.name.startswith(".") or not areas.can_see(child_rel):
-                    continue
-                try:
-                    self.workspace.resolve(child_rel)  # hides symlinks that lead outside
-                    entries.append(self._model(child, child_rel, areas, content=False))
-                except (BadRequest, OSError):
-                    continue
-            model.update(format="json", content=entries)
+            model.update(format="json", content=self._entries(path, rel, areas))
+        elif info.st_size > self.settings.max_upload_bytes:
+            # Inside JSON (base64 at that) the whole file is held in memory several times over (found from
+            # outside: 300 MB read this way took the server from 186 MB to 1.36 GB); downloads stream it.
+            raise PayloadTooLarge(
+                f"{rel} is {info.st_size} bytes, past the {self.settings.max_upload_bytes} that are sent inside a "
+                "contents model",
+                code="too_big_to_read",
+                hint=f"download it: GET /files/{rel}",
+            )
         elif kind == "notebook" and fmt in (None, "json"):
             try:
                 notebook = json.loads(read_regular(path, rel))
@@ -205,6 +214,29 @@ class Contents:
                         raise BadRequest(f"{rel} is not UTF-8 text; ask for format=base64", code="not_text") from None
             model.update(format="base64", content=base64.b64encode(data).decode(), mimetype="application/octet-stream")
         return model
+
+    def _entries(self, folder: Path, rel: str, areas: Areas) -> list[dict[str, Any]]:
+        """The models of what `folder` holds, by name, without hidden names, what the user may not see and links
+        that lead outside. One scan of the folder and one stat an entry (a link: where it leads is resolved): 20,000
+        files took 0.9 s when each was resolved and stat'ed as a path of its own."""
+        entries = []
+        with os.scandir(folder) as scan:
+            found = sorted(scan, key=lambda entry: entry.name)
+        for entry in found:
+            child_rel = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.name.startswith(".") or not areas.can_see(child_rel):
+                continue
+            try:
+                if entry.is_symlink():
+                    self.workspace.resolve(child_rel)  # hides links that lead outside
+                    info = os.stat(entry.path)
+                else:
+                    info = entry.stat(follow_symlinks=False)
+            except (BadRequest, OSError):
+                continue
+            kind = "directory" if stat.S_ISDIR(info.st_mode) else _kind_of_name(entry.name)
+            entries.append(_shape(entry.name, child_rel, kind, areas.can_change(child_rel), info))
+        return entries
 
     # reading -------------------------------------------------------------------------------------------------
     async def get(self, user: User, user_path: str, *, content: bool = True, fmt: str | None = None) -> dict[str, Any]:
