@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nbrelay.config import Settings
-from nbrelay.models import Event
+from nbrelay.models import Event, JobState
 from nbrelay.recorder import JobRecorder
 from nbrelay.store.base import NewJob
 from nbrelay.store.sql import SqlJobStore
@@ -66,3 +68,31 @@ async def test_a_job_disowned_by_its_host_sends_nothing_more(store: SqlJobStore,
     recorder.disown(job.id)  # its lease was found lost on renewal
     await recorder.on_event(Event("job.output", {"job": job.id, "text": "x", "name": "stdout"}))
     assert published == []
+
+
+async def test_the_end_of_a_run_is_recorded_once_the_store_takes_it_again(
+    store: SqlJobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found from outside: a SQLite write lock held (or a full disk, or PostgreSQL away) as a run ended left the
+    job running for good; its end is tried again until the store takes it."""
+    monkeypatch.setattr("nbrelay.recorder._RETRY_FIRST_S", 0.01)
+    recorder, published = _recorder(store, tmp_path, leased=False)
+    job = await store.add_job(NewJob(owner="alice", notebook="n.ipynb", kernel_name="python3"))
+    assert await store.claim("w1", lease_s=60) is not None
+    real_save, real_get = store.save, store.get_job
+    refusals = {"get": 2, "save": 3}
+
+    async def refusing(kind: str, call: Any, *args: Any, **kw: Any) -> Any:
+        if refusals[kind]:
+            refusals[kind] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return await call(*args, **kw)
+
+    monkeypatch.setattr(store, "get_job", lambda *a, **kw: refusing("get", real_get, *a, **kw))
+    monkeypatch.setattr(store, "save", lambda *a, **kw: refusing("save", real_save, *a, **kw))
+    await recorder.on_event(Event("job.succeeded", {"job": job.id, "report": False}))
+    ended = await real_get(job.id)
+    assert ended is not None and ended.state is JobState.SUCCEEDED
+    assert refusals == {"get": 0, "save": 0}
+    assert [e.type for e in published] == ["job.succeeded"]
+    assert caplog.text.count(f"could not record the end of job {job.id} (database is locked)") == 3

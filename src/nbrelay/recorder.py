@@ -15,9 +15,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from nbrelay.config import Settings
+from nbrelay.errors import NbrelayError
 from nbrelay.files import Areas, Workspace, change_stream
 from nbrelay.models import EVENT_STATE, STATE_EVENT, TERMINAL_EVENTS, Event, Job, JobError, JobState, transition
 from nbrelay.runner.spec import RunSpec
@@ -26,6 +27,8 @@ from nbrelay.store.base import JobStore
 
 log = logging.getLogger(__name__)
 _OWNERSHIP_CHECK_S = 1.0  # on leases: how stale the knowledge that a running job is still ours may be
+_RETRY_FIRST_S, _RETRY_MAX_S = 0.25, 5.0  # a job's end that the store refused is tried again after these waits
+T = TypeVar("T")
 
 Listener = Callable[[Event], Awaitable[None]]
 
@@ -132,7 +135,7 @@ class JobRecorder:
             self._owners.pop(job_id, None)
             self._owned_at.pop(job_id, None)
             self._disowned.discard(job_id)
-            job = await self.store.get_job(job_id)
+            job = await self._stubbornly(f"read job {job_id} to record its end", lambda: self.store.get_job(job_id))
             if job is not None and job.state is JobState.RUNNING and job.worker == self.worker:
                 finish = self.finish(
                     job, EVENT_STATE[event.type], event.data.get("error"), bool(event.data.get("report"))
@@ -227,8 +230,28 @@ class JobRecorder:
                 results = [{"step": None, "status": "failed", "files": [], "error": f"steps did not run: {exc}"}]
             await self._announce_changes(changed)
             done = replace(done, step_results=results)
-        if await self.store.save(done, expect_state=JobState.RUNNING, expect_worker=job.worker):
+        saved = await self._stubbornly(
+            f"record the end of job {job.id}",
+            lambda: self.store.save(done, expect_state=JobState.RUNNING, expect_worker=job.worker),
+        )
+        if saved:
             await self.publish(job_event(done))
+
+    async def _stubbornly(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, again and again until the store takes it: a job's end is never dropped for a database that
+        refuses for a while (found from outside: a SQLite write lock held 15 s, a full disk, or PostgreSQL away
+        for 30 s as a run ended left its job running for good; on a worker machine, its slot with it). Each
+        try is one line of log; the waits grow to _RETRY_MAX_S."""
+        wait = _RETRY_FIRST_S
+        while True:
+            try:
+                return await call()
+            except NbrelayError:
+                raise  # a refusal of ours (a state the rules do not allow): trying again changes nothing
+            except Exception as exc:
+                log.warning("could not %s (%s); trying again in %.2g s", what, str(exc) or type(exc).__name__, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, _RETRY_MAX_S)
 
     async def _announce_changes(self, changed: list[dict[str, Any]]) -> None:
         """What post-run steps changed in the workspace, told as every change there is: a file.changed event to

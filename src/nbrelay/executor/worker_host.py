@@ -94,6 +94,7 @@ class WorkerHost:
         self.pool = WorkerPool(settings, stopping_reason="interrupted: worker stopped")
         self._ends: dict[int, asyncio.Future[None]] = {}
         self._cancelled: set[int] = set()
+        self._lost: set[int] = set()  # jobs of this worker whose leases went to others, counted once each
         self._heartbeat: asyncio.Task[None] | None = None
         self._stopping = False
         self.claimed = 0
@@ -210,14 +211,19 @@ class WorkerHost:
         finally:
             self._ends.pop(job.id, None)
             self._cancelled.discard(job.id)
+            self._lost.discard(job.id)
 
     async def _on_event(self, event: Event) -> None:
         assert self.recorder is not None
-        await self.recorder.on_event(event)
-        if event.type in TERMINAL_EVENTS and event.job_id is not None:
-            end = self._ends.get(event.job_id)
-            if end is not None and not end.done():
-                end.set_result(None)
+        try:
+            await self.recorder.on_event(event)
+        finally:
+            # The run is over whatever became of its record: its slot goes on (found from outside: a failed
+            # record of the end left the slot waiting for ever, the job counted lost every second).
+            if event.type in TERMINAL_EVENTS and event.job_id is not None:
+                end = self._ends.get(event.job_id)
+                if end is not None and not end.done():
+                    end.set_result(None)
 
     # leases ----------------------------------------------------------------------------------------------------
     async def _renew_forever(self) -> None:
@@ -253,7 +259,9 @@ class WorkerHost:
                 if job_id not in held and end is not None and end.done():
                     continue  # its run is over: it ended meanwhile (its steps' save, if any, finds out itself)
                 if job_id not in held:
-                    self.lost += 1
+                    if job_id not in self._lost:
+                        self._lost.add(job_id)
+                        self.lost += 1
                     self.recorder.disown(job_id)
                     await self._stop_run(job_id, "lease lost")
                 elif held[job_id]:
