@@ -139,6 +139,21 @@ def test_help_shows_the_defaults() -> None:
 
 
 # settings --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_misspelt_setting_is_said_at_start(tmp_path: Path, command: str) -> None:
+    """Found from outside: NBRELAY_DATABSE_URL left a worker on a SQLite file of its own, ready, in silence."""
+    env = {"NBRELAY_DATA_DIR": str(tmp_path), "NBRELAY_WORKSPACE": str(tmp_path / "ws")}
+    env |= {"NBRELAY_DATABSE_URL": "postgresql://nbrelay@db/nbrelay", "NBRELAY_PORT": "-1"}
+    result = nbrelay(command, timeout_s=60, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    said = " ".join(result.stderr.split())
+    assert (
+        "warning: NBRELAY_DATABSE_URL is no setting of nbrelay and is ignored (did you mean NBRELAY_DATABASE_URL?)"
+        in said
+    )
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("command", "setting", "value", "expected"),
     [
@@ -359,6 +374,28 @@ def test_serve_says_in_a_line_why_its_database_cannot_be_opened(tmp_path: Path) 
     )
     assert 'database "nbrelay_no_such_database" does not exist' in result.stderr
     assert "Traceback" not in result.stderr and "secret" not in result.stderr
+
+
+def test_a_second_serve_of_one_sqlite_database_is_refused(server_factory: Any, tmp_path: Path) -> None:
+    """Found from outside: a second `nbrelay serve` on the same data folder failed the first one's running job as
+    left over from a crash ("interrupted: server restarted"), in silence, and ran jobs from the same queue."""
+    first: ServerProcess = server_factory(workers=1)
+    running = httpx.post(f"{first.url}/api/jobs", json={"notebook": "sleep.ipynb", "parameters": {"seconds": 30}})
+    job = running.json()["id"]
+    args = ["serve", "--port", str(free_port()), "--data-dir", str(first.data_dir), "--workspace", str(tmp_path)]
+    result = nbrelay(*args, timeout_s=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    said = " ".join(result.stderr.split())
+    assert f"is in use by another nbrelay serve (pid {first.process.pid})" in said, said
+    assert "--data-dir" in said and "Traceback" not in result.stderr
+    assert httpx.get(f"{first.url}/api/jobs/{job}").json()["state"] in ("queued", "running")
+    first.process.kill()  # gone, however it went: the database is free again
+    first.process.wait()
+    second = ServerProcess(workspace=first.workspace, data_dir=first.data_dir, workers=1).start()
+    try:
+        assert httpx.get(f"{second.url}/api/jobs/{job}").json()["state"] == "failed"  # what the crash left
+    finally:
+        second.stop()
 
 
 # run --local --------------------------------------------------------------------------------------------------------

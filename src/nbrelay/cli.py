@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from nbrelay.cli_style import (
     seconds,
     when,
 )
-from nbrelay.config import Settings
+from nbrelay.config import Settings, hide_password
 from nbrelay.errors import NbrelayError
 from nbrelay.models import TERMINAL_EVENTS
 
@@ -77,22 +78,44 @@ def serve(
 
     overrides: dict[str, Any] = {"host": host, "port": port, "workspace": workspace, "data_dir": data_dir}
     overrides["workers"] = workers
+    err = console(stderr=True)
+    _warn_unknown_names(err)  # first: a misspelt name may be why the settings are refused
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         raise fail(settings_problem(exc)) from None
     if (problem := _database_problem(settings.database_url)) is not None:
         raise fail(problem, "check NBRELAY_DATABASE_URL: the server, the database and its name")
-    err = console(stderr=True)
+    _hold_the_database(settings)
     shared = settings.shared_dir if settings.per_user_folders else ""
     if examples and seed_workspace(settings.workspace, into=shared):
         err.print(f"[dim]example notebooks copied to {settings.workspace / shared}[/dim]")
     runs = f"workers {settings.workers}" if settings.executor == "local" else "jobs run on `nbrelay worker` machines"
     err.print(
         f"nbrelay on [bold]http://{settings.host}:{settings.port}[/bold]  workspace {settings.workspace}  "
-        f"data {settings.data_dir}  {runs}"
+        f"data {settings.data_dir}  database {escape(hide_password(settings.database_url))}  {runs}"
     )
     Server(server_config(create_app(settings), settings)).run()
+
+
+def _hold_the_database(settings: Settings) -> None:
+    """On SQLite this server is the only one: a second `nbrelay serve` of the same database file is refused (it
+    would fail the first one's running jobs as left over from a crash, and share its queue)."""
+    from sqlalchemy.engine import make_url
+
+    from nbrelay.runtime import hold_lock, lock_holder
+
+    if not settings.database_url.startswith("sqlite"):
+        return
+    database = make_url(settings.database_url).database
+    if not database or database == ":memory:":
+        return
+    lock = Path(f"{database}.serve.lock")
+    if hold_lock(lock) is None:  # held until this process ends
+        raise fail(
+            f"the job database {database} is in use by another nbrelay serve ({lock_holder(lock)})",
+            "stop that server first, or give this one a data folder of its own (--data-dir)",
+        )
 
 
 def _database_problem(url: str) -> str | None:
@@ -143,18 +166,26 @@ def worker(
     from nbrelay.executor.worker_host import run_worker
 
     overrides: dict[str, Any] = {"workspace": workspace, "workers": workers, "executor": "celery"}
+    err = console(stderr=True)
+    _warn_unknown_names(err)  # first: a misspelt name may be why the settings are refused
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-        broker = settings.celery_broker
     except ValidationError as exc:
         raise fail(settings_problem(exc)) from None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    console(stderr=True).print(
+    err.print(
         f"nbrelay worker: {settings.workers} slots  workspace {settings.workspace}  reports {settings.reports_dir}  "
-        f"broker {broker.split('@')[-1]}"
+        f"database {escape(hide_password(settings.database_url))}  broker {settings.celery_broker.split('@')[-1]}"
     )
     run_worker(settings, loglevel=loglevel)
+
+
+def _warn_unknown_names(err: Any) -> None:
+    """A line for each NBRELAY_* variable that nothing reads: a misspelt setting is otherwise silently its
+    default."""
+    from nbrelay.config import unknown_names
+
+    for line in unknown_names(os.environ):
+        err.print(f"[yellow]warning:[/yellow] {escape(line)}")
 
 
 def _print_outcome(job: dict[str, Any], server: str = "") -> int:

@@ -6,9 +6,12 @@ redis://…; the executor by name: `executor` local or celery.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -53,7 +56,8 @@ def settings_problem(exc: ValidationError) -> str:
     for error in exc.errors():
         where = ".".join(str(part) for part in error.get("loc", ()))
         message = str(error.get("msg", "")).removeprefix("Value error, ")
-        lines.append(message if message.startswith("NBRELAY_") else f"NBRELAY_{where.upper()}: {message}")
+        named = message.startswith("NBRELAY_") or not where  # not where: about several settings, which it names
+        lines.append(message if named else f"NBRELAY_{where.upper()}: {message}")
     return "\n".join(lines)
 
 
@@ -61,8 +65,36 @@ def _default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+# NBRELAY_* names that are no setting of the server but are read all the same: the CLI's (--server, --token) and
+# what a worker process tells its kernels.
+_OTHER_NAMES = {"NBRELAY_SERVER", "NBRELAY_TOKEN", "NBRELAY_RUNTIME_DIR"}
+
+
+def unknown_names(environ: Mapping[str, str]) -> list[str]:
+    """The NBRELAY_* variables of `environ` that nothing reads, each with the setting it may have meant (found
+    from outside: NBRELAY_DATABSE_URL left a worker on a SQLite file of its own, ready and taking wake-ups)."""
+    known = {f"NBRELAY_{name.upper()}" for name in Settings.model_fields} | _OTHER_NAMES | {"NBRELAY_REPORTS_DIR"}
+    lines = []
+    for name in sorted(environ):
+        if name.startswith("NBRELAY_") and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+            lines.append(
+                f"{name} is no setting of nbrelay and is ignored" + (f" (did you mean {close[0]}?)" if close else "")
+            )
+    return lines
+
+
+def hide_password(url: str) -> str:
+    """`url` without the password it may hold (user:password@host → user:***@host), for messages."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NBRELAY_", env_file=None, extra="ignore")
+    # An empty variable (NBRELAY_DEFAULT_TIMEOUT_S= in an env file) means the default, and inf or nan is no value
+    # of any setting (found from outside: NBRELAY_REPORT_KEEP_DAYS=inf was taken, and every retention pass failed).
+    model_config = SettingsConfigDict(
+        env_prefix="NBRELAY_", env_file=None, extra="ignore", env_ignore_empty=True, allow_inf_nan=False
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
@@ -86,7 +118,7 @@ class Settings(BaseSettings):
     # This machine's name in worker ids and logs.
     node_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=100)
     # Reports and executed notebooks; shared by every node and worker in multi-node mode. Empty: <data_dir>/reports.
-    reports_folder: Path | None = Field(None, validation_alias=AliasChoices("reports_dir", "NBRELAY_REPORTS_DIR"))
+    reports_folder: Path | None = Field(None, validation_alias=AliasChoices("NBRELAY_REPORTS_DIR", "reports_folder"))
     workers: int = Field(default_factory=_default_workers, ge=1, le=256)
     # Warm kernels kept ready per kernel name in each worker process. Each is started (forked) while jobs run, so it
     # is also how many kernel starts are under way at once, which bounds throughput: 80 tiny jobs back to back on two
@@ -213,10 +245,13 @@ class Settings(BaseSettings):
         if not value:
             return value
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if info.field_name == "database_url" and scheme == "postgres":  # as Heroku and others write it
+            return "postgresql" + value[len(scheme) :]
         accepted = _SCHEMES[info.field_name or ""]
         if scheme not in accepted:
             setting = f"NBRELAY_{(info.field_name or '').upper()}"
-            raise ValueError(f"{setting}={value!r} has an unsupported scheme: use {' or '.join(accepted.values())}")
+            shown = hide_password(value)  # found from outside: the refusal printed the password
+            raise ValueError(f"{setting}={shown!r} has an unsupported scheme: use {' or '.join(accepted.values())}")
         return value
 
     @field_validator("workspace", "data_dir", "reports_folder")
@@ -228,6 +263,14 @@ class Settings(BaseSettings):
     def _default_database(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'nbrelay.db'}"
+        if self.executor == "celery":
+            # Said at start, in a line (found from outside: a 74-line traceback from the server's start-up).
+            if self.database_url.startswith("sqlite"):
+                raise ValueError(
+                    "NBRELAY_EXECUTOR=celery: web nodes and workers share one job database; set "
+                    "NBRELAY_DATABASE_URL=postgresql://user@host/db (it is a SQLite file of this machine)"
+                )
+            self.celery_broker  # noqa: B018 (raises, saying what to set, when there is no broker)
         return self
 
     @property

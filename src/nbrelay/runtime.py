@@ -10,6 +10,7 @@ that owns the data folder finds what a dead predecessor left.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -67,3 +68,27 @@ def remove_runtime_dir(data_dir: Path, folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     with contextlib.suppress(OSError):
         (data_dir / "runtime" / str(os.getpid())).unlink()
+
+
+def hold_lock(path: Path) -> int | None:
+    """Hold the lock file `path` for the rest of this process's life (the system lets it go when the process ends,
+    however it ends); its descriptor, or None when another process holds it (its pid is then in the file).
+
+    One `nbrelay serve` per SQLite job database: a second one started on the same data folder took the first
+    one's running job for what a crash left, failed it and ran jobs from the same queue (found from outside)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def lock_holder(path: Path) -> str:
+    """Who holds the lock file `path`, as it says: "pid 1234", or "another process"."""
+    with contextlib.suppress(OSError, ValueError):
+        return f"pid {int(path.read_text().strip())}"
+    return "another process"
