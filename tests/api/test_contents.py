@@ -790,3 +790,17 @@ def test_an_upload_cut_off_by_its_client_is_one_line_of_log_and_saves_nothing(
         time.sleep(0.05)
     assert "unhandled error" not in caplog.text and "Traceback" not in caplog.text, caplog.text
     assert list(path.iterdir()) == []  # nothing saved, no part left
+
+
+@pytest.mark.parametrize("overwrite", ["false", "no", 0, 1, {}, None])
+def test_overwrite_that_is_no_boolean_is_refused_and_replaces_nothing(
+    http: httpx.Client, folder: tuple[str, Path], overwrite: Any
+) -> None:
+    """Found from outside: "overwrite": "false" was read as true and replaced the target."""
+    name, path = folder
+    (path / "a.txt").write_text("A")
+    (path / "b.txt").write_text("B")
+    answer = http.patch(api(f"{name}/a.txt"), json={"path": f"{name}/b.txt", "overwrite": overwrite})
+    assert answer.status_code == 422, answer.text
+    assert "'overwrite' is true or false" in answer.json()["error"]["message"]
+    assert (path / "a.txt").read_text() == "A" and (path / "b.txt").read_text() == "B"

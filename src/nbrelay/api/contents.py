@@ -174,7 +174,11 @@ async def patch_contents(path: WorkspacePath, request: Request, service: Service
     body = await _json_body(request, 64 * 1024)
     if not isinstance(body, dict) or not isinstance(body.get("path"), str):
         raise BadRequest('expected {"path": "new/path"}', code="invalid_request")
-    return await service.rename(user, path, body["path"], overwrite=bool(body.get("overwrite", False)))
+    overwrite = body.get("overwrite", False)
+    if not isinstance(overwrite, bool):
+        # Found from outside: "overwrite": "false" was taken as true (a non-empty string) and replaced the target.
+        raise Unprocessable(f"'overwrite' is true or false, not {overwrite!r}", code="invalid_request")
+    return await service.rename(user, path, body["path"], overwrite=overwrite)
 
 
 COPY_OR_MKDIR: dict[str, Any] = {
