@@ -169,6 +169,9 @@ class Settings(BaseSettings):
     max_notebook_cells: int = Field(10_000, ge=1)
     # Any other request body (JSON of jobs, schedules, …): over this, 413 before the route reads it.
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # A job's parameters as JSON, at most: every page that connects is sent each unfinished job with them (found
+    # from outside: 100 queued jobs of 900 KB made each connect 90 MB, and ten admin pages took the server to 1.6 GB).
+    max_parameters_bytes: int = Field(64 * 1024, ge=1024)
 
     # The web page: the path prefix under which a reverse proxy publishes the service (e.g. /nbrelay; the proxy
     # strips it before forwarding). The page links everything relative to it; empty: relative to its address.

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nbrelay.config import Settings
-from nbrelay.errors import NotFound, Unprocessable
+from nbrelay.errors import NotFound, PayloadTooLarge, Unprocessable
 from nbrelay.executor.base import Executor
 from nbrelay.files import Areas, Workspace
 from nbrelay.metrics import JobFigures
-from nbrelay.models import TERMINAL_EVENTS, Event, Job, JobError, JobState, transition
+from nbrelay.models import TERMINAL_EVENTS, Event, Job, JobError, JobState, compact_json, transition
 from nbrelay.notebooks import KernelNames, NotebookInfo, read_notebook
 from nbrelay.recorder import JobRecorder, Listener, job_event, worker_id
 from nbrelay.runner.params import check_parameters, default_value
@@ -140,6 +140,13 @@ class JobService:
 
     def _checked(self, user: User, request: SubmitRequest) -> tuple[NotebookInfo, list[dict[str, Any]]]:
         """The notebook of a submit, read and checked, and its steps (asked for, else the notebook's own)."""
+        size = len(compact_json(request.parameters).encode())
+        if size > self.settings.max_parameters_bytes:
+            raise PayloadTooLarge(
+                f"the parameters are {size} bytes as JSON; the limit is {self.settings.max_parameters_bytes}",
+                code="parameters_too_large",
+                hint="pass a path to a file in the workspace instead of its content",
+            )
         info = self.inspect(request.notebook, user, request.kernel_name)
         self.kernels.check(info.kernel_name)
         check_parameters(info.parameters, request.parameters)

@@ -310,6 +310,15 @@ def test_a_notebook_holding_a_lone_surrogate_is_422_invalid_notebook(shared_serv
 
 
 # parameters ---------------------------------------------------------------------------------------------------------
+def test_parameters_past_their_size_are_413_and_nothing_is_stored(shared_server: ServerProcess) -> None:
+    """Found from outside: 900 KB parameters were taken, and each page that connected was sent all of them."""
+    big = {"label": "x" * (64 * 1024)}
+    error = assert_rejected(
+        shared_server, 413, "parameters_too_large", body={"notebook": "params.ipynb", "parameters": big}
+    )
+    assert error["message"].endswith("bytes as JSON; the limit is 65536") and "file in the workspace" in error["hint"]
+
+
 def test_unknown_parameter_is_422_naming_the_known_ones(shared_server: ServerProcess) -> None:
     error = assert_rejected(
         shared_server, 422, "invalid_parameters", body={"notebook": "params.ipynb", "parameters": {"nope": 1}}

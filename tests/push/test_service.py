@@ -3,6 +3,8 @@ store: connection limits, what a session is told on open (stream positions, snap
 
 from __future__ import annotations
 
+import pytest
+
 from nbrelay.hub.hub import parse_position
 from nbrelay.jobs import User
 from nbrelay.models import Event, Job, JobState, transition
@@ -125,6 +127,15 @@ async def test_a_users_snapshot_holds_their_unfinished_jobs_and_an_admins_everyo
         (bobs.id, "bob", "queued", 2),
     ]
     assert await push.snapshot(User("carol")) == []
+
+
+async def test_a_snapshot_past_its_size_keeps_every_running_job(push: Push, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found from outside: with 10,000 queued, the newest 500 were sent and the running job was not."""
+    monkeypatch.setattr("nbrelay.push.service.SNAPSHOT_JOBS", 5)
+    running = await add_job(push, "alice", JobState.RUNNING)
+    queued = [await add_job(push, "alice") for _ in range(8)]
+    sent = await push.snapshot(ALICE)
+    assert [j["id"] for j in sent] == [j.id for j in reversed(queued[-4:])] + [running.id]  # newest first
 
 
 # subscribes and resumes -----------------------------------------------------------------------------------------

@@ -18,11 +18,12 @@ from nbrelay.hub.hub import Subscriber
 from nbrelay.hub.publish_queue import PublishQueue
 from nbrelay.jobs import JobService, User
 from nbrelay.metrics import Metrics
-from nbrelay.models import TERMINAL_EVENTS, UNFINISHED_STATES, Event
+from nbrelay.models import TERMINAL_EVENTS, Event, JobState
 from nbrelay.push.transports.port import Connection
 from nbrelay.push.transports.session import Close, CloseCode, Send, Session, Subscribe, may_read
 
 log = logging.getLogger(__name__)
+SNAPSHOT_JOBS = 500  # unfinished jobs a connection is sent as it opens, at most
 _SWEEP_INTERVAL_S = 2.0  # at most; a quarter of heartbeat_s when that is shorter (pings stay on time)
 # Each sweep goes over the connections in slices spread over its interval (at least this many, and more so that
 # none holds more than _SWEEP_SLICE_MOST): a server with many connections never stops for all of them at once
@@ -220,8 +221,14 @@ class Push:
         return {stream: await self.hub.position(stream) for stream in streams}
 
     async def snapshot(self, user: User) -> list[dict[str, Any]]:
+        """The user's unfinished jobs, newest first: every running one, then the newest queued ones, SNAPSHOT_JOBS
+        in all (found from outside: with 10,000 queued, the newest 500 were sent and the running job was not)."""
         owner = None if user.admin else user.name
-        found = await self.jobs.store.list_jobs(owner=owner, states=sorted(UNFINISHED_STATES), limit=500)
+        store = self.jobs.store
+        running = await store.list_jobs(owner=owner, states=[JobState.RUNNING], limit=SNAPSHOT_JOBS)
+        room = SNAPSHOT_JOBS - len(running)
+        queued = await store.list_jobs(owner=owner, states=[JobState.QUEUED], limit=room) if room > 0 else []
+        found = sorted([*running, *queued], key=lambda job: job.id, reverse=True)
         return [job_json(job, position) for job, position in await self.jobs.with_positions(found)]
 
 
