@@ -14,9 +14,14 @@ from nbrelay.push.transports.sockjs.frames import INTERRUPTED, HttpTransport, Pr
 from nbrelay.push.transports.sockjs.session import SockJSSession
 
 
-async def _until_disconnect(receive: Receive) -> None:
+async def _until_disconnect(receive: Receive, gone: asyncio.Event) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+    gone.set()
+
+
+class _Gone(Exception):
+    """The client went away while frames were written to it."""
 
 
 async def _pump(
@@ -25,6 +30,7 @@ async def _pump(
     callback: str,
     send: Send,
     release: Callable[[], None],
+    gone: asyncio.Event,
     *,
     limit_bytes: int,
     heartbeat_s: float,
@@ -36,11 +42,17 @@ async def _pump(
         last = not transport.streaming or is_close(frame) or sent + len(body) >= limit_bytes
         if last:
             release()  # before the response ends: the client's next request may come at once
-        await send({"type": "http.response.body", "body": body, "more_body": transport.streaming})
+        await send({"type": "http.response.body", "body": body, "more_body": True})
         sent += len(body)
         if last:
-            if transport.streaming:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            # The server's send returns without a word once its client has gone (found from outside: a
+            # response's last frame, every frame of a polling one, was lost so, and the session went on). Before
+            # the response ends (after it, the server says "disconnect" for every request), a disconnect heard
+            # by now came during this frame.
+            await asyncio.sleep(0)
+            if gone.is_set():
+                raise _Gone
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
 
 
@@ -61,10 +73,11 @@ async def receive_over_http(
     prelude = transport.prelude(callback)
     if prelude:
         await send({"type": "http.response.body", "body": prelude.encode(), "more_body": True})
+    gone = asyncio.Event()
     pumping = asyncio.create_task(
-        _pump(session, transport, callback, send, release, limit_bytes=limit_bytes, heartbeat_s=heartbeat_s)
+        _pump(session, transport, callback, send, release, gone, limit_bytes=limit_bytes, heartbeat_s=heartbeat_s)
     )
-    watching = asyncio.create_task(_until_disconnect(receive))
+    watching = asyncio.create_task(_until_disconnect(receive, gone))
     try:
         await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
     finally:
