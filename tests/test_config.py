@@ -55,6 +55,7 @@ def test_postgres_is_taken_for_postgresql() -> None:
 
 def test_only_the_prefixed_name_sets_the_reports_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("REPORTS_DIR", str(tmp_path / "unprefixed"))
+    monkeypatch.setenv("REPORTS_FOLDER", str(tmp_path / "unprefixed"))
     assert Settings(data_dir=tmp_path).reports_dir == tmp_path / "reports"
     monkeypatch.setenv("NBRELAY_REPORTS_DIR", str(tmp_path / "shared"))
     assert Settings(data_dir=tmp_path).reports_dir == tmp_path / "shared"

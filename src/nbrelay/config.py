@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
-    AliasChoices,
     Field,
     SecretStr,
     ValidationError,
@@ -93,7 +92,12 @@ class Settings(BaseSettings):
     # An empty variable (NBRELAY_DEFAULT_TIMEOUT_S= in an env file) means the default, and inf or nan is no value
     # of any setting (found from outside: NBRELAY_REPORT_KEEP_DAYS=inf was taken, and every retention pass failed).
     model_config = SettingsConfigDict(
-        env_prefix="NBRELAY_", env_file=None, extra="ignore", env_ignore_empty=True, allow_inf_nan=False
+        env_prefix="NBRELAY_",
+        env_file=None,
+        extra="ignore",
+        env_ignore_empty=True,
+        allow_inf_nan=False,
+        populate_by_name=True,
     )
 
     host: str = "127.0.0.1"
@@ -118,7 +122,7 @@ class Settings(BaseSettings):
     # This machine's name in worker ids and logs.
     node_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=100)
     # Reports and executed notebooks; shared by every node and worker in multi-node mode. Empty: <data_dir>/reports.
-    reports_folder: Path | None = Field(None, validation_alias=AliasChoices("NBRELAY_REPORTS_DIR", "reports_folder"))
+    reports_folder: Path | None = Field(None, validation_alias="NBRELAY_REPORTS_DIR")
     workers: int = Field(default_factory=_default_workers, ge=1, le=256)
     # Warm kernels kept ready per kernel name in each worker process. Each is started (forked) while jobs run, so it
     # is also how many kernel starts are under way at once, which bounds throughput: 80 tiny jobs back to back on two
