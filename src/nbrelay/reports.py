@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from nbrelay.errors import Conflict, NotFound
+from nbrelay.errors import Conflict, NotFound, log_failure
 from nbrelay.jobs import User
 from nbrelay.models import Job, isoformat, utcnow
 from nbrelay.store.base import JobStore
@@ -232,6 +232,6 @@ class ReportHistory:
         while True:
             try:
                 await self.apply_retention()
-            except Exception:
-                log.exception("report retention failed; trying again in %g s", interval_s)
+            except Exception as exc:
+                log_failure(log, exc, "report retention failed; trying again in %g s", interval_s)
             await asyncio.sleep(interval_s)

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nbrelay.config import Settings
+from nbrelay.errors import log_failure
 from nbrelay.executor.celery_app import CANCEL_COMMAND, TASK_NAME, make_celery, queue_name
 from nbrelay.models import Job, JobState
 from nbrelay.recorder import JobRecorder
@@ -72,8 +73,8 @@ class CeleryExecutor:
     def _send_now(self, job_id: int) -> None:
         try:
             self.app.send_task(TASK_NAME, args=[job_id], queue=self.queue)
-        except Exception:  # the repair pass sends it again once the broker is back
-            log.exception("could not tell the workers that job %s waits", job_id)
+        except Exception as exc:  # the repair pass sends it again once the broker is back
+            log_failure(log, exc, "could not tell the workers that job %s waits; it is told again later", job_id)
 
     async def cancel(self, job_id: int) -> None:
         """Tell every worker at once (a broadcast: the one running the job stops it before its next cell). A
@@ -107,8 +108,8 @@ class CeleryExecutor:
                 if time.monotonic() - last_repair >= self.settings.lease_timeout_s:
                     last_repair = time.monotonic()
                     await self.repair(min_age_s=self.settings.lease_timeout_s)
-            except Exception:
-                log.exception("reaping failed; retrying in %.1f s", interval)
+            except Exception as exc:
+                log_failure(log, exc, "reaping failed; retrying in %.1f s", interval)
 
     async def reap(self) -> None:
         """Running jobs whose lease ran out: re-queue as a new attempt while retries last, else fail."""

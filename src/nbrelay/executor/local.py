@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from nbrelay.config import Settings
+from nbrelay.errors import log_failure
 from nbrelay.executor.pool import WorkerPool
 from nbrelay.models import TERMINAL_EVENTS, Event, Job, JobState
 from nbrelay.recorder import JobRecorder
@@ -70,8 +71,8 @@ class LocalExecutor:
             self._wanted.clear()
             try:
                 await self.dispatch()
-            except Exception:
-                log.exception("dispatch failed; retrying on the next event")
+            except Exception as exc:
+                log_failure(log, exc, "dispatch failed; retrying on the next event")
 
     async def dispatch(self) -> None:
         """Hand queued jobs, oldest first, to free worker processes; the store's claim decides who runs."""

@@ -21,6 +21,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from nbrelay.config import Settings
+from nbrelay.errors import log_failure
 from nbrelay.executor.worker import WorkerConfig
 from nbrelay.executor.worker import main as worker_main
 from nbrelay.models import STATE_EVENT, Event, JobState
@@ -163,8 +164,8 @@ class WorkerPool:
         assert self._on_event is not None
         try:
             await self._on_event(Event(kind, {"job": job_id, **data}))
-        except Exception:
-            log.exception("handling %s of job %s", kind, job_id)
+        except Exception as exc:
+            log_failure(log, exc, "handling %s of job %s failed", kind, job_id)
 
     def _worker_of(self, job_id: int) -> _Worker | None:
         return next((w for w in self._workers if w.job_id == job_id), None)

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from nbrelay.config import Settings
-from nbrelay.errors import HubUnavailable
+from nbrelay.errors import HubUnavailable, log_failure
 from nbrelay.hub import Hub
 from nbrelay.metrics import Metrics
 from nbrelay.models import TERMINAL_EVENTS, Event, utcnow
@@ -117,8 +117,8 @@ class DeliveryLoop:
             self._wake.clear()
             try:
                 await self._claim_and_send()
-            except Exception:
-                log.exception("the delivery loop could not read the outbox; trying again")
+            except Exception as exc:
+                log_failure(log, exc, "the delivery loop could not read the outbox; trying again")
                 await asyncio.sleep(_ERROR_PAUSE_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.notify_poll_s)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from nbrelay.errors import NbrelayError
+from nbrelay.errors import NbrelayError, log_failure
 from nbrelay.models import Job, utcnow
 from nbrelay.schedules import cron
 from nbrelay.store.schedules import Schedule, ScheduleStore, Tick, TickOutcome
@@ -67,8 +67,8 @@ class Scheduler:
             try:
                 await self.run_pending(self.clock())
                 delay_s = await self._until_next(self.clock())
-            except Exception:
-                log.exception("scheduler pass failed; trying again in %s s", self.poll_interval_s)
+            except Exception as exc:
+                log_failure(log, exc, "scheduler pass failed; trying again in %s s", self.poll_interval_s)
                 delay_s = self.poll_interval_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay_s)
