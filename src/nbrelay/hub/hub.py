@@ -20,7 +20,9 @@ from nbrelay.hub.backends.base import HubBackend, stop
 from nbrelay.models import Event, utcnow
 
 log = logging.getLogger(__name__)
-STREAM_NAME = re.compile(r"^(broadcast|user:[A-Za-z0-9_.@+-]{1,128}|job:[0-9]{1,18})$")
+# One name per stream: \Z, not $ (which lets a final "\n" through), and no leading zeros (found from outside:
+# "user:alice\n" and "job:0001" were streams of their own, which nothing is ever published on).
+STREAM_NAME = re.compile(r"^(broadcast|user:[A-Za-z0-9_.@+-]{1,128}|job:(0|[1-9][0-9]{0,17}))\Z")
 COALESCIBLE = frozenset({"job.progress"})
 
 
