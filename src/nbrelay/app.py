@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -16,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -39,7 +42,7 @@ from nbrelay.api.openapi import document_common_errors, error_responses
 from nbrelay.auth import Authenticator, request_origin_allowed
 from nbrelay.config import Settings
 from nbrelay.contents import Contents
-from nbrelay.errors import Forbidden, InvalidJson, NbrelayError
+from nbrelay.errors import Forbidden, InvalidJson, NbrelayError, is_outage
 from nbrelay.files import sweep_leftovers
 from nbrelay.hub import open_hub
 from nbrelay.jobs import open_job_service
@@ -152,6 +155,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _error(500, "internal_error", "something went wrong on the server; the log has the details")
+
+
+async def _store_or_disk_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database or disk that refuses for now is said as such: 507 when full, else 503 with Retry-After (found
+    from outside: a full disk and a locked database were 500 internal_error, and ~100 lines of log each)."""
+    if request.scope["type"] != "http":
+        raise exc  # a WebSocket's: its transport closes it as it closes any failure
+    if not is_outage(exc):
+        return await _unexpected_error(request, exc)
+    reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300] or type(exc).__name__
+    log.warning("%s %s: %s", request.method, request.url.path, reason)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "disk is full" in reason or "No space left" in reason:
+        return _error(507, "disk_full", f"the server's disk is full: {reason}")
+    response = _error(503, "unavailable", f"the server cannot do this now ({reason}); try again shortly")
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 class EventStream(Response):
@@ -285,6 +304,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    for refusal in (OSError, sqlite3.Error, DBAPIError):  # answered without a 500 where they are outages
+        app.add_exception_handler(refusal, _store_or_disk_error)
     app.include_router(auth_api.router)
     app.include_router(jobs_api.router)
     app.include_router(notebooks_api.router)
