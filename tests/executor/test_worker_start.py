@@ -28,13 +28,18 @@ def worker(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# Never connected to either: a worker whose settings or folders are wrong stops before it reaches them.
+UNUSED_DATABASE = "postgresql://nbrelay@127.0.0.1:1/unused"
+
+
 def test_a_worker_without_a_broker_says_which_setting_is_missing(tmp_path: Path) -> None:
-    done = worker({"NBRELAY_DATA_DIR": str(tmp_path), "NBRELAY_BROKER_URL": "sql://"})
+    done = worker(
+        {"NBRELAY_DATA_DIR": str(tmp_path), "NBRELAY_BROKER_URL": "sql://", "NBRELAY_DATABASE_URL": UNUSED_DATABASE}
+    )
     assert done.returncode != 0
     assert "NBRELAY_CELERY_BROKER_URL" in done.stderr and "NBRELAY_BROKER_URL=redis://" in done.stderr
 
 
-# Never connected to: a worker whose folders are wrong stops before it reaches the broker.
 UNUSED_BROKER = "redis://127.0.0.1:6379/0?prefix=nbrelay-test-unused"
 
 
@@ -49,6 +54,7 @@ def folders(tmp_path: Path, **wrong: Path) -> dict[str, str]:
         "NBRELAY_WORKSPACE": str(chosen["workspace"]),
         "NBRELAY_REPORTS_DIR": str(chosen["reports"]),
         "NBRELAY_BROKER_URL": UNUSED_BROKER,
+        "NBRELAY_DATABASE_URL": UNUSED_DATABASE,
     }
 
 
