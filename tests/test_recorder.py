@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -96,3 +97,18 @@ async def test_the_end_of_a_run_is_recorded_once_the_store_takes_it_again(
     assert refusals == {"get": 0, "save": 0}
     assert [e.type for e in published] == ["job.succeeded"]
     assert caplog.text.count(f"could not record the end of job {job.id} (database is locked)") == 3
+
+
+async def test_a_bug_in_recording_the_end_is_raised_not_tried_for_ever(
+    store: SqlJobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder, _published = _recorder(store, tmp_path, leased=False)
+    job = await store.add_job(NewJob(owner="alice", notebook="n.ipynb", kernel_name="python3"))
+    assert await store.claim("w1", lease_s=60) is not None
+
+    async def broken(*_args: Any, **_kw: Any) -> bool:
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(store, "save", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        await asyncio.wait_for(recorder.on_event(Event("job.succeeded", {"job": job.id, "report": False})), 10)

@@ -163,9 +163,9 @@ _OUTAGE_CLASSES = {"OperationalError", "InterfaceError", "ConnectionError", "Tim
 def is_outage(exc: BaseException) -> bool:
     """Whether `exc` is a service we depend on refusing for now (a line of log will do), not a bug of ours (whose
     traceback is wanted)."""
-    return isinstance(exc, OSError | TimeoutError | HubUnavailable) or any(
-        cls.__name__ in _OUTAGE_CLASSES for cls in type(exc).__mro__
-    )
+    if isinstance(exc, OSError | TimeoutError | HubUnavailable) or getattr(exc, "connection_invalidated", False):
+        return True  # connection_invalidated: SQLAlchemy's word for a database connection that was lost
+    return any(cls.__name__ in _OUTAGE_CLASSES for cls in type(exc).__mro__)
 
 
 def log_failure(logger: logging.Logger, exc: BaseException, message: str, *args: Any) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from nbrelay.config import Settings
-from nbrelay.errors import NbrelayError
+from nbrelay.errors import NbrelayError, is_outage
 from nbrelay.files import Areas, Workspace, change_stream
 from nbrelay.models import EVENT_STATE, STATE_EVENT, TERMINAL_EVENTS, Event, Job, JobError, JobState, transition
 from nbrelay.runner.spec import RunSpec
@@ -246,9 +246,9 @@ class JobRecorder:
         while True:
             try:
                 return await call()
-            except NbrelayError:
-                raise  # a refusal of ours (a state the rules do not allow): trying again changes nothing
             except Exception as exc:
+                if isinstance(exc, NbrelayError) or not is_outage(exc):
+                    raise  # a refusal of ours, or a bug: trying again changes nothing
                 log.warning("could not %s (%s); trying again in %.2g s", what, str(exc) or type(exc).__name__, wait)
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, _RETRY_MAX_S)
