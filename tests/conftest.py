@@ -50,6 +50,11 @@ def _share(low: int, high: int) -> tuple[int, int]:
     return low + index * size, low + (index + 1) * size
 
 
+# Ports browsers refuse to open ("net::ERR_UNSAFE_PORT": Chromium's and Firefox's restricted ports) in the range
+# free_port picks from (found in a CI run: a page test's server got 10080).
+_BROWSERS_REFUSE = frozenset({10080})
+
+
 def free_port() -> int:
     """A port free now, for a server a test starts in a moment, taken below the ephemeral range: a port the kernel
     handed out for port 0 may be given next to an outgoing connection of another test as its source port before
@@ -62,7 +67,7 @@ def free_port() -> int:
         first, end = _share(10_000, low)
         for _ in range(200):
             port = random.randrange(first, end)
-            if port in _handed_out:
+            if port in _handed_out or port in _BROWSERS_REFUSE:
                 continue
             with socket.socket() as s:
                 try:
