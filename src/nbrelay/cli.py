@@ -121,8 +121,6 @@ def _hold_the_database(settings: Settings) -> None:
 def _database_problem(url: str) -> str | None:
     """Why the job database cannot be opened, in a line; None once it opens with its schema up to date (found from
     outside: a database name that did not exist was a 200-line traceback before the server gave up)."""
-    from sqlalchemy.engine import make_url
-
     from nbrelay.store import open_store
 
     async def open_and_close() -> None:
@@ -135,7 +133,7 @@ def _database_problem(url: str) -> str | None:
     try:
         asyncio.run(open_and_close())
     except Exception as exc:
-        where = make_url(url).render_as_string(hide_password=True) if "://" in url else url
+        where = hide_password(url)
         reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
         return f"the job database at {where} cannot be opened: {reason}"
     return None

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import stat
 import tempfile
 import time
@@ -79,13 +80,17 @@ def sweep_leftovers(root: Path, *, older_than_s: float) -> int:
     return removed
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+def atomic_write(path: Path, data: bytes | BinaryIO, *, mode: int = 0o644) -> None:
+    """Write `data` (bytes, or a file read a block at a time: never held whole in memory) to `path` so that
+    readers see the old file or the whole new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_file(path.parent, ".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            if hasattr(data, "read"):
+                shutil.copyfileobj(data, out, 1 << 20)
+            else:
+                out.write(data)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, mode)
