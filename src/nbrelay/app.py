@@ -42,7 +42,7 @@ from nbrelay.api.openapi import document_common_errors, error_responses
 from nbrelay.auth import Authenticator, request_origin_allowed
 from nbrelay.config import Settings
 from nbrelay.contents import Contents
-from nbrelay.errors import Forbidden, InvalidJson, NbrelayError, is_outage
+from nbrelay.errors import Forbidden, InvalidJson, NbrelayError, is_outage, reason_of
 from nbrelay.files import sweep_leftovers
 from nbrelay.hub import open_hub
 from nbrelay.jobs import open_job_service
@@ -164,7 +164,7 @@ async def _store_or_disk_error(request: Request, exc: Exception) -> JSONResponse
         raise exc  # a WebSocket's: its transport closes it as it closes any failure
     if not is_outage(exc):
         return await _unexpected_error(request, exc)
-    reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300] or type(exc).__name__
+    reason = reason_of(exc)
     log.warning("%s %s: %s", request.method, request.url.path, reason)
     if getattr(exc, "errno", None) == errno.ENOSPC or "disk is full" in reason or "No space left" in reason:
         return _error(507, "disk_full", f"the server's disk is full: {reason}")

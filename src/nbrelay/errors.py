@@ -168,11 +168,17 @@ def is_outage(exc: BaseException) -> bool:
     return any(cls.__name__ in _OUTAGE_CLASSES for cls in type(exc).__mro__)
 
 
+def reason_of(exc: BaseException) -> str:
+    """Why `exc` happened, in one line of at most 300 characters: the driver's own error where SQLAlchemy wraps
+    one (`orig`), else the exception's text, else its class."""
+    text = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+    return text or type(exc).__name__
+
+
 def log_failure(logger: logging.Logger, exc: BaseException, message: str, *args: Any) -> None:
     """`message` with why it failed: one line for an outage (found from outside: PostgreSQL away for 35 s wrote
     1,317 lines of tracebacks, one per output event), the traceback for anything else."""
     if is_outage(exc):
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        logger.warning(message + " (%s)", *args, reason[:300])
+        logger.warning(message + " (%s)", *args, reason_of(exc))
     else:
         logger.error(message, *args, exc_info=exc)

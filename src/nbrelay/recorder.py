@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from nbrelay.config import Settings
-from nbrelay.errors import NbrelayError, is_outage
+from nbrelay.errors import NbrelayError, is_outage, reason_of
 from nbrelay.files import Areas, Workspace, change_stream
 from nbrelay.models import EVENT_STATE, STATE_EVENT, TERMINAL_EVENTS, Event, Job, JobError, JobState, transition
 from nbrelay.runner.spec import RunSpec
@@ -249,7 +249,7 @@ class JobRecorder:
             except Exception as exc:
                 if isinstance(exc, NbrelayError) or not is_outage(exc):
                     raise  # a refusal of ours, or a bug: trying again changes nothing
-                log.warning("could not %s (%s); trying again in %.2g s", what, str(exc) or type(exc).__name__, wait)
+                log.warning("could not %s (%s); trying again in %.2g s", what, reason_of(exc), wait)
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, _RETRY_MAX_S)
 
