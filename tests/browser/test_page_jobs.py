@@ -300,13 +300,15 @@ def test_files_drop_folder_rename_copy_delete_and_live_changes(server: ServerPro
     expect(kept).to_be_visible()
     expect(dropped).to_have_count(0)
 
+    # A file written beside the service (not through it) is listed with the next change the page is told of: here
+    # the copy's.
+    (server.workspace / "old.ipynb").write_text("the file to replace")
     kept.locator("[data-action=more]").click()
     page.get_by_role("menuitem", name="Make a copy").click()
     copy = page.locator(".file-row[data-path='kept-Copy1.ipynb']")
     expect(copy).to_be_visible()
 
     # Renaming to a name that is taken says so, and renaming again replaces that file (after the warning only).
-    (server.workspace / "old.ipynb").write_text("the file to replace")
     old = page.locator(".file-row[data-path='old.ipynb']")
     expect(old).to_be_visible()
     copy.locator("[data-action=more]").click()
@@ -358,6 +360,11 @@ def test_files_drop_folder_rename_copy_delete_and_live_changes(server: ServerPro
         expect(page.locator(".file-name")).to_have_text(MARKUP_NAME)
         assert api.delete(f"/api/contents/archive/{MARKUP_NAME}").status_code == 204
         expect(page.locator(".file-list .empty")).to_be_visible()
+
+    # A file written beside the service (no event tells of it) is listed when the page comes back into view.
+    (server.workspace / "archive" / "beside.ipynb").write_text("{}")
+    page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+    expect(page.locator(".file-row[data-path='archive/beside.ipynb']")).to_be_visible()
     pages.assert_no_page_errors()
 
 

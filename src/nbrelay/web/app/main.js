@@ -233,6 +233,11 @@ function start(info) {
     else if (event.type === "delivery.attempted") notifications.onDeliveryEvent(event.data ?? {});
     else if (event.type.startsWith("schedule.")) schedules.onEvent(event);
   });
+  // Files written beside the service (a copy over ssh, a notebook writing outputs) are told of by no event: the
+  // folder is read again when the page comes back into view, as a file manager does.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") files.scheduleRefresh();
+  });
   client.on("recovered", ({ recovered }) => {
     if (recovered) return;
     // The events we missed are gone from the server's history: read the state again instead.
