@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import sqlite3
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from nbrelay.app import seed_workspace
 from tests.conftest import NOTEBOOKS
-from tests.live import LiveServer
+from tests.live import LiveServer, bearer, make_token
 
 
 def test_examples_go_where_every_user_sees_them_and_never_into_a_workspace_in_use(tmp_path: Path) -> None:
@@ -54,5 +55,51 @@ def test_a_database_or_disk_that_refuses_is_said_not_a_500(
         assert answer.json()["error"]["code"] == code and str(refusal.args[-1]) in answer.json()["error"]["message"]
         if status == 503:
             assert answer.headers["retry-after"] == "5"
+    finally:
+        server.stop()
+
+
+def test_ready_asks_the_database_hub_and_executor_and_says_why_not_to_admins_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/api/health says the process is alive; /api/ready says whether what it needs answers now."""
+    (tmp_path / "ws").mkdir()
+    server = LiveServer(tmp_path / "ws", tmp_path / "data", auth_mode="token").start()
+    try:
+        http = httpx.Client(base_url=server.url, timeout=30)
+        answer = http.get("/api/ready")
+        assert answer.status_code == 200, answer.text
+        checks = answer.json()["checks"]
+        assert sorted(checks) == ["database", "executor", "hub"]
+        assert all(check["ok"] and check["ms"] >= 0 for check in checks.values())
+        assert http.head("/api/ready").status_code == 200  # load balancers' checks
+
+        async def away() -> None:
+            raise OSError(111, "Connection refused")
+
+        probes = server.app.state.readiness.probes
+        monkeypatch.setitem(probes, "database", away)
+        answer = http.get("/api/ready")
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+        assert answer.json()["status"] == "not_ready"
+        assert sorted(answer.json()["checks"]["database"]) == ["ms", "ok"]  # no reason for who is not signed in
+        assert answer.json()["checks"]["database"]["ok"] is False
+        assert answer.json()["checks"]["hub"]["ok"] and answer.json()["checks"]["executor"]["ok"]
+        user = http.get("/api/ready", headers=bearer(make_token(server, "alice"))).json()["checks"]["database"]
+        assert "reason" not in user  # where the database is, and why it fails: for operators
+        admin = http.get("/api/ready", headers=bearer(make_token(server, "root", admin=True))).json()
+        assert admin["checks"]["database"]["reason"] == "[Errno 111] Connection refused"
+
+        async def hangs() -> None:
+            await asyncio.sleep(30)
+
+        server.app.state.readiness.timeout_s = 0.2
+        monkeypatch.setitem(probes, "hub", hangs)
+        admin = http.get("/api/ready", headers=bearer(make_token(server, "root2", admin=True))).json()
+        hub = admin["checks"]["hub"]
+        assert (hub["ok"], hub["reason"]) == (False, "no answer within 0.2 s") and hub["ms"] >= 180
+        monkeypatch.undo()
+        assert http.get("/api/ready").status_code == 200
+        assert http.get("/api/health").json()["status"] == "ok"
     finally:
         server.stop()

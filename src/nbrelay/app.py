@@ -53,6 +53,7 @@ from nbrelay.push.transports.legacy import serve_legacy, unfinished_envelope
 from nbrelay.push.transports.sockjs import mount_sockjs
 from nbrelay.push.transports.sse import serve_sse
 from nbrelay.push.transports.ws import serve_websocket
+from nbrelay.readiness import RETRY_AFTER_S, Readiness
 from nbrelay.reports import ReportHistory
 from nbrelay.schedules import open_scheduling
 from nbrelay.store import open_store
@@ -264,15 +265,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Webhooks and e-mail: every web node sends from the outbox the store fills with each job's end.
         app.state.notifications, app.state.delivery = open_delivery(settings, store, hub, service.recorder, metrics)
         app.state.schedules, scheduler = open_scheduling(service, announce=push.on_schedule_event)
+        readiness = Readiness({"database": store.ping, "hub": hub.ping, "executor": service.executor.ping})
         await push.start()  # before the service starts: recovery events must reach the hub too
         await service.start()
         scheduler.start()  # on every web node: the store decides which node runs a tick
         await app.state.delivery.start()
         retention = asyncio.create_task(reports.run_forever(settings.retention_interval_s), name="retention")
+        app.state.readiness = readiness  # from here on /api/ready asks; before, it says the node is starting
         sweep = asyncio.create_task(_sweep_forever(settings), name="sweep")
         try:
             yield
         finally:
+            app.state.readiness = None  # stopping: a load balancer should send no more work here
             await scheduler.stop()
             retention.cancel()
             sweep.cancel()
@@ -341,14 +345,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def sse_endpoint(request: Request) -> Response:
         return await serve_sse(request, app.state.push)
 
+    async def for_operators(request: Request) -> bool:
+        """Whether the caller may see how the service runs inside (metrics, why it is not ready): everyone when
+        NBRELAY_METRICS_PUBLIC says so (by default without sign-in), else admins."""
+        if settings.metrics_public if settings.metrics_public is not None else settings.auth_mode == "none":
+            return True
+        try:
+            return (await current_user(request)).admin
+        except NbrelayError:  # not signed in
+            return False
+
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", include_in_schema=False)
     async def metrics_endpoint(request: Request) -> Response:
-        public = settings.metrics_public if settings.metrics_public is not None else settings.auth_mode == "none"
-        if not public:
-            # Who runs what, how many users are connected: not for everyone who can reach the port.
-            user = await current_user(request)
-            if not user.admin:
-                raise Forbidden("metrics are for admins (or set NBRELAY_METRICS_PUBLIC=true)", code="admin_only")
+        # Who runs what, how many users are connected: not for everyone who can reach the port.
+        if not await for_operators(request):
+            raise Forbidden("metrics are for admins (or set NBRELAY_METRICS_PUBLIC=true)", code="admin_only")
         if hasattr(app.state, "push"):
             app.state.push.report()
             await app.state.jobs.figures(metrics.job_figures)
@@ -360,6 +371,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/api/health", tags=["service"], summary="Liveness and version")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
+
+    @app.get(
+        "/api/ready",
+        tags=["service"],
+        summary="Readiness: the job database, the hub and the executor answer",
+        description="200 when this node can take work now; 503 with Retry-After when something it needs does not "
+        "answer (or while it starts or stops). Each check says ok and how long it took; why one failed is said to "
+        "admins, or to everyone where metrics are public. /api/health only says the process is alive.",
+        responses={503: {"description": "not ready: a check failed, or the node starts or stops"}},
+    )
+    async def ready(request: Request) -> JSONResponse:
+        readiness: Readiness | None = getattr(app.state, "readiness", None)
+        if readiness is None:
+            body = {"status": "not_ready", "version": __version__, "reason": "starting or stopping", "checks": {}}
+            return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+        checks = await readiness.check()
+        why = await for_operators(request)
+        ok = all(check.ok for check in checks)
+        body = {
+            "status": "ready" if ok else "not_ready",
+            "version": __version__,
+            "checks": {check.name: check.shown(why=why) for check in checks},
+        }
+        headers = {} if ok else {"Retry-After": str(RETRY_AFTER_S)}
+        return JSONResponse(body, status_code=200 if ok else 503, headers=headers)
 
     document_common_errors(app, signed_in=current_user)
     return app

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import free_port
+
 pytestmark = [pytest.mark.kernel, pytest.mark.postgres, pytest.mark.redis]
 
 KINDS = ["local", "celery"]
@@ -143,3 +145,27 @@ def test_a_kernel_past_the_memory_limit_fails_its_job_and_nothing_else(deploy: A
     assert "out of memory" in failed["error"]["reason"] and "600 MB" in failed["error"]["reason"], failed["error"]
     assert d.wait_for(modest, timeout_s=90)["state"] == "succeeded", d.logs()
     assert d.wait_for(after, timeout_s=90)["state"] == "succeeded", d.logs()
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "celery-rabbitmq"])
+def test_ready_when_the_database_hub_and_executor_answer(deploy: Any, kind: str) -> None:
+    d = deploy(kind, workers=0)  # a web node is ready with no worker up: its jobs wait in the queue
+    with d.server.client() as http:
+        answer = http.get("/api/ready")
+    assert answer.status_code == 200, answer.text
+    assert {name: check["ok"] for name, check in answer.json()["checks"].items()} == {
+        "database": True,
+        "hub": True,
+        "executor": True,
+    }
+
+
+def test_not_ready_while_celerys_broker_does_not_answer(deploy: Any) -> None:
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}//"  # nothing listens there
+    d = deploy("celery", workers=0, env={"NBRELAY_CELERY_BROKER_URL": closed})
+    with d.server.client() as http:
+        answer = http.get("/api/ready")
+    assert answer.status_code == 503, answer.text
+    checks = answer.json()["checks"]
+    assert checks["database"]["ok"] and checks["hub"]["ok"] and not checks["executor"]["ok"]
+    assert "Connection refused" in checks["executor"]["reason"]  # the test's server: metrics are public

@@ -9,6 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import nbrelay.executor.pool as pool_module
 from nbrelay.config import Settings
 from nbrelay.executor.pool import WorkerPool
 from nbrelay.models import TERMINAL_EVENTS, Event
@@ -130,3 +131,23 @@ async def test_a_run_whose_lease_is_renewed_runs_to_its_end(tmp_path: Path) -> N
         await pool.stop()
     assert event.data["state"] == "succeeded" and event.data["report"] is True, event
     assert (out / "report.html").exists()
+
+
+async def test_check_says_when_the_pool_takes_no_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What readiness asks of the local executor: the pool runs, a worker process is alive, it is not stopping."""
+    monkeypatch.setattr(pool_module, "_WATCH_INTERVAL_S", 3600)  # dead workers stay dead while the test looks
+    pool = WorkerPool(Settings(workspace=tmp_path, data_dir=tmp_path / "data", workers=2))
+    await pool.start(lambda event: asyncio.sleep(0))
+    try:
+        pool.check()
+        pool._workers[0].process.kill()
+        await asyncio.to_thread(pool._workers[0].process.join, 10)
+        pool.check()  # one is enough to take jobs
+        pool._workers[1].process.kill()
+        await asyncio.to_thread(pool._workers[1].process.join, 10)
+        with pytest.raises(RuntimeError, match="none of the 2 worker processes is alive"):
+            pool.check()
+    finally:
+        await pool.stop()
+    with pytest.raises(RuntimeError, match="stopping"):
+        pool.check()

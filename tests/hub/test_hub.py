@@ -99,6 +99,25 @@ def has(n: int) -> Callable[[list[Event]], bool]:
     return lambda events: len(events) >= n
 
 
+async def ping_answers(hub: Hub, timeout_s: float) -> None:
+    """hub.ping() returns within `timeout_s` (a node listens on Redis a moment after its start or return)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            return await hub.ping()
+        except HubUnavailable:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def test_ping_answers_while_the_backend_does(make_hub: MakeHub) -> None:
+    hub = await make_hub()
+    await ping_answers(hub, timeout_s=5)
+    await publish(hub, "user:a")
+    await hub.ping()
+
+
 async def test_offsets_rise_per_stream_with_one_epoch(make_hub: MakeHub) -> None:
     hub = await make_hub()
     a1 = await publish(hub, "user:a", n=1)
@@ -610,6 +629,21 @@ async def test_publishes_to_a_redis_that_does_not_answer_share_one_connect() -> 
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.redis
+async def test_ping_says_redis_is_away_and_answers_once_this_node_listens_again(redis_server: RedisServer) -> None:
+    hub = open_hub(redis_server.url, history_size=100, history_ttl_s=3600, subscriber_queue_size=100)
+    await hub.start()
+    try:
+        await ping_answers(hub, timeout_s=5)
+        redis_server.kill()
+        with pytest.raises(HubUnavailable, match=f"the hub's Redis at redis://127.0.0.1:{redis_server.port}/0 did no"):
+            await hub.ping()
+        redis_server.start()
+        await ping_answers(hub, timeout_s=20)  # the listener's back-off is at most a few seconds
+    finally:
+        await hub.close()
 
 
 @pytest.mark.redis

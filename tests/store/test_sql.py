@@ -12,6 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 import nbrelay.store.sql as sql_module
 from nbrelay.models import Job, JobError, JobState, transition
@@ -19,6 +20,7 @@ from nbrelay.store import NewJob, open_store
 from nbrelay.store.sql import SqlJobStore, engine_url, metadata
 from nbrelay.store.sql import _listing as sql_listing
 from nbrelay.store.sql import _listing_params as sql_listing_params
+from tests.conftest import free_port
 
 
 def new(owner: str = "alice", notebook: str = "nb/a.ipynb", **kw: Any) -> NewJob:
@@ -29,6 +31,16 @@ async def start(store: SqlJobStore, job: Job) -> Job:
     running = transition(job, JobState.RUNNING)
     assert await store.save(running, expect_state=JobState.QUEUED)
     return running
+
+
+async def test_ping_returns_while_the_database_answers_and_raises_when_it_does_not(store: SqlJobStore) -> None:
+    await store.ping()
+    away = SqlJobStore(f"postgresql://nbrelay@127.0.0.1:{free_port()}/nobody")  # a port nothing listens on
+    try:
+        with pytest.raises((OSError, DBAPIError), match=r"refused|failed"):
+            await away.ping()
+    finally:
+        await away.close()
 
 
 async def test_add_and_get_round_trip(store: SqlJobStore) -> None:

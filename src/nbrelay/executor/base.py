@@ -28,6 +28,9 @@ class Executor(Protocol):
         """The store already says cancel_requested for this running job: make the cancel reach its run, which
         ends with a job.cancelled event (interrupt, then kill after the grace period)."""
 
+    async def ping(self) -> None:
+        """Return when jobs can be handed on now (what the executor needs answers); raise, saying what does not."""
+
     async def slots(self) -> int:
         """How many jobs can run at once now (the concurrency cap): worker processes here, or the slots of the
         live workers."""

@@ -24,6 +24,7 @@ from nbrelay.recorder import JobRecorder
 from nbrelay.store.base import JobStore
 
 log = logging.getLogger(__name__)
+PING_CONNECT_TIMEOUT_S = 2.0
 
 
 def reap_interval_s(lease_timeout_s: float) -> float:
@@ -87,6 +88,15 @@ class CeleryExecutor:
             self.app.control.broadcast(CANCEL_COMMAND, arguments={"job_id": job_id})
         except Exception as exc:  # the next lease renewal brings the cancel
             log.warning("could not tell the workers to stop job %s (%s); they learn it within a second", job_id, exc)
+
+    async def ping(self) -> None:
+        """The broker takes a connection (a new one: the sender's may be busy). The job database is asked apart."""
+
+        def connect() -> None:
+            with self.app.connection_for_write(connect_timeout=PING_CONNECT_TIMEOUT_S) as conn:
+                conn.ensure_connection(max_retries=0)
+
+        await asyncio.to_thread(connect)
 
     async def slots(self) -> int:
         """The slots of the live workers (their Celery pool sizes), as the workers answer a broadcast."""

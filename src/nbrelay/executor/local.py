@@ -57,6 +57,12 @@ class LocalExecutor:
     async def cancel(self, job_id: int) -> None:
         await self.pool.cancel(job_id)
 
+    async def ping(self) -> None:
+        """Dispatch goes on and a worker process is alive (a dead one is started again within a second)."""
+        if self._dispatcher is None or self._dispatcher.done():
+            raise RuntimeError("the dispatcher of queued jobs is not running")
+        self.pool.check()
+
     async def slots(self) -> int:
         return self.settings.workers
 

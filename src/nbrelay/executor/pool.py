@@ -115,6 +115,15 @@ class WorkerPool:
             return 0
         return sum(1 for w in self._workers if w.job_id is None and not w.recording and w.process.is_alive())
 
+    def check(self) -> None:
+        """Raise, saying what, unless the pool takes jobs: not stopping, its tasks running, a worker alive."""
+        if self._stopping:
+            raise RuntimeError("the worker processes are stopping")
+        if any(task.done() for task in self._tasks):
+            raise RuntimeError("the worker pool's event pump has stopped")
+        if not any(worker.process.is_alive() for worker in self._workers):
+            raise RuntimeError(f"none of the {len(self._workers)} worker processes is alive (they are started again)")
+
     def running(self) -> set[int]:
         return {w.job_id for w in self._workers if w.job_id is not None}
 

@@ -139,6 +139,9 @@ class Hub:
         await stop(list(self._tasks))
         await self.backend.close()
 
+    async def ping(self) -> None:
+        await self.backend.ping()
+
     def _deliver(self, event: Event) -> None:
         assert event.stream is not None
         if self.observe_lag is not None:

@@ -64,6 +64,9 @@ class JobStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Return once the database answers a query; raise (an OSError or the driver's error) when it does not."""
+
     async def add_job(self, new: NewJob) -> Job:
         """Insert a queued job and return it with its id."""
 

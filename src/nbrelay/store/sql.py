@@ -239,6 +239,10 @@ class SqlJobStore:
         await self._engine.dispose()
         self._started = False
 
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
     async def add_job(self, new: NewJob) -> Job:
         job = Job(
             id=0,

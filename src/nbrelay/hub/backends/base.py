@@ -44,6 +44,9 @@ class HubBackend(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Return once what keeps the history answers (the database, Redis); raise HubUnavailable when not."""
+
     async def publish(self, event: Event, streams: Sequence[str]) -> list[Event]:
         """Append `event` to each stream's history (atomically where the backend can), have it delivered to the
         watchers of those streams, and return the positioned copies, one per stream, in the order given."""

@@ -34,6 +34,9 @@ class MemoryBackend:
     async def close(self) -> None:
         self._streams.clear()
 
+    async def ping(self) -> None:
+        """The history is this process's own memory: nothing to ask."""
+
     async def watch(self, stream: str) -> None:
         """Nothing to do: every event published in this process is delivered in it."""
 

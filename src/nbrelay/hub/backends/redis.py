@@ -205,6 +205,17 @@ class RedisBackend:
         if self._link is not None:
             self._link.close()
 
+    async def ping(self) -> None:
+        """Redis answers, and this node's pub/sub is on the connection that answered (while the listener
+        reconnects, other nodes' events do not reach this one)."""
+        try:
+            link = await self._connection()
+            await link.call("PING")
+        except (ReplyError, OSError) as exc:
+            raise HubUnavailable(f"the hub's Redis at {self.where} did not answer: {exc}") from exc
+        if self._pubsub is not link:
+            raise HubUnavailable(f"the hub's Redis at {self.where} answers, but this node does not listen on it yet")
+
     # keys ----------------------------------------------------------------------------------------------------
     def channel(self, stream: str) -> str:
         return self._keys + stream

@@ -29,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from nbrelay.errors import HubUnavailable
+from nbrelay.errors import HubUnavailable, reason_of
 from nbrelay.hub.backends.base import Deliver, History
 from nbrelay.hub.backends.sql_batch import EXPIRE_EVERY_S, Publish, Statements, offsets_needed, place, trims
 from nbrelay.hub.backends.sqlite_writer import COMMIT_WINDOW_S, SqliteWriter
@@ -158,6 +158,13 @@ class SqlBackend:
             await self._pg.close()
             self._pg = None
         await self.engine.dispose()
+
+    async def ping(self) -> None:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except (OSError, sa.exc.SQLAlchemyError) as exc:
+            raise HubUnavailable(f"the hub's database at {self.where} did not answer: {reason_of(exc)}") from exc
 
     async def watch(self, stream: str) -> None:
         """Nothing to do: this backend delivers the events published by this process, to this process."""

@@ -1,0 +1,52 @@
+"""Readiness: probes asked together, each within a time limit, and a change of the answer logged once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from nbrelay.readiness import Readiness
+
+
+async def test_probes_run_together_each_within_its_limit_and_a_change_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    away = False
+    broker_asked = asyncio.Event()
+
+    async def database() -> None:
+        await broker_asked.wait()  # asked one after the other, this one would time out
+        await asyncio.sleep(0.3)
+        if away:
+            raise OSError(111, "Connection refused")
+
+    async def broker() -> None:
+        broker_asked.set()
+        await asyncio.sleep(0.3)
+
+    readiness = Readiness({"database": database, "broker": broker}, timeout_s=1)
+    caplog.set_level(logging.INFO, logger="nbrelay.readiness")
+    checks = await readiness.check()
+    assert [(c.name, c.ok, c.reason) for c in checks] == [("database", True, None), ("broker", True, None)]
+    assert not caplog.records  # ready from the start: nothing to say
+
+    away = True
+    for _ in range(3):
+        (db, _) = await readiness.check()
+        assert (db.ok, db.reason) == (False, "[Errno 111] Connection refused")
+    assert [r.getMessage() for r in caplog.records] == ["not ready: database: [Errno 111] Connection refused"]
+
+    readiness.timeout_s = 0.1  # both now answer too late
+    checks = await readiness.check()
+    assert [c.reason for c in checks] == ["no answer within 0.1 s"] * 2
+    assert all(c.ms >= 90 for c in checks)
+    assert caplog.records[-1].getMessage() == (
+        "not ready: database: no answer within 0.1 s; broker: no answer within 0.1 s"
+    )
+
+    away, readiness.timeout_s = False, 1
+    assert all(c.ok for c in await readiness.check())
+    assert caplog.records[-1].getMessage() == "ready again (database, broker answer)"
+    assert len(caplog.records) == 3
