@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,4 +104,43 @@ def test_ready_asks_the_database_hub_and_executor_and_says_why_not_to_admins_onl
         assert http.get("/api/ready").status_code == 200
         assert http.get("/api/health").json()["status"] == "ok"
     finally:
+        server.stop()
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_bug_is_answered_500_and_logged_once_with_its_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found from outside: a genuine 500 was logged twice, ours with the request and the server's own."""
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "tiny.ipynb").write_bytes((NOTEBOOKS / "tiny.ipynb").read_bytes())
+    server = LiveServer(tmp_path / "ws", tmp_path / "data").start()
+    seen = Records()
+    loggers = [logging.getLogger("uvicorn.error"), logging.getLogger("nbrelay")]
+    for logger in loggers:
+        logger.addHandler(seen)
+    try:
+
+        async def bug(*_args: Any, **_kw: Any) -> Any:
+            raise KeyError("a bug")
+
+        monkeypatch.setattr(server.app.state.jobs.store, "add_job", bug)
+        answer = httpx.post(f"{server.url}/api/jobs", json={"notebook": "tiny.ipynb"}, timeout=30)
+        assert answer.status_code == 500
+        assert answer.json()["error"]["code"] == "internal_error"
+        assert answer.headers["x-content-type-options"] == "nosniff"  # it passed the other middlewares
+        time.sleep(0.2)  # what the server would log comes after the answer
+        assert [r.getMessage() for r in seen.records] == ["unhandled error on POST /api/jobs"]
+        assert seen.records[0].exc_info is not None and seen.records[0].exc_info[0] is KeyError
+    finally:
+        for logger in loggers:
+            logger.removeHandler(seen)
         server.stop()

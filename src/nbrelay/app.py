@@ -36,7 +36,7 @@ from nbrelay.api import page as page_api
 from nbrelay.api import reports as reports_api
 from nbrelay.api import schedules as schedules_api
 from nbrelay.api.auth import CurrentUser, current_user
-from nbrelay.api.guards import BodyLimit, PathText, SecurityHeaders
+from nbrelay.api.guards import BodyLimit, LastResort, PathText, SecurityHeaders
 from nbrelay.api.head import HeadAsGet
 from nbrelay.api.openapi import document_common_errors, error_responses
 from nbrelay.auth import Authenticator, request_origin_allowed
@@ -299,6 +299,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     app.state.settings = settings
     app.state.metrics = metrics
+    app.add_middleware(LastResort, answer=_unexpected_error)  # innermost
     app.add_middleware(OriginGuard, settings=settings)
     app.add_middleware(BodyLimit, limit_bytes=settings.max_body_bytes)
     app.add_middleware(PathText)
@@ -307,7 +308,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(NbrelayError, _nbrelay_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_exception_handler(Exception, _unexpected_error)  # what LastResort cannot take (a middleware's error)
     for refusal in (OSError, sqlite3.Error, DBAPIError):  # answered without a 500 where they are outages
         app.add_exception_handler(refusal, _store_or_disk_error)
     app.include_router(auth_api.router)

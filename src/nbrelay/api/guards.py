@@ -1,15 +1,16 @@
 """What every HTTP request and answer passes besides its route: a path that is text (400 before any route reads
 it), a cap on request bodies (413 before the route reads too much), and the security headers every answer
-carries unless its route set its own."""
+carries unless its route set its own; and the last resort for a bug, answered 500 and logged once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import unquote_to_bytes
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nbrelay.errors import PathRefused, PayloadTooLarge
@@ -126,3 +127,33 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class LastResort:
+    """An error that no handler took (a bug): answered by `answer` (500 internal_error, logged once with the
+    request), and not raised again. Starlette's handler for Exception answers and then raises the error again for
+    the server, which logged its traceback a second time. Innermost of the middlewares, so that the answer still
+    passes the others (security headers); an error after the answer began is left to the server as it was."""
+
+    def __init__(self, app: ASGIApp, answer: Callable[[Request, Exception], Awaitable[Response]]):
+        self.app = app
+        self.answer = answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = False
+
+        async def send_noting(message: Message) -> None:
+            nonlocal began
+            began = began or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting)
+        except Exception as exc:
+            if began:
+                raise
+            response = await self.answer(Request(scope), exc)
+            await response(scope, receive, send)
