@@ -522,10 +522,12 @@ def token_revoke(
 
 from nbrelay.cli_files import files_app, reports_command  # noqa: E402
 from nbrelay.cli_schedules import schedules_app  # noqa: E402
+from nbrelay.cli_status import status_command  # noqa: E402
 
 app.add_typer(files_app, name="files")
 app.add_typer(schedules_app, name="schedules")
 app.command("reports")(reports_command)
+app.command("status")(status_command)
 
 
 def main() -> None:  # pragma: no cover - the console script

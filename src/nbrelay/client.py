@@ -135,6 +135,17 @@ class Client:
         """A request whose answer is JSON: the decoded answer, or RemoteError."""
         return self._send(method, path, **kw).json()
 
+    def ready(self) -> dict[str, Any]:
+        """GET /api/ready: {"status": "ready" or "not_ready", "version", "checks": {name: {"ok", "ms", "reason"?}}}.
+        A node that is not ready answers too (503 is its answer here, not an error); RemoteError when the server
+        cannot be reached or is not nbrelay."""
+        try:
+            return dict(self._call("GET", "/api/ready"))
+        except RemoteError as exc:
+            if exc.status == 503 and "checks" in exc.body:
+                return dict(exc.body)
+            raise
+
     def parameters(self, notebook: str) -> dict[str, Any]:
         return self._call("GET", f"/api/notebooks/{_quoted(notebook)}/parameters")
 
