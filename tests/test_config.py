@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from nbrelay.config import Settings, hide_password, settings_problem, unknown_names
+from tests.notify.pki import PrivateCa
 
 
 def test_a_misspelt_or_unknown_name_is_said_with_the_setting_it_may_mean() -> None:
@@ -73,3 +74,46 @@ def test_the_celery_executor_is_refused_at_start_without_what_it_needs(settings:
         Settings(executor="celery", **settings)
     assert said in settings_problem(refused.value) and "NBRELAY_:" not in settings_problem(refused.value)
     Settings(executor="celery", database_url="postgresql://u@db/x", broker_url="redis://r:6379/0")
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (None, "does not exist"),
+        ("<a folder>", "is not a file"),
+        ("", "holds no certificate"),
+        ("the company's CA, to be pasted here\n", "holds no certificate"),
+        (
+            "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+            "holds a certificate that is not valid",
+        ),
+    ],
+)
+def test_a_notify_ca_file_without_a_certificate_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str | None, said: str
+) -> None:
+    ca_file = tmp_path / "company-ca.pem"
+    if content == "<a folder>":
+        ca_file.mkdir()
+    elif content is not None:
+        ca_file.write_text(content)
+    monkeypatch.setenv("NBRELAY_NOTIFY_CA_FILE", str(ca_file))
+    with pytest.raises(ValidationError) as refused:
+        Settings(data_dir=tmp_path)
+    problem = settings_problem(refused.value)
+    assert problem.startswith(f"NBRELAY_NOTIFY_CA_FILE='{ca_file}' {said}"), problem
+    assert "PEM file of CA certificates" in problem and "\n" not in problem
+    assert refused.value.errors()[0]["loc"] == ("notify_ca_file",)
+
+
+def test_a_notify_ca_file_of_certificates_is_taken_and_unset_means_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ca = PrivateCa.make(tmp_path / "ca", "nbrelay test config CA")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(ca.ca.read_text() + ca.cert.read_text())  # several certificates in one file
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBRELAY_NOTIFY_CA_FILE", "bundle.pem")  # relative: to the directory it starts in
+    assert Settings(data_dir=tmp_path).notify_ca_file == bundle
+    monkeypatch.setenv("NBRELAY_NOTIFY_CA_FILE", "")
+    assert Settings(data_dir=tmp_path).notify_ca_file is None

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -223,6 +224,10 @@ class Settings(BaseSettings):
     notify_max_attempts: int = Field(8, ge=1, le=100)
     notify_horizon_s: float = Field(24 * 3600.0, gt=0)
     notify_timeout_s: float = Field(10.0, gt=0)  # one webhook request or SMTP conversation
+    # A PEM file of one or more CA certificates that webhook endpoints' and the SMTP server's certificates may also
+    # chain to (a company's private CA), in addition to the CAs trusted by default (notify/tls.py); checked at
+    # start. None: the default CAs only. Certificates are always verified.
+    notify_ca_file: Path | None = None
     notify_poll_s: float = Field(1.0, gt=0)  # how often each web node looks for due deliveries
     notify_concurrency: int = Field(16, ge=1, le=1000)  # deliveries in flight per node
     notify_endpoint_concurrency: int = Field(4, ge=1, le=100)  # of which to one webhook endpoint
@@ -265,6 +270,32 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("notify_ca_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        # Refused here, at start: not later as every TLS delivery failing with an ssl error that names no setting.
+        if value is None:
+            return None
+        path = Path(os.path.abspath(value.expanduser()))
+        said = f"NBRELAY_NOTIFY_CA_FILE={str(path)!r}"
+        wanted = "a PEM file of CA certificates (-----BEGIN CERTIFICATE-----)"
+        if not path.exists():
+            raise ValueError(f"{said} does not exist: set it to {wanted}, or leave it unset")
+        if not path.is_file():
+            raise ValueError(f"{said} is not a file: set it to {wanted}")
+        store = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # without the system's CAs: only the file's are counted
+        try:
+            store.load_verify_locations(cafile=path)
+        except ssl.SSLError as exc:
+            if exc.reason == "NO_CERTIFICATE_OR_CRL_FOUND":  # empty, a key, some text
+                raise ValueError(f"{said} holds no certificate: it must be {wanted}") from None
+            raise ValueError(f"{said} holds a certificate that is not valid PEM: it must be {wanted}") from None
+        except OSError as exc:
+            raise ValueError(f"{said} cannot be read: {exc.strerror or exc}") from None
+        if not store.cert_store_stats()["x509"]:  # certificate revocation lists only
+            raise ValueError(f"{said} holds no certificate: it must be {wanted}")
+        return path
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -1,9 +1,10 @@
 """A real HTTP server in a thread that receives webhooks: what each path answers (status codes in turn, or a
-hang), and every request it got, with the time it arrived."""
+hang), and every request it got, with the time it arrived. With a TLS context, an HTTPS server."""
 
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -23,7 +24,7 @@ class Received:
 
 
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.received: list[Received] = []
         self.answers: dict[str, list[int]] = defaultdict(list)  # path -> statuses to answer in turn (then 200)
         self.hang_s: dict[str, float] = {}  # path -> how long to hold each request before answering
@@ -61,11 +62,14 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls is not None:  # the handshake is made at accept; one the client breaks off is dropped there
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def start(self) -> Receiver:
         self.thread.start()

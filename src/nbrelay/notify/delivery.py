@@ -32,6 +32,7 @@ from nbrelay.notify.outcome import Outcome
 from nbrelay.notify.payload import absolute
 from nbrelay.notify.service import Notifications
 from nbrelay.notify.ssrf import Itself
+from nbrelay.notify.tls import notify_ssl_context
 from nbrelay.notify.webhook import send_webhook
 from nbrelay.recorder import JobRecorder, worker_id
 from nbrelay.store.base import JobStore
@@ -85,10 +86,12 @@ class DeliveryLoop:
             if released:
                 log.info("%d deliveries claimed by a stopped process are due again", released)
         # No connection reuse: requests go to checked addresses, and a TLS connection made for one host name
-        # must not carry another's request to the same address.
+        # must not carry another's request to the same address. Certificates are checked against the default CAs
+        # and those of notify_ca_file (a private CA), the SMTP connections' too (notify/tls.py).
         self._client = httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,
+            verify=notify_ssl_context(self.settings),
             timeout=self.settings.notify_timeout_s,
             limits=httpx.Limits(max_keepalive_connections=0),
         )

@@ -8,7 +8,6 @@ import base64
 import contextlib
 import re
 import smtplib
-import ssl
 import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 from nbrelay.config import Settings
 from nbrelay.models import utcnow
 from nbrelay.notify.outcome import Outcome
+from nbrelay.notify.tls import notify_ssl_context
 
 _DEFAULT_PORTS = {"tls": 465, "starttls": 587, "none": 25}
 # smtplib blocks: its conversations run in threads of their own, so a hanging SMTP server holds these and never
@@ -127,7 +127,7 @@ def build_message(
 def _send(settings: Settings, message: EmailMessage) -> tuple[int, str]:
     timeout_s = settings.notify_timeout_s
     port = settings.smtp_port or _DEFAULT_PORTS[settings.smtp_security]
-    context = ssl.create_default_context()
+    context = notify_ssl_context(settings)  # the default CAs and notify_ca_file's, as webhooks
     smtp: smtplib.SMTP
     if settings.smtp_security == "tls":
         smtp = smtplib.SMTP_SSL(settings.smtp_host, port, timeout=timeout_s, context=context)
