@@ -50,3 +50,24 @@ async def test_probes_run_together_each_within_its_limit_and_a_change_is_logged_
     assert all(c.ok for c in await readiness.check())
     assert caplog.records[-1].getMessage() == "ready again (database, broker answer)"
     assert len(caplog.records) == 3
+
+
+async def test_a_probe_under_way_is_joined_by_the_next_check_not_started_again() -> None:
+    """A broker that never answers a connect holds one probe, however often a load balancer asks."""
+    calls = 0
+    release = asyncio.Event()
+
+    async def broker() -> None:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+
+    readiness = Readiness({"broker": broker}, timeout_s=0.05)
+    for _ in range(5):
+        (check,) = await readiness.check()
+        assert check.reason == "no answer within 0.05 s"
+    assert calls == 1
+    release.set()
+    await asyncio.sleep(0.01)  # the one under way ends
+    (check,) = await readiness.check()
+    assert check.ok and calls == 2  # an ended probe is not an answer for later: a new check asks again

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from nbrelay.errors import reason_of
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 2.0
 RETRY_AFTER_S = 5
 
-Probe = Callable[[], Awaitable[None]]
+Probe = Callable[[], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,18 +38,6 @@ class Check:
         return shape
 
 
-async def _check(name: str, probe: Probe, timeout_s: float) -> Check:
-    started = time.perf_counter()
-    reason: str | None = None
-    try:
-        await asyncio.wait_for(probe(), timeout_s)
-    except TimeoutError:
-        reason = f"no answer within {timeout_s:g} s"
-    except Exception as exc:
-        reason = reason_of(exc)
-    return Check(name, reason is None, round((time.perf_counter() - started) * 1000, 1), reason)
-
-
 class Readiness:
     """Runs the probes together; logs a change of the answer once (a probe every few seconds must not fill the log
     while something is away)."""
@@ -57,9 +46,30 @@ class Readiness:
         self.probes = dict(probes)
         self.timeout_s = timeout_s
         self._failing: frozenset[str] = frozenset()
+        # A probe still under way when the next check comes is joined, not started again: one that hangs (a broker
+        # that never answers the connect) holds one task or thread, however often a load balancer asks.
+        self._under_way: dict[str, asyncio.Future[None]] = {}
+
+    def _probe(self, name: str) -> asyncio.Future[None]:
+        under_way = self._under_way.get(name)
+        if under_way is None or under_way.done():
+            under_way = self._under_way[name] = asyncio.ensure_future(self.probes[name]())
+            under_way.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved: no warning
+        return under_way
+
+    async def _check(self, name: str) -> Check:
+        started = time.perf_counter()
+        reason: str | None = None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._probe(name)), self.timeout_s)
+        except TimeoutError:
+            reason = f"no answer within {self.timeout_s:g} s"
+        except Exception as exc:
+            reason = reason_of(exc)
+        return Check(name, reason is None, round((time.perf_counter() - started) * 1000, 1), reason)
 
     async def check(self) -> list[Check]:
-        checks = list(await asyncio.gather(*(_check(n, p, self.timeout_s) for n, p in self.probes.items())))
+        checks = list(await asyncio.gather(*(self._check(name) for name in self.probes)))
         failing = frozenset(c.name for c in checks if not c.ok)
         if failing != self._failing:
             if failing:
