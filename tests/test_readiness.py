@@ -71,3 +71,20 @@ async def test_a_probe_under_way_is_joined_by_the_next_check_not_started_again()
     await asyncio.sleep(0.01)  # the one under way ends
     (check,) = await readiness.check()
     assert check.ok and calls == 2  # an ended probe is not an answer for later: a new check asks again
+
+
+async def test_close_gives_up_the_probes_under_way() -> None:
+    gave_up = asyncio.Event()
+
+    async def hangs() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            gave_up.set()
+            raise
+
+    readiness = Readiness({"broker": hangs}, timeout_s=0.05)
+    (check,) = await readiness.check()
+    assert not check.ok
+    readiness.close()
+    await asyncio.wait_for(gave_up.wait(), 5)

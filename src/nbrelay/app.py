@@ -277,6 +277,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             app.state.readiness = None  # stopping: a load balancer should send no more work here
+            readiness.close()
             await scheduler.stop()
             retention.cancel()
             sweep.cancel()

@@ -68,6 +68,11 @@ class Readiness:
             reason = reason_of(exc)
         return Check(name, reason is None, round((time.perf_counter() - started) * 1000, 1), reason)
 
+    def close(self) -> None:
+        """The node stops: probes under way are given up (a thread of one ends by its own time limit)."""
+        for under_way in self._under_way.values():
+            under_way.cancel()
+
     async def check(self) -> list[Check]:
         checks = list(await asyncio.gather(*(self._check(name) for name in self.probes)))
         failing = frozenset(c.name for c in checks if not c.ok)

@@ -59,6 +59,13 @@ def engine_url(url: str) -> URL:
     return parsed
 
 
+async def answers(engine: AsyncEngine) -> None:
+    """Return once the engine's database answers a query (a connection out of its pool, or a new one); raise
+    the driver's error when it does not. The readiness probe of the store and of the sql:// hub."""
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))
+
+
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -240,8 +247,7 @@ class SqlJobStore:
         self._started = False
 
     async def ping(self) -> None:
-        async with self._engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        await answers(self._engine)
 
     async def add_job(self, new: NewJob) -> Job:
         job = Job(

@@ -35,7 +35,7 @@ from nbrelay.hub.backends.sql_batch import EXPIRE_EVERY_S, Publish, Statements, 
 from nbrelay.hub.backends.sqlite_writer import COMMIT_WINDOW_S, SqliteWriter
 from nbrelay.models import Event, utcnow
 from nbrelay.store.shielded import finishes_when_cancelled
-from nbrelay.store.sql import engine_url, sqlite_pragmas
+from nbrelay.store.sql import answers, engine_url, sqlite_pragmas
 from nbrelay.store.tables import UtcDateTime
 
 # A transaction holds at most this many events (a publish on two streams counts two).
@@ -161,8 +161,7 @@ class SqlBackend:
 
     async def ping(self) -> None:
         try:
-            async with self.engine.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
+            await answers(self.engine)
         except (OSError, sa.exc.SQLAlchemyError) as exc:
             raise HubUnavailable(f"the hub's database at {self.where} did not answer: {reason_of(exc)}") from exc
 
