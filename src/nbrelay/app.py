@@ -347,10 +347,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def sse_endpoint(request: Request) -> Response:
         return await serve_sse(request, app.state.push)
 
+    # How the service runs inside (metrics, why it is not ready) is for everyone where NBRELAY_METRICS_PUBLIC says
+    # so (by default without sign-in), else for admins.
+    inside_public = settings.metrics_public if settings.metrics_public is not None else settings.auth_mode == "none"
+
     async def for_operators(request: Request) -> bool:
-        """Whether the caller may see how the service runs inside (metrics, why it is not ready): everyone when
-        NBRELAY_METRICS_PUBLIC says so (by default without sign-in), else admins."""
-        if settings.metrics_public if settings.metrics_public is not None else settings.auth_mode == "none":
+        if inside_public:
             return True
         try:
             return (await current_user(request)).admin
@@ -360,7 +362,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", include_in_schema=False)
     async def metrics_endpoint(request: Request) -> Response:
         # Who runs what, how many users are connected: not for everyone who can reach the port.
-        if not await for_operators(request):
+        if not inside_public and not (await current_user(request)).admin:  # 401 for who is not signed in
             raise Forbidden("metrics are for admins (or set NBRELAY_METRICS_PUBLIC=true)", code="admin_only")
         if hasattr(app.state, "push"):
             app.state.push.report()

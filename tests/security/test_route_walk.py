@@ -42,6 +42,7 @@ NOT_PER_OBJECT = {
     ("GET", "/api/legacy/unfinished"): "the caller's unfinished jobs",
     ("GET", "/sse"): "push: tests/security/test_push_frames.py and tests/push/transports/test_auth.py",
     ("GET", "/api/health"): "the service's liveness",
+    ("GET", "/api/ready"): "the service's readiness: its own database, hub and executor, no user's object",
 }
 
 
