@@ -269,3 +269,15 @@ def test_adding_a_webhook_to_the_service_itself_is_refused(tmp_path: Path) -> No
         assert http.get("/api/webhooks").json()["webhooks"] == []
     finally:
         server.stop()
+
+
+async def test_a_wake_just_before_stop_does_not_keep_the_loop_running(tmp_path: Path) -> None:
+    """Found from a CI hang: asyncio.wait_for of Python 3.11 returned the wake and swallowed the cancel that came
+    with it, so the loop went on and stop() waited for ever (a node's shutdown hung)."""
+    node = await Node(f"sqlite:///{tmp_path / 'jobs.db'}", settings_for(tmp_path, notify_poll_s=10), "n1").start()
+    try:
+        await asyncio.sleep(0.3)  # past the first pass: waiting for a wake or the next poll
+        node.loop.wake()  # as a delivery that ends sets it, in the same step as the stop
+        await asyncio.wait_for(node.loop.stop(), 5)
+    finally:
+        await node.store.close()

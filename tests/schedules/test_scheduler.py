@@ -291,3 +291,12 @@ async def test_the_loop_runs_on_its_own_clock(node: Node) -> None:
         assert [tick_at for _, tick_at in node.started] == [t0]
     finally:
         await node.loop.stop()
+
+
+async def test_a_wake_just_before_stop_does_not_keep_the_loop_running(sqlite_node: Node) -> None:
+    """Found rereading a CI hang: asyncio.wait_for of Python 3.11 returns the wake, swallowing the cancel that came
+    with it, so the loop went on and stop() waited for ever (a node's shutdown hung)."""
+    sqlite_node.loop.start()
+    await asyncio.sleep(0.3)  # past the first pass: waiting for a wake or the next poll (10 s)
+    sqlite_node.loop.wake()
+    await asyncio.wait_for(sqlite_node.loop.stop(), 5)

@@ -126,8 +126,11 @@ class DeliveryLoop:
             except Exception as exc:
                 log_failure(log, exc, "the delivery loop could not read the outbox; trying again")
                 await asyncio.sleep(_ERROR_PAUSE_S)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns a wake that comes with a cancel and
+            # swallows the cancel, and stop() then waited for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.notify_poll_s)
+                async with asyncio.timeout(self.settings.notify_poll_s):
+                    await self._wake.wait()
 
     async def _claim_and_send(self) -> None:
         free = self.settings.notify_concurrency - len(self._sending)

@@ -70,8 +70,11 @@ class Scheduler:
             except Exception as exc:
                 log_failure(log, exc, "scheduler pass failed; trying again in %s s", self.poll_interval_s)
                 delay_s = self.poll_interval_s
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns a wake that comes with a cancel and
+            # swallows the cancel, and stop() then waited for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay_s)
+                async with asyncio.timeout(delay_s):
+                    await self._wake.wait()
 
     async def _until_next(self, now: datetime) -> float:
         delay_s = self.poll_interval_s

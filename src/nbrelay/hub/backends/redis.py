@@ -397,7 +397,8 @@ class RedisBackend:
         while True:
             self._heard = False
             try:
-                lost = await asyncio.wait_for(pubsub.wait_lost(), _PING_EVERY_S)
+                async with asyncio.timeout(_PING_EVERY_S):  # not wait_for, which may swallow a cancel (3.11)
+                    lost = await pubsub.wait_lost()
             except TimeoutError:
                 if not self._heard:
                     pubsub.call("PING").add_done_callback(_ignore)

@@ -99,7 +99,8 @@ class SseConnection:
                         yield frame
             while True:
                 try:
-                    batch = await asyncio.wait_for(subscription.next_batch(), push.settings.sse_heartbeat_s)
+                    async with asyncio.timeout(push.settings.sse_heartbeat_s):  # not wait_for: it may swallow a cancel
+                        batch = await subscription.next_batch()
                 except TimeoutError:
                     yield ": heartbeat\n\n"
                     continue
