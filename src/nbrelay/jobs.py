@@ -109,7 +109,8 @@ class JobService:
             if left <= 0:
                 raise TimeoutError(f"job {job_id} did not finish within {timeout_s} s")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wait(), left)
+                async with asyncio.timeout(left):  # not wait_for, which may swallow a cancel (Python 3.11)
+                    await waiter.wait()
 
     async def figures(self, figures: JobFigures) -> None:
         """Bring the job figures up to date for /metrics: the queue and running jobs from the store, the cap

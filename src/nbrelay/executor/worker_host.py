@@ -242,9 +242,8 @@ class WorkerHost:
             try:
                 # A store that hangs rather than refuses must end in the fence too (found from outside: a dropped
                 # connection held the renewal, and the run, past the lease, beside the next attempt).
-                held = await asyncio.wait_for(
-                    self.store.renew_leases(self.worker, running, lease_s=lease_s), timeout=lease_s * _RENEW_WAIT
-                )
+                async with asyncio.timeout(lease_s * _RENEW_WAIT):  # not wait_for, which may swallow a cancel (3.11)
+                    held = await self.store.renew_leases(self.worker, running, lease_s=lease_s)
                 last_ok = time.monotonic()
                 self.pool.extend_leases({job_id for job_id in running if job_id in held}, asked + _FENCE_AT * lease_s)
             except Exception as exc:
